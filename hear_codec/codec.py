@@ -1,0 +1,274 @@
+"""The EnCodec 24 kHz front end: continuous encoder features and RVQ codes, plus resampling.
+
+Everything in this package that touches EnCodec goes through :class:`Codec`. It wraps the real
+model from the ``encodec`` package (0.1.1), frozen and always in eval mode: in training mode the
+quantizer's codebooks take an EMA update even under ``no_grad``, so targets would drift.
+
+Weights
+-------
+* ``load_codec("pretrained")`` uses encodec's own loader (torch hub cache,
+  ``~/.cache/torch/hub/checkpoints/encodec_24khz-d7cc33bc.th``), or an explicit local file
+  with ``load_codec("pretrained", weights=PATH)``. Offline, this fails with a message that says
+  which file to download and where to put it. It never falls back to random weights.
+* ``load_codec("offline")`` is a random encoder whose RVQ codebooks are initialised by a few
+  k-means iterations on the encoder's own output for synthetic audio, so that codes are spread
+  over the codebook instead of one constant code (``pretrained=False`` leaves the codebooks at
+  zero). Tests and the built-in demo use it; nothing picks it implicitly.
+
+torchaudio
+----------
+``import encodec`` imports torchaudio at module level, but the codec itself never uses it (only
+``convert_audio``/``save_audio`` and the training discriminator do). torchaudio has no CPU wheel
+matching torch 2.13, so when it cannot be imported we put a placeholder module in
+``sys.modules`` for the duration of ``import encodec`` only. Calling into the placeholder
+raises an ImportError that names the function.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import sys
+import types
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+from torch import nn
+
+SAMPLE_RATE = 24_000
+HOP_LENGTH = 320  # product of the SEANet strides [2, 4, 5, 8]
+FRAME_RATE = SAMPLE_RATE / HOP_LENGTH  # 75 frames per second
+FEATURE_DIM = 128
+CODEBOOK_SIZE = 1024
+# EnCodec 24 kHz: bandwidth (kbps) -> number of codebooks.
+BANDWIDTH_TO_CODEBOOKS = {1.5: 2, 3.0: 4, 6.0: 8, 12.0: 16, 24.0: 32}
+PRETRAINED_CHECKPOINT = "encodec_24khz-d7cc33bc.th"
+PRETRAINED_URL = "https://dl.fbaipublicfiles.com/encodec/v0/" + PRETRAINED_CHECKPOINT
+
+
+class CodecWeightsUnavailable(RuntimeError):
+    """The published EnCodec weights could not be found or downloaded."""
+
+
+def _import_encodec():
+    """Import the ``encodec`` package, working around a missing or broken torchaudio."""
+    if "encodec" in sys.modules:
+        return sys.modules["encodec"]
+    try:
+        import torchaudio  # noqa: F401
+        return importlib.import_module("encodec")
+    except Exception:  # ImportError, or OSError from a CUDA-only build's shared libraries
+        pass
+    for name in [n for n in sys.modules if n == "torchaudio" or n.startswith("torchaudio.")]:
+        del sys.modules[name]  # a half-imported torchaudio must not shadow the placeholder
+
+    def unavailable(name):
+        def fail(*args, **kwargs):
+            raise ImportError(
+                f"torchaudio.{name} is not available (torchaudio is not installed or does not match "
+                "this torch build); hear_codec does not need it, use hear_codec.codec.resample instead"
+            )
+        return fail
+
+    placeholder = types.ModuleType("torchaudio")
+    placeholder.__getattr__ = lambda name: unavailable(name)  # type: ignore[attr-defined]
+    sys.modules["torchaudio"] = placeholder
+    try:
+        return importlib.import_module("encodec")
+    finally:
+        # Other libraries probe for torchaudio; they must see that it is really absent.
+        if sys.modules.get("torchaudio") is placeholder:
+            del sys.modules["torchaudio"]
+
+
+def codebooks_for_bandwidth(bandwidth: float) -> int:
+    if float(bandwidth) not in BANDWIDTH_TO_CODEBOOKS:
+        raise ValueError(
+            f"EnCodec 24 kHz has no bandwidth {bandwidth} kbps; choose one of {sorted(BANDWIDTH_TO_CODEBOOKS)}"
+        )
+    return BANDWIDTH_TO_CODEBOOKS[float(bandwidth)]
+
+
+def num_frames(num_samples: int) -> int:
+    """Frames EnCodec produces for ``num_samples`` samples at 24 kHz (it pads the last hop)."""
+    return math.ceil(num_samples / HOP_LENGTH)
+
+
+class Codec(nn.Module):
+    """Frozen EnCodec 24 kHz: ``encode_features`` and ``encode_codes``.
+
+    Only the encoder and the quantizer are kept (the decoder is not needed for representations).
+    ``weights`` records where the weights came from: ``"pretrained"`` or ``"offline"``.
+    """
+
+    def __init__(self, encoder: nn.Module, quantizer: nn.Module, weights: str):
+        super().__init__()
+        self.encoder = encoder
+        self.quantizer = quantizer
+        self.weights = weights
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):  # noqa: D401 - always eval, see module docstring
+        return super().train(False)
+
+    @torch.no_grad()
+    def encode_features(self, wav: torch.Tensor) -> torch.Tensor:
+        """Continuous encoder output.
+
+        wav: [batch, samples] float at 24 kHz -> [batch, frames, 128], frames = ceil(samples / 320).
+        """
+        _check_wav(wav)
+        return self.encoder(wav.unsqueeze(1)).transpose(1, 2)
+
+    @torch.no_grad()
+    def quantize_features(self, features: torch.Tensor, n_q: int) -> torch.Tensor:
+        """RVQ codes of encoder features: [batch, frames, 128] -> [batch, n_q, frames] int64."""
+        if not 1 <= n_q <= len(self.quantizer.vq.layers):
+            raise ValueError(f"n_q must be in 1..{len(self.quantizer.vq.layers)}, got {n_q}")
+        codes = self.quantizer.vq.encode(features.transpose(1, 2).float(), n_q=n_q)  # [n_q, B, T]
+        return codes.transpose(0, 1)
+
+    def encode_codes(self, wav: torch.Tensor, n_q: int = 8) -> torch.Tensor:
+        """RVQ codes: [batch, samples] at 24 kHz -> [batch, n_q, frames] int64 (n_q=8 is 6 kbps)."""
+        return self.quantize_features(self.encode_features(wav), n_q)
+
+
+def _check_wav(wav: torch.Tensor) -> None:
+    if not isinstance(wav, torch.Tensor) or wav.ndim != 2:
+        raise ValueError(f"expected audio as a [batch, samples] tensor, got shape {tuple(getattr(wav, 'shape', ()))}")
+    if not wav.is_floating_point():
+        raise TypeError(f"expected floating-point audio, got {wav.dtype}")
+
+
+def load_codec(weights: str = "pretrained", path: str | os.PathLike | None = None, seed: int = 0) -> Codec:
+    """Build the EnCodec 24 kHz front end.
+
+    weights: ``"pretrained"`` (the published model; ``path`` may name a local copy of
+    ``encodec_24khz-d7cc33bc.th``) or ``"offline"`` (random, deterministic for a given ``seed``).
+    """
+    encodec = _import_encodec()
+    if weights == "pretrained":
+        model = encodec.EncodecModel.encodec_model_24khz(pretrained=False)
+        model.load_state_dict(_load_pretrained_state(path))
+    elif weights == "offline":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = encodec.EncodecModel.encodec_model_24khz(pretrained=False)
+            _init_codebooks_offline(model.encoder, model.quantizer, seed)
+    else:
+        raise ValueError(f"codec weights must be 'pretrained' or 'offline', got {weights!r}")
+    return Codec(model.encoder, model.quantizer, weights)
+
+
+def _load_pretrained_state(path) -> dict:
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise CodecWeightsUnavailable(f"EnCodec weights file not found: {path}")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CodecWeightsUnavailable(f"{path} is not a readable EnCodec checkpoint ({e})") from e
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / PRETRAINED_CHECKPOINT
+    try:
+        return torch.hub.load_state_dict_from_url(PRETRAINED_URL, map_location="cpu", check_hash=True)
+    except Exception as e:
+        raise CodecWeightsUnavailable(
+            f"Could not load the published EnCodec 24 kHz weights ({type(e).__name__}: {e}).\n"
+            f"Download {PRETRAINED_URL}\n"
+            f"and put it at {cached} (or pass its path explicitly). "
+            "For tests and demos without network, ask for the offline codec explicitly "
+            "(codec='offline'); it has random weights."
+        ) from e
+
+
+@torch.no_grad()
+def _init_codebooks_offline(encoder: nn.Module, quantizer: nn.Module, seed: int, iters: int = 8) -> None:
+    """Give a random EnCodec usable codebooks: k-means on its own features, layer by layer.
+
+    Each RVQ layer is fitted on the residual left by the layers before it, on a fresh batch of
+    synthetic audio (chirps + noise), so later layers do not collapse onto zero residuals.
+    """
+    gen = torch.Generator().manual_seed(seed + 1)
+    encoder.eval()
+    for layer in quantizer.vq.layers:
+        wav = _synthetic_audio(4, 2 * SAMPLE_RATE, gen)
+        x = encoder(wav.unsqueeze(1)).transpose(1, 2).reshape(-1, FEATURE_DIM)  # [N, 128]
+        for previous in quantizer.vq.layers:
+            if previous is layer:
+                break
+            x = x - previous._codebook.decode(previous._codebook.quantize(x))
+        codebook = layer._codebook
+        centroids = _kmeans(x, codebook.codebook_size, iters, gen)
+        codebook.embed.copy_(centroids)
+        codebook.embed_avg.copy_(centroids)
+        codebook.cluster_size.fill_(1.0)
+        codebook.inited.fill_(1.0)
+
+
+def _kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> torch.Tensor:
+    """Plain Lloyd k-means. x: [N, D] -> centroids [k, D]; empty clusters keep their seed point."""
+    idx = torch.randint(0, x.shape[0], (k,), generator=gen)
+    centroids = x[idx] + 1e-4 * torch.randn(k, x.shape[1], generator=gen)  # distinct even if x repeats
+    for _ in range(iters):
+        assign = torch.cdist(x, centroids).argmin(dim=1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).unsqueeze(1)
+        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+    return centroids
+
+
+def _synthetic_audio(batch: int, samples: int, gen: torch.Generator) -> torch.Tensor:
+    """[batch, samples] of random linear chirps plus white noise, in [-1, 1]."""
+    t = torch.arange(samples, dtype=torch.float64) / SAMPLE_RATE
+    f0 = 50 + 2000 * torch.rand(batch, 1, generator=gen, dtype=torch.float64)
+    f1 = 50 + 8000 * torch.rand(batch, 1, generator=gen, dtype=torch.float64)
+    duration = samples / SAMPLE_RATE
+    phase = 2 * math.pi * (f0 * t + 0.5 * (f1 - f0) / duration * t**2)
+    amp = 0.1 + 0.5 * torch.rand(batch, 1, generator=gen, dtype=torch.float64)
+    noise = 0.2 * torch.rand(batch, 1, generator=gen, dtype=torch.float64)
+    wav = amp * torch.sin(phase) + noise * torch.randn(batch, samples, generator=gen, dtype=torch.float64)
+    return wav.clamp(-1, 1).float()
+
+
+def resample(wav: torch.Tensor, orig_sr: int, target_sr: int = SAMPLE_RATE) -> torch.Tensor:
+    """Band-limited polyphase resampling along the last axis (scipy's resample_poly design).
+
+    48 kHz -> 24 kHz is an exact polyphase decimation by 2 with a Kaiser-windowed low-pass;
+    16 kHz -> 24 kHz is up 3, down 2. Runs in torch on the input's device.
+    wav: [..., samples] -> [..., ceil(samples * target_sr / orig_sr)].
+    """
+    if orig_sr == target_sr:
+        return wav
+    ratio = Fraction(int(target_sr), int(orig_sr))
+    up, down = ratio.numerator, ratio.denominator
+    taps = _polyphase_filter(up, down).to(device=wav.device, dtype=wav.dtype)
+    shape = wav.shape
+    x = wav.reshape(-1, 1, shape[-1])
+    n_out = -(-shape[-1] * up // down)
+    if up > 1:  # zero-stuffing
+        stuffed = x.new_zeros(x.shape[0], 1, shape[-1] * up)
+        stuffed[..., ::up] = x
+        x = stuffed
+    half = (taps.numel() - 1) // 2
+    # conv1d is a correlation; the filter is symmetric so this is the convolution, centred.
+    y = torch.nn.functional.conv1d(torch.nn.functional.pad(x, (half, half)), taps.view(1, 1, -1), stride=down)
+    return y[..., :n_out].reshape(*shape[:-1], -1)
+
+
+_FILTERS: dict = {}
+
+
+def _polyphase_filter(up: int, down: int) -> torch.Tensor:
+    """The low-pass that scipy.signal.resample_poly designs: Kaiser(5.0), 10 zero crossings, gain ``up``."""
+    key = (up, down)
+    if key not in _FILTERS:
+        from scipy.signal import firwin
+
+        max_rate = max(up, down)
+        half_len = 10 * max_rate
+        h = firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)) * up
+        _FILTERS[key] = torch.tensor(h, dtype=torch.float64)
+    return _FILTERS[key]
