@@ -1,0 +1,73 @@
+"""hear_codec: HEAR API plugin over codec-token audio models (EnCodecMAE, AudioFormer).
+
+    hear-validator hear_codec --model ckpt.pt
+    python -m heareval.embeddings.runner hear_codec --model ckpt.pt --tasks-dir tasks \\
+        --model-options '{"sample_rate": 16000, "layer": -1}'
+
+Kept light on purpose: importing it loads torch and this package only.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .api import DEFAULT_SAMPLE_RATE, HearModel
+
+__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "HearModel"]
+__version__ = "0.1.0"
+
+
+def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
+               layer: int = -1, batch_size: int = 16, precision: str = "fp32",
+               random_weights: str | None = None, seed: int = 0) -> HearModel:
+    """Load a model for the HEAR API.
+
+    model_file_path: a hear_codec checkpoint (see hear_codec/checkpoint.py).
+    sample_rate: rate of the audio you will pass (16000, 22050, 44100 or 48000; resampled to 24 kHz).
+    layer: which encoder layer's output to return (-1 = the last, after the final ResiDual sum).
+    batch_size: chunks of training length run through the model at once (memory vs speed).
+    precision: "fp32", or "bf16" (autocast; embeddings within cosine 0.999 of fp32).
+    random_weights: build an untrained model instead of loading one, e.g. "encodecmae-tiny-mel256"
+        or "encodecmae-base-ec" (family-preset-front_end). For tests and smoke runs only; it is never a
+        fallback for a missing file.
+    """
+    from .checkpoint import load_checkpoint
+
+    if random_weights is not None:
+        if model_file_path is not None:
+            raise ValueError("give either model_file_path or random_weights, not both")
+        model = _random_model(random_weights, seed)
+    elif model_file_path is None:
+        raise ValueError(
+            "load_model needs a checkpoint path: hear_codec does not download default weights yet. "
+            "Pass the path of a hear_codec checkpoint (e.g. one written by `python -m training.pretrain`)."
+        )
+    else:
+        model = load_checkpoint(model_file_path)
+    return HearModel(model, sample_rate=sample_rate, layer=layer, batch_size=batch_size, precision=precision)
+
+
+def _random_model(spec: str, seed: int):
+    from . import encodecmae
+    from .codec import load_codec
+
+    parts = spec.split("-")
+    if len(parts) != 3 or parts[0] != "encodecmae":
+        raise ValueError(f"random_weights must look like 'encodecmae-<preset>-<mel256|ec>', got {spec!r}")
+    _, preset, front_end = parts
+    torch.manual_seed(seed)
+    config = encodecmae.preset(preset, front_end=front_end, codec_weights="offline")
+    encoder = load_codec("offline", seed=seed).encoder if front_end == "ec" else None
+    return encodecmae.EncodecMAE(config, codec_encoder=encoder).eval()
+
+
+
+def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel):
+    """audio [n_sounds, n_samples] float32 -> (embeddings [n, T, d] float32, timestamps [n, T] in ms)."""
+    return model.timestamp_embeddings(audio)
+
+
+def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
+    """audio [n_sounds, n_samples] float32 -> [n, d] float32: the mean of the timestamp embeddings."""
+    return model.scene_embeddings(audio)

@@ -25,11 +25,13 @@ raises an ImportError that names the function.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
 import sys
 import types
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -150,16 +152,35 @@ def load_codec(weights: str = "pretrained", path: str | os.PathLike | None = Non
     """
     encodec = _import_encodec()
     if weights == "pretrained":
-        model = encodec.EncodecModel.encodec_model_24khz(pretrained=False)
+        with _quiet_weight_norm():
+            model = encodec.EncodecModel.encodec_model_24khz(pretrained=False)
         model.load_state_dict(_load_pretrained_state(path))
     elif weights == "offline":
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _quiet_weight_norm():
             torch.manual_seed(seed)
             model = encodec.EncodecModel.encodec_model_24khz(pretrained=False)
-            _init_codebooks_offline(model.encoder, model.quantizer, seed)
+        _init_codebooks_offline(model.encoder, model.quantizer, seed)
     else:
         raise ValueError(f"codec weights must be 'pretrained' or 'offline', got {weights!r}")
     return Codec(model.encoder, model.quantizer, weights)
+
+
+def build_encoder() -> nn.Module:
+    """An EnCodec 24 kHz SEANet encoder with untrained weights, for models whose checkpoint holds them.
+
+    [batch, 1, samples] -> [batch, 128, frames].
+    """
+    encodec = _import_encodec()
+    with _quiet_weight_norm():
+        return encodec.modules.SEANetEncoder(channels=1, norm="weight_norm", causal=True).eval()
+
+
+@contextlib.contextmanager
+def _quiet_weight_norm():
+    """encodec 0.1.1 uses the old torch.nn.utils.weight_norm, which warns on every conv it builds."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+        yield
 
 
 def _load_pretrained_state(path) -> dict:
@@ -185,39 +206,28 @@ def _load_pretrained_state(path) -> dict:
 
 
 @torch.no_grad()
-def _init_codebooks_offline(encoder: nn.Module, quantizer: nn.Module, seed: int, iters: int = 8) -> None:
-    """Give a random EnCodec usable codebooks: k-means on its own features, layer by layer.
+def _init_codebooks_offline(encoder: nn.Module, quantizer: nn.Module, seed: int) -> None:
+    """Give a random EnCodec usable codebooks, built from its own features on synthetic audio.
 
-    Each RVQ layer is fitted on the residual left by the layers before it, on a fresh batch of
-    synthetic audio (chirps + noise), so later layers do not collapse onto zero residuals.
+    Layer i's codewords are frames of the residual that layers < i leave on a pool of frames,
+    jittered by half the residual's spread: codewords are distinct, cover the data, and the
+    residual never collapses to zero for the next layer (it would if codewords were exact
+    copies of the pool). One encoder pass on 16 s of audio; no k-means, so it takes seconds.
     """
     gen = torch.Generator().manual_seed(seed + 1)
     encoder.eval()
+    wav = _synthetic_audio(8, 2 * SAMPLE_RATE, gen)
+    residual = encoder(wav.unsqueeze(1)).transpose(1, 2).reshape(-1, FEATURE_DIM)  # [1200, 128]
     for layer in quantizer.vq.layers:
-        wav = _synthetic_audio(4, 2 * SAMPLE_RATE, gen)
-        x = encoder(wav.unsqueeze(1)).transpose(1, 2).reshape(-1, FEATURE_DIM)  # [N, 128]
-        for previous in quantizer.vq.layers:
-            if previous is layer:
-                break
-            x = x - previous._codebook.decode(previous._codebook.quantize(x))
         codebook = layer._codebook
-        centroids = _kmeans(x, codebook.codebook_size, iters, gen)
-        codebook.embed.copy_(centroids)
-        codebook.embed_avg.copy_(centroids)
+        idx = torch.randint(0, residual.shape[0], (codebook.codebook_size,), generator=gen)
+        spread = residual.std(dim=0, keepdim=True)
+        codewords = residual[idx] + 0.5 * spread * torch.randn(len(idx), FEATURE_DIM, generator=gen)
+        codebook.embed.copy_(codewords)
+        codebook.embed_avg.copy_(codewords)
         codebook.cluster_size.fill_(1.0)
         codebook.inited.fill_(1.0)
-
-
-def _kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> torch.Tensor:
-    """Plain Lloyd k-means. x: [N, D] -> centroids [k, D]; empty clusters keep their seed point."""
-    idx = torch.randint(0, x.shape[0], (k,), generator=gen)
-    centroids = x[idx] + 1e-4 * torch.randn(k, x.shape[1], generator=gen)  # distinct even if x repeats
-    for _ in range(iters):
-        assign = torch.cdist(x, centroids).argmin(dim=1)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
-        counts = torch.bincount(assign, minlength=k).unsqueeze(1)
-        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
-    return centroids
+        residual = residual - codebook.decode(codebook.quantize(residual))
 
 
 def _synthetic_audio(batch: int, samples: int, gen: torch.Generator) -> torch.Tensor:

@@ -38,7 +38,7 @@ Every patch is idempotent and checks first whether its breakage is present in th
 versions (``Patch.needed``); on a stack where it is not, it is skipped. Use::
 
     from hear_codec.evaluation import compat
-    compat.apply()                         # patches for the predictions runner
+    compat.apply()                               # patches heareval's predictions code
     runner = compat.import_embeddings_runner()   # the embeddings runner, GPU check handled
 """
 from __future__ import annotations
@@ -364,10 +364,9 @@ def _tensorflow_gpu_check_passes() -> Iterator[None]:
 def import_embeddings_runner() -> types.ModuleType:
     """``heareval.embeddings.runner``, imported so that its GPU check cannot refuse a GPU machine
     with tensorflow-cpu (the check only concerns TensorFlow models; hear_codec is torch).
-
-    Also applies :func:`apply` (the runner records the GPU name through ``gpu_max_mem``).
+    Call :func:`apply` too before running it: the runner records the GPU name through
+    ``gpu_max_mem``.
     """
-    apply()
     name = "heareval.embeddings.runner"
     if name in sys.modules:
         return sys.modules[name]

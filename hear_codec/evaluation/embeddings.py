@@ -20,6 +20,7 @@ from hear_codec.evaluation import compat
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Run heareval's click command with ``argv`` (default: the command line)."""
+    compat.apply()
     runner = compat.import_embeddings_runner().runner
     runner.main(args=sys.argv[1:] if argv is None else argv, prog_name="python -m hear_codec.evaluation.embeddings")
 

@@ -1,0 +1,270 @@
+"""EnCodecMAE (Pepino et al., arXiv 2309.07391): a masked autoencoder predicting EnCodec codes.
+
+    wav [B, S] @ 24 kHz
+      -> front end: "mel256" (Kaldi fbank, normalised, Linear 256->D) or "ec" (frozen EnCodec
+         encoder, Linear 128->D)                                          [B, T, D]
+      -> + scale * sinusoidal positions
+      -> MAE: only visible frames enter the ResiDual encoder              [B, T_visible, D]
+      -> Linear(D, D), scattered back to all frames, masked slots = 0     [B, T, D]
+      -> + decoder's own scaled positions -> ResiDual decoder -> head     [B, T, streams, 1024]
+
+Streams are the 8 EnCodec codebooks (6 kbps) and, after self-training, k-means streams.
+Embeddings for HEAR come from :meth:`EncodecMAE.embed_layers` (no masking).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from torch import nn
+
+from . import codec as codec_lib
+from .fbank import KaldiFbank
+from .layers import ResiDualTransformer, ScaledSinusoidalPosition
+
+# Per-codebook weights of the official loss (coarse codebooks weigh more).
+QUANTIZER_WEIGHTS = (0.22407463, 0.1759858, 0.14499009, 0.12150037, 0.10315603, 0.08831368, 0.07608274,
+                     0.06589669)
+
+
+@dataclass
+class EncodecMAEConfig:
+    front_end: str = "mel256"  # "mel256" or "ec"
+    dim: int = 768
+    num_layers: int = 10
+    num_heads: int = 12
+    ff_dim: int = 4096
+    decoder_layers: int = 2
+    decoder_heads: int = 12
+    decoder_ff_dim: int = 4096
+    num_codec_streams: int = 8  # EnCodec codebooks predicted (8 = 6 kbps)
+    num_kmeans_streams: int = 0  # > 0 after self-training
+    vocab_size: int = 1024  # codebook size (and k of the k-means streams)
+    mask_prop: float = 0.5
+    mask_gap: int = 15
+    masked_loss_weight: float = 0.9
+    codec_stream_weights: tuple = QUANTIZER_WEIGHTS
+    mel_mean: float = -6.12
+    mel_std: float = 4.82
+    chunk_seconds: float = 4.0  # training crop length; HEAR embeds long audio in chunks of this size
+    codec_weights: str = "pretrained"  # where the codec (targets, ec front end) came from
+
+    @property
+    def num_streams(self) -> int:
+        return self.num_codec_streams + self.num_kmeans_streams
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["codec_stream_weights"] = list(self.codec_stream_weights)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EncodecMAEConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown EnCodecMAE config keys: {sorted(unknown)}")
+        d = dict(d)
+        if "codec_stream_weights" in d:
+            d["codec_stream_weights"] = tuple(d["codec_stream_weights"])
+        return cls(**d)
+
+
+# Named presets (paper sizes; "tiny" is for the built-in demo and tests).
+PRESETS = {
+    "tiny": dict(dim=64, num_layers=2, num_heads=4, ff_dim=256, decoder_layers=1, decoder_heads=4,
+                 decoder_ff_dim=256),
+    "small": dict(dim=768, num_layers=5, num_heads=12, ff_dim=4096),
+    "base": dict(dim=768, num_layers=10, num_heads=12, ff_dim=4096),
+    "large": dict(dim=1024, num_layers=20, num_heads=16, ff_dim=4096, decoder_heads=16),
+}
+
+
+def preset(name: str, **overrides) -> EncodecMAEConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown EnCodecMAE preset {name!r}; choose one of {sorted(PRESETS)}")
+    return EncodecMAEConfig(**{**PRESETS[name], **overrides})
+
+
+class MelFrontEnd(nn.Module):
+    """wav [B, S] -> normalised 256-bin Kaldi fbank [B, T, 256], T = 1 + (S - 637) // 318."""
+
+    hop = 318
+    window = 637
+    min_samples = 637  # snip_edges: only whole windows make frames
+    input_dim = 256
+
+    def __init__(self, mean: float, std: float):
+        super().__init__()
+        self.fbank = KaldiFbank()
+        self.mean, self.std = mean, std
+
+    def num_frames(self, num_samples: int) -> int:
+        return self.fbank.num_frames(num_samples)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return (self.fbank(wav) - self.mean) / self.std
+
+
+class CodecFrontEnd(nn.Module):
+    """wav [B, S] -> frozen EnCodec encoder features [B, T, 128], T = ceil(S / 320)."""
+
+    hop = codec_lib.HOP_LENGTH
+    window = codec_lib.HOP_LENGTH
+    min_samples = 1  # EnCodec pads the last hop
+    input_dim = codec_lib.FEATURE_DIM
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True):  # frozen: its LSTM/conv never switch to training behaviour
+        return super().train(False)
+
+    def num_frames(self, num_samples: int) -> int:
+        return codec_lib.num_frames(num_samples)
+
+    @torch.no_grad()
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.encoder(wav.unsqueeze(1).float()).transpose(1, 2)
+
+
+class EncodecMAE(nn.Module):
+    family = "encodecmae"
+    sample_rate = codec_lib.SAMPLE_RATE
+
+    def __init__(self, config: EncodecMAEConfig, codec_encoder: nn.Module | None = None):
+        """``codec_encoder`` is the EnCodec encoder for the "ec" front end (a fresh untrained one if None)."""
+        super().__init__()
+        self.config = config
+        d = config.dim
+        if config.front_end == "mel256":
+            self.front_end = MelFrontEnd(config.mel_mean, config.mel_std)
+        elif config.front_end == "ec":
+            self.front_end = CodecFrontEnd(codec_encoder if codec_encoder is not None else codec_lib.build_encoder())
+        else:
+            raise ValueError(f"front_end must be 'mel256' or 'ec', got {config.front_end!r}")
+        self.input_proj = nn.Linear(self.front_end.input_dim, d)
+        self.position = ScaledSinusoidalPosition(d)
+        self.encoder = ResiDualTransformer(d, config.num_layers, config.num_heads, config.ff_dim)
+        self.decoder_proj = nn.Linear(d, d)
+        self.decoder_position = ScaledSinusoidalPosition(d)
+        self.decoder = ResiDualTransformer(d, config.decoder_layers, config.decoder_heads, config.decoder_ff_dim)
+        self.head = nn.Linear(d, config.num_streams * config.vocab_size)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Xavier-uniform linear weights, zero biases, unit LayerNorms (as the official init)."""
+        trainable = [self.input_proj, self.encoder, self.decoder_proj, self.decoder, self.head]
+        for module in (m for part in trainable for m in part.modules()):
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    # ---- framing (used by the HEAR wrapper and by training) ----
+    @property
+    def frame_hop(self) -> int:
+        """Samples at 24 kHz between frames (318 for mel256, 320 for ec)."""
+        return self.front_end.hop
+
+    @property
+    def first_frame_centre(self) -> float:
+        """Centre of frame 0 in samples: frame k covers [k * hop, k * hop + window)."""
+        return self.front_end.window / 2
+
+    def num_frames(self, num_samples: int) -> int:
+        return self.front_end.num_frames(num_samples)
+
+    @property
+    def min_samples(self) -> int:
+        return self.front_end.min_samples
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def num_embedding_layers(self) -> int:
+        return self.config.num_layers
+
+    @property
+    def chunk_samples(self) -> int:
+        return int(round(self.config.chunk_seconds * self.sample_rate))
+
+    # ---- forward paths ----
+    def input_features(self, wav: torch.Tensor) -> torch.Tensor:
+        """Front-end features before the projection: [B, S] -> [B, T, 256 or 128]."""
+        return self.front_end(wav)
+
+    def embed_layers(self, wav: torch.Tensor, padding_mask: torch.Tensor | None = None) -> list:
+        """Per-layer activations for embeddings, no masking.
+
+        wav [B, S] at 24 kHz; padding_mask [B, T] bool (True = padding frame).
+        Returns num_layers tensors [B, T, D]: the x0 stream of layers 1..L-1 and, for the last
+        layer, the final ResiDual combination ``x0_L + final_norm(x1_L)`` (the official
+        ``extract_features`` convention).
+        """
+        x = self.position(self.input_proj(self.input_features(wav)))
+        out, streams, _ = self.encoder(x, padding_mask, return_layers=True)
+        return streams[:-1] + [out]
+
+    def forward(self, wav: torch.Tensor, mask: torch.Tensor | None = None,
+                padding_mask: torch.Tensor | None = None, features: torch.Tensor | None = None) -> dict:
+        """Masked-autoencoder forward.
+
+        wav [B, S] at 24 kHz (or precomputed front-end ``features`` [B, T, F]);
+        mask [B, T] bool, True = masked (hidden from the encoder), None = nothing masked;
+        padding_mask [B, T] bool, True = frame beyond the clip.
+        Returns dict with ``logits`` [B, T, streams, vocab], ``encoder_out`` [B, T_visible, D],
+        ``visible_padding_mask`` [B, T_visible], ``decoder_in`` [B, T, D], ``decoder_out`` [B, T, D].
+        """
+        if features is None:
+            features = self.input_features(wav)
+        tokens = self.position(self.input_proj(features))  # positions are added before masking
+        b, t, d = tokens.shape
+        if padding_mask is None:
+            padding_mask = torch.zeros(b, t, dtype=torch.bool, device=tokens.device)
+        hidden = padding_mask if mask is None else (mask | padding_mask)
+        # Stable sort puts visible frames first, in time order; rows are padded to the longest.
+        order = torch.argsort(hidden.to(torch.int8), dim=1, stable=True)
+        n_visible = (~hidden).sum(dim=1)
+        t_visible = int(n_visible.max())
+        order = order[:, :t_visible]
+        visible_padding_mask = torch.arange(t_visible, device=tokens.device)[None, :] >= n_visible[:, None]
+        visible = torch.gather(tokens, 1, order.unsqueeze(-1).expand(-1, -1, d))
+        encoder_out = self.encoder(visible, visible_padding_mask)
+        projected = self.decoder_proj(encoder_out).masked_fill(visible_padding_mask.unsqueeze(-1), 0.0)
+        # Scatter back; masked and padding slots stay exactly zero (there is no mask token).
+        decoder_in = tokens.new_zeros(b, t, d).scatter_add(1, order.unsqueeze(-1).expand(-1, -1, d), projected)
+        decoder_out = self.decoder(self.decoder_position(decoder_in), padding_mask)
+        logits = self.head(decoder_out).view(b, t, self.config.num_streams, self.config.vocab_size)
+        return dict(logits=logits, encoder_out=encoder_out, visible_padding_mask=visible_padding_mask,
+                    decoder_in=decoder_in, decoder_out=decoder_out)
+
+    def flops_per_frame(self) -> float:
+        """Multiply-accumulates x 2 per frame of the embedding path (front-end projection + encoder).
+
+        Attention scores are counted for a full training-length chunk. The EnCodec encoder of
+        the ec front end (~3 GFLOP per second of audio, SPEC) is added by the caller.
+        """
+        c = self.config
+        t = self.num_frames(self.chunk_samples)
+        linear = self.front_end.input_dim * c.dim + c.num_layers * (4 * c.dim * c.dim + 2 * c.dim * c.ff_dim)
+        attention = c.num_layers * 2 * t * c.dim
+        return 2.0 * (linear + attention)
+
+
+def num_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build(config: EncodecMAEConfig | dict) -> EncodecMAE:
+    if isinstance(config, dict):
+        config = EncodecMAEConfig.from_dict(config)
+    return EncodecMAE(config)
