@@ -19,10 +19,15 @@ from hear_codec.evaluation import compat
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Run heareval's click command with ``argv`` (default: the command line)."""
+    """Run heareval's click command with ``argv`` (default: the command line).
+
+    From the command line click handles usage errors and exits; called with ``argv`` it returns
+    and lets exceptions through (for use from Python).
+    """
     compat.apply()
     runner = compat.import_embeddings_runner().runner
-    runner.main(args=sys.argv[1:] if argv is None else argv, prog_name="python -m hear_codec.evaluation.embeddings")
+    runner.main(args=sys.argv[1:] if argv is None else argv, standalone_mode=argv is None,
+                prog_name="python -m hear_codec.evaluation.embeddings")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,215 @@
+"""Evaluate a checkpoint on a folder of HEAR tasks, end to end.
+
+    python -m hear_codec.evaluate CHECKPOINT --tasks-dir tasks [--task NAME ...]
+        [--model-options '{"sample_rate": 16000}'] [--grid fast|full] [--out hear-eval]
+
+Three stages, each heareval 2021.1.3's own code run in this process through the compatibility
+layer (hear_codec/evaluation/compat.py), so scores follow the HEAR protocol:
+
+1. embeddings: heareval's embeddings runner with module ``hear_codec`` →
+   ``<out>/embeddings/hear_codec[-<options>]/<task>/``;
+2. predictions: heareval's predictions runner (downstream MLP, hyper-parameter grid, test
+   scores) on each of those folders;
+3. a table of every task's primary test metric → ``<out>/scores.csv`` and ``<out>/scores.md``.
+
+Tasks whose embeddings (``.done.embeddings``) or predictions (``prediction-done.json``) are
+already there are not recomputed, so an interrupted run resumes; delete ``<out>`` (or a task
+folder in it) to start over, e.g. after changing ``--grid``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+
+if TYPE_CHECKING:
+    from hear_codec.evaluation.scores import TaskScore
+
+log = logging.getLogger("hear_codec.evaluate")
+
+# --grid → (heareval's grid name, default number of grid points)
+GRIDS = {
+    "fast": ("faster", 1),  # smoke runs: small MLPs, 10 epochs, one grid point
+    "full": ("default", 8),  # the HEAR 2021 protocol (heareval's defaults)
+}
+
+
+def embeddings_folder_name(module: str, model_options: Dict) -> str:
+    """The folder heareval's embeddings runner writes to (same rule as heareval/embeddings/runner.py)."""
+    from slugify import slugify
+
+    if not model_options:
+        return module
+    return module + "-" + "-".join(f"{slugify(k)}={slugify(str(v))}" for k, v in model_options.items())
+
+
+def parse_model_options(text: str) -> Dict:
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--model-options is not valid JSON ({e}): {text!r}") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"--model-options must be a JSON object such as '{{\"sample_rate\": 16000}}', got {text!r}")
+    return options
+
+
+def check_inputs(checkpoint: Optional[str], tasks_dir: Path | str, task_names: Sequence[str],
+                 grid: str) -> List[Path]:
+    """Check what can be checked before loading anything; returns the task folders.
+
+    Raises:
+        FileNotFoundError: missing checkpoint, tasks folder or named task.
+        ValueError: unknown grid, or a folder that is not a HEAR task.
+    """
+    from hear_codec.evaluation.tasks import task_folders
+
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {sorted(GRIDS)}, got {grid!r}")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    return task_folders(tasks_dir, task_names)
+
+
+def run_evaluation(
+    checkpoint: Optional[str],
+    tasks_dir: Path | str,
+    out_dir: Path | str,
+    *,
+    task_names: Sequence[str] = (),
+    model_options: Optional[Dict] = None,
+    grid: str = "full",
+    grid_points: Optional[int] = None,
+    module: str = "hear_codec",
+) -> List[TaskScore]:
+    """Embeddings → predictions → score table for each task; returns the table's rows.
+
+    Args:
+        checkpoint: model file passed to ``<module>.load_model``; None for modules without weights.
+        tasks_dir: folder of HEAR tasks (``<tasks_dir>/<task>/task_metadata.json`` ...).
+        out_dir: where embeddings, predictions and ``scores.csv``/``scores.md`` go.
+        task_names: run only these tasks (default: every task folder in ``tasks_dir``).
+        model_options: keyword arguments for ``load_model``, e.g. ``{"sample_rate": 16000}``.
+        grid: "fast" (heareval's "faster" grid, 1 point) or "full" (the HEAR protocol, 8 points).
+        grid_points: override the number of grid points.
+        module: the HEAR module to evaluate.
+    """
+    from hear_codec.evaluation import compat, scores, tasks
+
+    task_dirs = check_inputs(checkpoint, tasks_dir, task_names, grid)
+    model_options = dict(model_options or {})
+    heareval_grid, default_points = GRIDS[grid]
+    grid_points = default_points if grid_points is None else grid_points
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # Load the model once up front: a bad checkpoint or option fails now, and we know which
+    # sample rate's audio each task must have.
+    hear_module = importlib.import_module(module)
+    args = () if checkpoint is None else (checkpoint,)
+    sample_rate = int(hear_module.load_model(*args, **model_options).sample_rate)
+    for task_dir in task_dirs:
+        tasks.check_sample_rate(task_dir, sample_rate)
+    log.info("%d task(s) from %s; model %s (%s), sample rate %d Hz, grid %s (heareval %r, %d point(s))",
+             len(task_dirs), tasks_dir, checkpoint, module, sample_rate, grid, heareval_grid, grid_points)
+
+    compat.apply()
+    embeddings_runner = compat.import_embeddings_runner().runner
+    from heareval.predictions.runner import runner as predictions_runner
+
+    embeddings_root = out_dir / "embeddings"
+    embedded = embeddings_root / embeddings_folder_name(module, model_options)
+    n = len(task_dirs)
+    for i, task_dir in enumerate(task_dirs, 1):
+        start = time.time()
+        log.info("[%d/%d] %s: embeddings", i, n, task_dir.name)
+        cli = [module, "--tasks-dir", str(task_dir.parent.resolve()), "--task", task_dir.name,
+               "--embeddings-dir", str(embeddings_root), "--model-options", json.dumps(model_options)]
+        if checkpoint is not None:
+            cli += ["--model", str(checkpoint)]
+        embeddings_runner.main(args=cli, standalone_mode=False)
+        log.info("[%d/%d] %s: predictions", i, n, task_dir.name)
+        # Absolute path: heareval puts its Lightning logs under Path("logs") / this path.
+        predictions_runner.main(args=[str(embedded / task_dir.name), "--grid", heareval_grid,
+                                      "--grid-points", str(grid_points)], standalone_mode=False)
+        row = scores.read_task_score(embedded / task_dir.name)
+        log.info("[%d/%d] %s: %s = %.4f (%.0f s)", i, n, task_dir.name, row.metric, row.score, time.time() - start)
+
+    rows = [scores.read_task_score(embedded / t.name) for t in task_dirs]
+    written = scores.write_tables(rows, out_dir)
+    log.info("scores written to %s", ", ".join(str(p) for p in written))
+    return rows
+
+
+def _log_to(log_file: Path) -> None:
+    """Log progress to stderr and ``log_file`` with our own handlers (TensorFlow and Lightning
+    configure the root logger too); calling it again replaces the previous handlers."""
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    formatter = logging.Formatter("%(asctime)s hear_codec.evaluate: %(message)s")
+    for handler in (logging.StreamHandler(), logging.FileHandler(log_file)):
+        handler.setFormatter(formatter)
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hear_codec.evaluate",
+        description=__doc__.split("\n\n")[0] + " Runs heareval's embeddings runner, then its "
+        "predictions runner, then writes each task's primary test metric to OUT/scores.csv and "
+        "OUT/scores.md.",
+        epilog="See docs/evaluation.md for how to download the HEAR 2021 tasks.",
+    )
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="hear_codec checkpoint file to evaluate")
+    parser.add_argument("--tasks-dir", required=True, type=Path,
+                        help="folder of HEAR tasks, one sub-folder per task (task_metadata.json, "
+                             "labelvocabulary.csv, <split>.json, <sample rate>/<split>/*.wav)")
+    parser.add_argument("--task", action="append", default=[], metavar="NAME",
+                        help="evaluate only this task (a sub-folder of --tasks-dir); repeat for several "
+                             "(default: all tasks)")
+    parser.add_argument("--model-options", default="{}", metavar="JSON",
+                        help="JSON object of keyword arguments for hear_codec.load_model, e.g. "
+                             "'{\"sample_rate\": 16000}' (the tasks must then have 16000 Hz audio); "
+                             "also names the embeddings folder, as in heareval (default: {})")
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="full",
+                        help="downstream hyper-parameter search: 'full' = the HEAR protocol (heareval's "
+                             "default grid, 8 points, up to 500 epochs each); 'fast' = heareval's 'faster' "
+                             "grid with 1 point, for smoke runs (scores are lower and not comparable) "
+                             "(default: full)")
+    parser.add_argument("--grid-points", type=int, default=None,
+                        help="number of grid points to try (default: 8 for full, 1 for fast)")
+    parser.add_argument("--out", type=Path, default=Path("hear-eval"),
+                        help="output folder: embeddings/ (with heareval's per-task predictions and logs), "
+                             "scores.csv, scores.md, evaluate.log (default: hear-eval)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.grid_points is not None and args.grid_points < 1:
+        build_parser().error("--grid-points must be >= 1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    _log_to(args.out / "evaluate.log")
+    try:
+        model_options = parse_model_options(args.model_options)
+        check_inputs(args.checkpoint, args.tasks_dir, args.task, args.grid)
+    except (FileNotFoundError, ValueError) as e:
+        log.error("%s", e)
+        return 2
+    rows = run_evaluation(args.checkpoint, args.tasks_dir, args.out, task_names=args.task,
+                          model_options=model_options, grid=args.grid, grid_points=args.grid_points)
+    from hear_codec.evaluation.scores import markdown_table
+
+    print(markdown_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
