@@ -175,6 +175,17 @@ def build_encoder() -> nn.Module:
         return encodec.modules.SEANetEncoder(channels=1, norm="weight_norm", causal=True).eval()
 
 
+def build_codec_skeleton() -> Codec:
+    """An EnCodec 24 kHz encoder + quantizer with untrained weights and empty codebooks.
+
+    For models whose checkpoint holds the codec (e.g. AudioFormer): ``load_state_dict`` fills it.
+    """
+    encodec = _import_encodec()
+    with _quiet_weight_norm():
+        model = encodec.EncodecModel.encodec_model_24khz(pretrained=False)
+    return Codec(model.encoder, model.quantizer, "skeleton")
+
+
 @contextlib.contextmanager
 def _quiet_weight_norm():
     """encodec 0.1.1 uses the old torch.nn.utils.weight_norm, which warns on every conv it builds."""
