@@ -1,0 +1,331 @@
+"""The shared Lightning engine: one place for devices, precision, checkpoints, resume and logs.
+
+Every training CLI in ``training/`` (EnCodecMAE pretraining and self-training, AudioFormer,
+EnCLAP captioning) builds its own ``LightningModule`` and data, then lets this module run it::
+
+    parser = argparse.ArgumentParser()
+    ...your own options...
+    engine.add_engine_args(parser)            # --max-steps, --devices, --precision, --resume, ...
+    args = parser.parse_args()
+    trainer = engine.make_trainer(args, out_dir)
+    engine.fit(trainer, module, args, out_dir, train_dataloaders=..., val_dataloaders=...)
+
+What you get, with nothing EnCodecMAE-specific in it:
+
+* **Devices.** ``--accelerator/--devices/--num-nodes/--strategy`` go to Lightning unchanged, so
+  every launcher Lightning supports works: one process per GPU spawned by Lightning itself,
+  ``torchrun``, SLURM (``srun``), or any launcher that sets the usual environment variables. With
+  more than one device and ``--strategy auto`` the engine picks ``ddp``.
+* **Precision.** ``--precision`` defaults to ``bf16-mixed`` when the run lands on a GPU and to
+  ``32-true`` on CPU.
+* **Steps.** ``--max-steps`` counts optimiser steps; ``--accumulate-grad-batches`` micro-batches
+  make one step. ``--val-every`` counts *training batches* (Lightning's ``val_check_interval``),
+  and validation is step-based (``check_val_every_n_epoch=None``) so infinite samplers work.
+* **Checkpoints.** ``OUT/last.ckpt`` (full Lightning state: weights, optimiser, loop counters) is
+  rewritten every ``--ckpt-every`` optimiser steps and at the end; with ``--keep-checkpoints N``
+  the last N periodic ones are also kept as ``OUT/checkpoints/step-XXXXXXXX.ckpt``. Every write is
+  atomic (temporary file in the same folder, fsync, rename): Lightning's own writer goes through
+  the system temp folder and ``shutil.move``, which is a non-atomic copy when /tmp is another
+  file system, so the engine installs :class:`AtomicCheckpointIO`.
+* **Exports.** If the module defines ``export(out_dir)``, the engine calls it on global rank 0
+  after every checkpoint and at the end (e.g. EnCodecMAE writes ``OUT/last.ckpt.hearcodec``,
+  the file ``hear_codec.load_model`` reads). Exports must be atomic too
+  (:func:`hear_codec.checkpoint.atomic_torch_save`).
+* **Resume.** ``--resume`` continues from ``OUT/last.ckpt``; ``--resume PATH`` from a given file;
+  ``--resume auto`` resumes when ``OUT/last.ckpt`` exists and starts fresh otherwise (for
+  preemptible cluster jobs that are simply resubmitted). Lightning restores weights, optimiser
+  and step counters; *exact* resumption also needs the data order and any randomness in the step
+  to be functions of the step (see ``training/data.py: StepSampler``; RNG states are not saved).
+* **Logs.** CSV and TensorBoard under ``OUT/logs/version_N/`` (a new version per resume), a
+  progress bar (``--no-progress-bar`` to turn it off, e.g. in batch jobs) and, at the end,
+  ``OUT/loss_curve.png``: every logged metric whose name contains ``loss`` against the step,
+  all versions joined.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from hear_codec.checkpoint import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"
+
+
+def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int = 1000, val_every: int = 500,
+                    ckpt_every: int = 1000, log_every: int = 50) -> argparse._ArgumentGroup:
+    """Add the engine's options (group "engine") with the caller's defaults; returns the group."""
+    g = parser.add_argument_group("engine (devices, precision, checkpoints, logs; see training/engine.py)")
+    g.add_argument("--max-steps", type=int, default=max_steps,
+                   help="optimiser steps to train for (default: %(default)s)")
+    g.add_argument("--accelerator", default="auto",
+                   help="Lightning accelerator: auto, cpu, gpu, cuda, mps (default: %(default)s)")
+    g.add_argument("--devices", default="auto",
+                   help="devices per node: an int, a comma list of GPU ids, -1 (all) or auto (default: %(default)s)")
+    g.add_argument("--num-nodes", type=int, default=1,
+                   help="number of machines; each runs --devices processes (default: %(default)s)")
+    g.add_argument("--strategy", default="auto",
+                   help="Lightning strategy: auto (ddp when more than one device), ddp, ddp_spawn, "
+                        "ddp_find_unused_parameters_true, fsdp, ... (default: %(default)s)")
+    g.add_argument("--precision", default=None,
+                   help="Lightning precision: bf16-mixed, 16-mixed, 32-true, ... "
+                        "(default: bf16-mixed on GPU, 32-true on CPU)")
+    g.add_argument("--accumulate-grad-batches", type=int, default=1,
+                   help="micro-batches per optimiser step; effective batch = batch size x this x devices x nodes "
+                        "(default: %(default)s)")
+    g.add_argument("--gradient-clip", type=float, default=0.0,
+                   help="clip the gradient norm to this value; 0 = no clipping (default: %(default)s)")
+    g.add_argument("--val-every", type=int, default=val_every,
+                   help="run validation every this many training batches; 0 = never (default: %(default)s)")
+    g.add_argument("--val-batches", type=int, default=None,
+                   help="validation batches per validation run (default: the whole validation set)")
+    g.add_argument("--ckpt-every", type=int, default=ckpt_every,
+                   help="rewrite OUT/last.ckpt every this many optimiser steps (default: %(default)s)")
+    g.add_argument("--keep-checkpoints", type=int, default=0,
+                   help="also keep the last N periodic checkpoints as OUT/checkpoints/step-*.ckpt; "
+                        "-1 = keep all (default: %(default)s)")
+    g.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH|auto",
+                   help="continue a run: no value = OUT/last.ckpt (must exist); PATH = that checkpoint; "
+                        "auto = OUT/last.ckpt if it exists, else start fresh")
+    g.add_argument("--log-every", type=int, default=log_every,
+                   help="log training metrics every this many optimiser steps (default: %(default)s)")
+    g.add_argument("--no-progress-bar", action="store_true", help="turn the progress bar off (batch jobs)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed for initialisation and for the data order and masks (default: %(default)s)")
+    return g
+
+
+def on_gpu(args) -> bool:
+    """Whether --accelerator resolves to a CUDA device."""
+    acc = str(args.accelerator).lower()
+    return acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
+
+
+def resolve_precision(args) -> str:
+    if args.precision:
+        return args.precision
+    return "bf16-mixed" if on_gpu(args) else "32-true"
+
+
+def _parse_devices(devices):
+    if isinstance(devices, (int, list)):
+        return devices
+    text = str(devices).strip()
+    if text == "auto":
+        return "auto"
+    if "," in text:
+        return [int(x) for x in text.split(",") if x.strip()]
+    return int(text)
+
+
+def resume_path(args, out_dir) -> str | None:
+    """The checkpoint --resume names, or None for a fresh start."""
+    last = Path(out_dir) / LAST
+    if args.resume is None:
+        return None
+    if args.resume == "auto":
+        return str(last) if last.exists() else None
+    path = last if args.resume == "last" else Path(args.resume)
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    return str(path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes Lightning checkpoints with a same-folder temporary file + fsync + rename."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_torch_save(checkpoint, path)
+
+
+class PeriodicCheckpoint(Callback):
+    """OUT/last.ckpt every ``every`` optimiser steps and at the end of training; optional step copies.
+
+    Calls ``pl_module.export(out_dir)`` (if defined) on global rank 0 after each save.
+    """
+
+    def __init__(self, out_dir, every: int, keep: int = 0):
+        self.out_dir = Path(out_dir)
+        self.every = max(0, int(every))
+        self.keep = int(keep)
+        self._saved_step = -1
+
+    def _save(self, trainer, pl_module):
+        step = trainer.global_step
+        if step == self._saved_step:
+            return
+        self._saved_step = step
+        trainer.save_checkpoint(self.out_dir / LAST, weights_only=False)  # collective; rank 0 writes
+        if self.keep:
+            trainer.save_checkpoint(self.out_dir / "checkpoints" / f"step-{step:08d}.ckpt", weights_only=False)
+            if trainer.is_global_zero and self.keep > 0:
+                old = sorted((self.out_dir / "checkpoints").glob("step-*.ckpt"))[:-self.keep]
+                for path in old:
+                    path.unlink(missing_ok=True)
+        if trainer.is_global_zero and callable(getattr(pl_module, "export", None)):
+            pl_module.export(self.out_dir)
+        trainer.strategy.barrier("periodic_checkpoint")
+
+    def on_train_start(self, trainer, pl_module):
+        self._saved_step = trainer.global_step  # a resumed run does not rewrite what it loaded
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.every and trainer.global_step > 0 and trainer.global_step % self.every == 0:
+            self._save(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        self._save(trainer, pl_module)
+
+
+class LossCurve(Callback):
+    """Writes OUT/loss_curve.png from the CSV logs at the end of training (global rank 0)."""
+
+    def __init__(self, out_dir):
+        self.out_dir = Path(out_dir)
+
+    def on_train_end(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            for lg in trainer.loggers:  # make sure the last rows are on disk
+                lg.save()
+            try:
+                plot_loss_curve(self.out_dir / "logs", self.out_dir / "loss_curve.png")
+            except Exception as e:  # a plot must never cost a finished run
+                log.warning("could not write the loss curve: %s", e)
+
+
+def read_metrics(log_dir) -> dict:
+    """Every numeric column of every ``version_*/metrics.csv`` under ``log_dir``:
+    {name: (steps, values)}, sorted by step; a later version overrides the same step of an earlier one."""
+    series: dict = {}
+    for path in sorted(Path(log_dir).glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[-1])):
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                step = row.get("step")
+                if step in (None, ""):
+                    continue
+                for name, value in row.items():
+                    if name in ("step", "epoch") or value in (None, ""):
+                        continue
+                    try:
+                        series.setdefault(name, {})[int(float(step))] = float(value)
+                    except ValueError:
+                        pass
+    return {name: (sorted(points), [points[s] for s in sorted(points)]) for name, points in series.items()}
+
+
+def plot_loss_curve(log_dir, png) -> Path | None:
+    """Plot the metrics whose name contains 'loss' (log scale) against the optimiser step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = {k: v for k, v in read_metrics(log_dir).items() if "loss" in k and len(v[0])}
+    if not metrics:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, (steps, values) in sorted(metrics.items()):
+        style = "o-" if len(steps) < 30 else "-"
+        ax.plot(steps, values, style, label=name, markersize=3, linewidth=1)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss")
+    if all(v > 0 for _, vals in metrics.values() for v in vals):
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    png = Path(png)
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, png)
+    return png
+
+
+def _next_log_version(log_dir: Path) -> int:
+    versions = [int(p.name.split("_")[-1]) for p in log_dir.glob("version_*") if p.name.split("_")[-1].isdigit()]
+    return max(versions, default=-1) + 1
+
+
+def make_trainer(args, out_dir, callbacks=(), *, use_distributed_sampler: bool = True,
+                 **trainer_kwargs) -> L.Trainer:
+    """A Lightning Trainer configured from the engine's options.
+
+    ``use_distributed_sampler=False`` when the caller's sampler shards by rank itself (as
+    ``training.data.StepSampler`` does). Extra keyword arguments go to ``L.Trainer``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    devices = _parse_devices(args.devices)
+    strategy = args.strategy
+    multi = args.num_nodes > 1 or (isinstance(devices, int) and (devices > 1 or devices == -1)) or \
+        (isinstance(devices, list) and len(devices) > 1)
+    if strategy == "auto" and multi:
+        strategy = "ddp"
+    version = _next_log_version(out_dir / "logs")  # one folder for both loggers, a new one per resume
+    loggers = [CSVLogger(out_dir, name="logs", version=version),
+               TensorBoardLogger(out_dir, name="logs", version=version, default_hp_metric=False)]
+    cbs = [PeriodicCheckpoint(out_dir, args.ckpt_every, args.keep_checkpoints), LossCurve(out_dir),
+           LearningRateMonitor(logging_interval="step")]
+    if not args.no_progress_bar:
+        cbs.append(TQDMProgressBar(refresh_rate=max(1, min(args.log_every, 10))))
+    cbs.extend(callbacks)
+    kwargs = dict(
+        accelerator=args.accelerator,
+        devices=devices,
+        num_nodes=args.num_nodes,
+        strategy=strategy,
+        precision=resolve_precision(args),
+        max_steps=args.max_steps,
+        max_epochs=-1,
+        accumulate_grad_batches=args.accumulate_grad_batches,
+        gradient_clip_val=args.gradient_clip or None,
+        val_check_interval=args.val_every if args.val_every > 0 else None,
+        check_val_every_n_epoch=None if args.val_every > 0 else 1,
+        limit_val_batches=(args.val_batches if args.val_batches is not None else 1.0) if args.val_every > 0 else 0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=max(1, args.log_every),
+        enable_checkpointing=False,  # PeriodicCheckpoint does it, atomically
+        enable_progress_bar=not args.no_progress_bar,
+        enable_model_summary=True,
+        logger=loggers,
+        callbacks=cbs,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(out_dir),
+        use_distributed_sampler=use_distributed_sampler,
+    )
+    kwargs.update(trainer_kwargs)
+    L.seed_everything(args.seed, workers=True, verbose=False)
+    return L.Trainer(**kwargs)
+
+
+def fit(trainer: L.Trainer, module: L.LightningModule, args, out_dir, **fit_kwargs):
+    """``trainer.fit`` with ``--resume`` resolved; returns the checkpoint path it resumed from (or None)."""
+    ckpt = resume_path(args, out_dir)
+    if ckpt and trainer.is_global_zero:
+        log.info("resuming from %s", ckpt)
+    trainer.fit(module, ckpt_path=ckpt, **fit_kwargs)
+    return ckpt
+
+
+def effective_batch(args, batch_size: int, trainer: L.Trainer | None = None) -> int:
+    """Samples per optimiser step across all processes."""
+    world = trainer.world_size if trainer is not None else 1
+    return batch_size * args.accumulate_grad_batches * world
+
+
+__all__ = ["add_engine_args", "make_trainer", "fit", "resume_path", "resolve_precision", "on_gpu",
+           "AtomicCheckpointIO", "PeriodicCheckpoint", "LossCurve", "read_metrics", "plot_loss_curve",
+           "effective_batch", "LAST"]
