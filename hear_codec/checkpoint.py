@@ -32,7 +32,10 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, metadata: dict | None = None) -> Path:
-    """Write ``model`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``model`` atomically (temporary file in the same folder, then rename).
+
+    ``metadata`` defaults to the model's own (what load_checkpoint put on ``model.metadata``).
+    """
     family = getattr(model, "family", None)
     if family not in FAMILIES:
         raise ValueError(f"cannot save a model of family {family!r}; known: {sorted(FAMILIES)}")
@@ -42,7 +45,7 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, metadata: d
         "family": family,
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metadata": dict(metadata or {}),
+        "metadata": dict(metadata if metadata is not None else getattr(model, "metadata", {})),
     }
     return atomic_torch_save(payload, path)
 

@@ -67,6 +67,8 @@ class KaldiFbank(torch.nn.Module):
         return num_fbank_frames(num_samples, self.frame_length, self.frame_shift)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        if wav.shape[-1] < self.frame_length:
+            raise ValueError(f"audio of {wav.shape[-1]} samples is shorter than one fbank frame ({self.frame_length})")
         wav = wav.float()
         frames = wav.unfold(-1, self.frame_length, self.frame_shift)  # [B, F, frame_length]
         frames = frames - frames.mean(dim=-1, keepdim=True)
