@@ -1,117 +1,426 @@
 """Import published EnCodecMAE weights (official code: habla-liaa/encodecmae) into our model.
 
-The official v2 files are dicts ``{'imports', 'config' (gin text), 'state_dict'}``. Sizes are read
-from the gin text itself, and every weight is mapped by name:
+Two published layouts are read, each detected by its content (never by its name):
 
-    official                                            ours
-    wav_encoder.post_net.*                              input_proj.*
-    wav_encoder.encoder.model.*           (ec only)     front_end.encoder.*
-    masker.positional_encoder.scale                     position.scale
-    visible_encoder.encoder_layers.{i}.att_layer.w?     encoder.layers.{i}.attention.w?   (head layout permuted)
-    visible_encoder.encoder_layers.{i}.norm{1,2}.*      encoder.layers.{i}.norm{1,2}.*
-    visible_encoder.encoder_layers.0.ff_layer.{0,2}.*   encoder.ffn.{0,2}.*               (one shared block)
-    visible_encoder.final_norm.*                        encoder.final_norm.*
-    visible_encoder.post_net.*                          decoder_proj.*
-    decoder.*                                           decoder.* / decoder_position.scale
-    head.layer.*                                        head.*
-    target_encoder.*                                    (dropped: the codec that made the targets)
+* **v2** (code at 2dd6759; hub repo ``lpepino/encodecmae-v2``, files such as ``mel256-ec-base_st.pt``):
+  one file holding a dict ``{'imports', 'config' (gin text), 'state_dict'}``.
+* **v1** (tag v.1.0.0; hub repos ``lpepino/encodecmae-{small,base,large,base-st,large-st}``): a folder
+  with ``model.pt`` (a dict with ``'state_dict'``) and ``config.gin`` beside it.
+
+Everything about the model (front end, sizes, heads, feed-forward width, target streams, mel
+normalisation, loss weights) is read from the gin text; variants this package cannot reproduce
+exactly raise :class:`UnsupportedVariant`, whose message lists what is supported.
+
+Weight mapping (official -> ours)::
+
+    v2                                                  v1                              ours
+    wav_encoder.post_net.*                              feat_projector.*                input_proj.*
+    wav_encoder.encoder.model.*       (ec only)         wav_encoder.model.*             front_end.encoder.*
+    masker.positional_encoder.scale                     positional_encoder.scale        position.scale
+    decoder.positional_encoder.scale                    positional_encoder.scale (*)    decoder_position.scale
+    visible_encoder.post_net.*                          decoder_projector.*             decoder_proj.*
+    {visible_encoder,decoder}.encoder_layers.{i}.att_layer.w{q,k,v,o}.weight            {encoder,decoder}.layers.{i}.attention.w?.weight  (head layout permuted)
+    {visible_encoder,decoder}.encoder_layers.{i}.norm{1,2}.*                            {encoder,decoder}.layers.{i}.norm{1,2}.*
+    {visible_encoder,decoder}.encoder_layers.{i}.ff_layer.{0,2}.*                       {encoder,decoder}.ffn.{0,2}.*  (one shared block)
+    {visible_encoder,decoder}.final_norm.*                                              {encoder,decoder}.final_norm.*
+    head.layer.*                                        head.layer.* + extra_head.layer.* (stacked)   head.*
+    target_encoder.*                                    target_encoder.*                (dropped: the codec that made the targets)
+
+(*) v1 has one positional encoder, used before the encoder and again before the decoder.
 
 The official attention splits channels into heads with the head index fastest (channel
 c = d * H + h); ours is head-major (c = h * head_dim + d), so q/k/v rows and o columns are permuted.
+
+Command line::
+
+    python -m hear_codec.convert SRC DST     # SRC: a published v2 file or v1 folder; DST: our checkpoint
 """
 from __future__ import annotations
 
+import argparse
 import ast
+import dataclasses
+import os
 import re
+import sys
+from pathlib import Path
 
 import torch
 
-from .encodecmae import EncodecMAEConfig
+from .checkpoint import CheckpointError, FORMAT, load_checkpoint, save_checkpoint
+from .encodecmae import EncodecMAE, EncodecMAEConfig
 
-GIN_BINDING = re.compile(r"^([A-Za-z_][\w./]*)\s*=\s*(.+)$")
+OFFICIAL_COMMIT_V2 = "2dd6759c595bf20c9d836914fef5cde9a6386843"
+OFFICIAL_TAG_V1 = "v.1.0.0"
+# The official TransformerEncoder's default feed-forward size.
+OFFICIAL_FF_DIM = 4096
+# The official MelspectrogramProcessor settings that hear_codec's Kaldi fbank implements.
+SUPPORTED_MEL = dict(sample_frequency=24000, frame_shift=13.28, frame_length=26.56, htk_compat=True,
+                     use_energy=False, window_type="hanning", num_mel_bins=256, dither=0.0)
+
+SUPPORTED = """\
+hear_codec reads these published EnCodecMAE variants:
+  - layouts: v2 file (dict with 'config' gin text + 'state_dict'; code 2dd6759) or v1 folder (model.pt + config.gin; tag v.1.0.0)
+  - front ends: 'mel256' (WavEncoder over MelspectrogramProcessor: 24 kHz Kaldi fbank, 256 bins, 13.28/26.56 ms,
+    hanning, htk_compat, no energy, no dither) or 'ec' (frozen EnCodec 24 kHz encoder, scale 1.0)
+  - transformers: ResiDual norm, bias-free MultiHeadAttention with model_dim divisible by num_heads, default feed-forward
+  - targets: EnCodec codebooks (EncodecQuantizer, return_only_last=False), optionally plus k-means streams
+    (v1 extra_head), or k-means streams alone (v2 self-training, IdentityTarget)"""
+
+
+class UnsupportedVariant(CheckpointError):
+    """A published EnCodecMAE file whose configuration hear_codec cannot reproduce."""
+
+
+class PublishedFormatError(CheckpointError):
+    """A file or folder that is neither a hear_codec checkpoint nor a published EnCodecMAE model."""
+
+
+# ---------------------------------------------------------------------------------------------
+# gin text
+# ---------------------------------------------------------------------------------------------
+GIN_BINDING = re.compile(r"^([A-Za-z_][\w./]*)\s*=\s*(.+)$", re.S)
+
+
+def _strip_comment(line: str) -> str:
+    """Drop a '#' comment that is not inside a string literal."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            return line[:i]
+    return line
+
+
+def _logical_lines(text: str):
+    """Yield (indented, line) after joining backslash continuations and open brackets."""
+    buf, indented, depth = None, False, 0
+    for raw in text.splitlines():
+        line = _strip_comment(raw).rstrip()
+        if buf is None:
+            if not line.strip():
+                continue
+            buf, indented, depth = line.strip(), raw[:1].isspace(), 0
+        else:
+            buf = buf + " " + line.strip()
+        depth = sum(buf.count(c) for c in "([{") - sum(buf.count(c) for c in ")]}")
+        if buf.endswith("\\"):
+            buf = buf[:-1].rstrip()
+            continue
+        if depth > 0:
+            continue
+        yield indented, buf
+        buf = None
+    if buf is not None:
+        yield indented, buf
 
 
 def parse_gin(text: str) -> dict:
     """Flatten gin text into {binding: value string}; later bindings win, as in gin.
 
-    Handles macros (``MODEL_DIM=768``), dotted bindings (``scope/pkg.Class.param=1``) and
-    block bindings (``pkg.Class:`` followed by indented ``param = value`` lines).
+    Handles macros (``MODEL_DIM=768``), dotted bindings (``scope/pkg.Class.param=1``), block
+    bindings (``pkg.Class:`` then indented ``param = value`` lines) and gin's own
+    ``config_str`` output (``Class.param = \\`` continuations, values spread over lines).
+    ``+=``, ``include``/``import`` lines and ``$`` references are ignored: no model setting uses them.
     """
     bindings, block = {}, None
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].rstrip()
-        if not line.strip():
-            continue
-        if not raw[0].isspace() and line.endswith(":"):
+    for indented, line in _logical_lines(text):
+        if not indented and line.endswith(":") and "=" not in line:
             block = line[:-1].strip()
             continue
-        indented = raw[0].isspace()
-        match = GIN_BINDING.match(line.strip())
-        if not match:
+        match = GIN_BINDING.match(line)
+        if not match or line.split("=", 1)[0].rstrip().endswith("+"):
+            if not indented:
+                block = None
             continue
         key, value = match.groups()
         if indented and block:
             key = f"{block}.{key}"
-        else:
+        elif not indented:
             block = None
+        bindings.pop(key, None)  # re-insert so that the newest binding is also the last one
         bindings[key] = value.strip()
     return bindings
 
 
-def _macro(bindings: dict, name: str, default=None):
-    value = bindings.get(name, default)
-    if isinstance(value, str) and value.startswith("%"):
-        value = bindings.get(value[1:], default)
-    if value is None:
-        raise ValueError(f"the gin config does not set {name}")
-    return ast.literal_eval(value) if isinstance(value, str) else value
+class GinConfig:
+    """Look up official gin bindings by class name, whatever module path or scope spelling was used."""
 
+    _MISSING = object()
 
-def _scoped(bindings: dict, scope: str, param: str, default):
-    """A TransformerEncoder parameter under ``encoder/`` or ``decoder/`` (macros resolved)."""
-    value = bindings.get(f"{scope}/encodecmae.models.transformers.TransformerEncoder.{param}")
-    if value is None:
+    def __init__(self, text: str):
+        self.text = text
+        self.raw = parse_gin(text)
+        self.entries = []  # (scope, class name, param, value), in binding order
+        for key, value in self.raw.items():
+            scope, _, rest = key.rpartition("/")
+            if "." not in rest:
+                continue  # a macro
+            selector, param = rest.rsplit(".", 1)
+            self.entries.append((scope, selector.rsplit(".", 1)[-1], param, value))
+
+    def macro(self, name: str, default=_MISSING):
+        if name in self.raw:
+            return self.value(self.raw[name])
+        if default is self._MISSING:
+            raise UnsupportedVariant(f"the gin config does not set the macro {name}\n{SUPPORTED}")
         return default
-    if value.startswith("%"):
-        return _macro(bindings, value[1:])
-    return ast.literal_eval(value)
+
+    def value(self, text: str):
+        """A binding's value: macros resolved, ``@refs`` kept as strings, literals evaluated."""
+        text = text.strip()
+        if text.startswith("%"):
+            return self.macro(text[1:])
+        if text.startswith("@"):
+            return text
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            # lists of references, e.g. [@a.B, @c.D]: keep as a list of strings
+            if text.startswith("[") and text.endswith("]"):
+                return [self.value(t) for t in _split_top_level(text[1:-1])]
+            return text
+
+    def get(self, cls: str, param: str, scope: str = "", default=None):
+        """The newest binding of ``cls.param`` in ``scope`` (falling back to unscoped), resolved."""
+        for want in ([scope, ""] if scope else [""]):
+            for s, c, p, v in reversed(self.entries):
+                if c == cls and p == param and s == want:
+                    return self.value(v)
+        return default
+
+    def mentions(self, cls: str) -> bool:
+        return any(c == cls for _, c, _, _ in self.entries) or re.search(rf"[@.]{cls}\b", self.text) is not None
 
 
-# The official TransformerEncoder's default feed-forward size.
-OFFICIAL_FF_DIM = 4096
+def _split_top_level(text: str) -> list:
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _ref(value):
+    """'@scope/pkg.Class' or '@pkg.Class()' -> (scope, 'Class'); anything else -> (None, None)."""
+    if not isinstance(value, str) or not value.startswith("@"):
+        return None, None
+    body = value[1:].split("(", 1)[0]
+    scope, _, selector = body.rpartition("/")
+    return scope, selector.rsplit(".", 1)[-1]
+
+
+def _unsupported(what: str):
+    raise UnsupportedVariant(f"unsupported EnCodecMAE variant: {what}\n{SUPPORTED}")
+
+
+def _check_default(gin: GinConfig, cls: str, param: str, scope: str, allowed, what: str):
+    value = gin.get(cls, param, scope, allowed[0])
+    if value not in allowed:
+        _unsupported(f"{what} ({scope + '/' if scope else ''}{cls}.{param} = {value!r})")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# config
+# ---------------------------------------------------------------------------------------------
+def gin_layout(text: str) -> str:
+    """'v2' or 'v1', read from which modules the config's EncodecMAE is assembled from."""
+    gin = GinConfig(text)
+    _, wav_encoder = _ref(gin.get("EncodecMAE", "wav_encoder"))
+    if wav_encoder == "WavEncoder":
+        return "v2"
+    if wav_encoder is not None and gin.get("EncodecMAE", "positional_encoder") is not None:
+        return "v1"
+    if wav_encoder is None:
+        raise UnsupportedVariant(f"the gin config does not bind EncodecMAE.wav_encoder: not an EnCodecMAE config\n{SUPPORTED}")
+    _unsupported(f"wav_encoder {wav_encoder}")
+
+
+def _stack(gin: GinConfig, ref_value, what: str) -> dict:
+    scope, cls = _ref(ref_value)
+    if cls != "TransformerEncoder":
+        _unsupported(f"{what} is {ref_value!r}, expected a TransformerEncoder")
+    _check_default(gin, "TransformerEncoder", "norm_type", scope, ["ResiDual"], f"{what} normalisation")
+    _check_default(gin, "TransformerEncoder", "ff_layer", scope, [None], f"{what} custom feed-forward")
+    _check_default(gin, "TransformerEncoder", "cross_attention_layer", scope, [None], f"{what} cross-attention")
+    _check_default(gin, "TransformerEncoder", "init_values", scope, [None, 0, 0.0], f"{what} LayerScale")
+    _check_default(gin, "TransformerEncoder", "pre_net", scope, [None], f"{what} pre_net")
+    att_scope, att_cls = _ref(gin.get("TransformerEncoder", "attention_layer", scope))
+    if att_cls != "MultiHeadAttention":
+        _unsupported(f"{what} attention layer {att_cls}")
+    for param in ("qk_proj_dim", "v_proj_dim", "att_scale"):
+        _check_default(gin, "MultiHeadAttention", param, att_scope, [None], f"{what} attention {param}")
+    for param in ("q_bias", "k_bias", "v_bias", "out_bias"):
+        _check_default(gin, "MultiHeadAttention", param, att_scope, [False], f"{what} attention {param}")
+    dim = gin.get("TransformerEncoder", "model_dim", scope)
+    att_dim = gin.get("MultiHeadAttention", "model_dim", att_scope, dim)
+    heads = gin.get("MultiHeadAttention", "num_heads", att_scope)
+    layers = gin.get("TransformerEncoder", "num_layers", scope)
+    if None in (dim, heads, layers):
+        raise UnsupportedVariant(f"the gin config does not set the {what}'s model_dim, num_layers and num_heads\n{SUPPORTED}")
+    if att_dim != dim:
+        _unsupported(f"{what} attention model_dim {att_dim} differs from the stack's {dim}")
+    return dict(dim=int(dim), layers=int(layers), heads=int(heads),
+                ff_dim=int(gin.get("TransformerEncoder", "ff_dim", scope, OFFICIAL_FF_DIM)),
+                positional=_ref(gin.get("TransformerEncoder", "positional_encoder", scope))[1],
+                post_net=gin.get("TransformerEncoder", "post_net", scope))
+
+
+def _heads_kwargs(dim: int, heads: int, what: str) -> dict:
+    if dim % heads == 0:
+        return {}
+    # The official attention then uses heads of width dim // heads (e.g. 1024 // 12 = 85, 1020 wide).
+    _unsupported(f"{what}: model_dim {dim} is not divisible by num_heads {heads}; the official attention then "
+                 f"uses {heads} heads of width {dim // heads} ({heads * (dim // heads)} channels), which "
+                 "hear_codec's attention does not implement yet")
+
+
+def _mel_front_end(gin: GinConfig) -> dict:
+    if not gin.mentions("MelspectrogramProcessor"):
+        _unsupported("WavEncoder.encoder is Identity but no MelspectrogramProcessor is configured "
+                     "(precomputed features other than the 256-bin mel are not supported)")
+    for param, want in SUPPORTED_MEL.items():
+        got = gin.get("MelspectrogramProcessor", param, "", want)
+        if isinstance(want, float) and isinstance(got, (int, float)) and abs(got - want) < 1e-9:
+            continue
+        if got != want:
+            _unsupported(f"mel front end with {param}={got!r} (supported: {want!r})")
+    stats = gin.get("MelspectrogramProcessor", "norm_stats", "", None)
+    if stats is None:
+        _unsupported("mel front end without norm_stats (unnormalised fbank)")
+    return dict(front_end="mel256", mel_mean=float(stats[0]), mel_std=float(stats[1]))
+
+
+def _ec_front_end(gin: GinConfig, ref_value) -> dict:
+    scope, _ = _ref(ref_value)
+    _check_default(gin, "EncodecEncoder", "scale", scope, [1.0, 1], "EnCodec encoder with a feature scale")
+    return dict(front_end="ec")
 
 
 def config_from_gin(text: str) -> EncodecMAEConfig:
-    """Our EncodecMAEConfig from an official gin config string."""
-    b = parse_gin(text)
-    front_end = "mel256" if any("MelspectrogramProcessor" in k for k in b) else "ec"
-    if front_end == "mel256" and _macro(b, "NUM_MEL_BINS", "256") != 256:
-        raise ValueError("only 256-bin mel front ends are supported")
-    n_codec = _macro(b, "NUM_ENCODEC_TARGETS", "8")
-    n_total = _macro(b, "NUM_TOTAL_TARGETS", str(n_codec))
-    weights = _macro(b, "QUANTIZER_WEIGHTS", None) if "QUANTIZER_WEIGHTS" in b else None
-    kwargs = dict(
-        front_end=front_end,
-        dim=_macro(b, "MODEL_DIM"),
-        num_layers=_macro(b, "NUM_ENCODER_LAYERS"),
-        num_heads=_macro(b, "NUM_ENCODER_HEADS"),
-        ff_dim=_scoped(b, "encoder", "ff_dim", OFFICIAL_FF_DIM),
-        decoder_layers=_macro(b, "NUM_DECODER_LAYERS"),
-        decoder_heads=_macro(b, "NUM_DECODER_HEADS"),
-        decoder_ff_dim=_scoped(b, "decoder", "ff_dim", OFFICIAL_FF_DIM),
-        num_codec_streams=n_codec,
-        num_kmeans_streams=n_total - n_codec,
-        vocab_size=_macro(b, "NUM_TARGET_TOKENS", "1024"),
-        mask_prop=float(_macro(b, "MASK_PROP", "0.5")),
-        mask_gap=_macro(b, "MASK_GAP_SIZE", "15"),
-        masked_loss_weight=float(_macro(b, "MASKED_LOSS_WEIGHT", "0.9")),
-        chunk_seconds=float(_macro(b, "MAX_AUDIO_DURATION", "4")),
+    """Our EncodecMAEConfig from an official gin config string (v2 or v1 layout)."""
+    gin = GinConfig(text)
+    layout = gin_layout(text)
+    kwargs = {}
+    # ---- front end ----
+    if layout == "v2":
+        enc_scope, _ = _ref(gin.get("EncodecMAE", "wav_encoder"))
+        inner = gin.get("WavEncoder", "encoder", enc_scope)
+        _, inner_cls = _ref(inner)
+        _check_default(gin, "WavEncoder", "pre_net", enc_scope, [None], "wav encoder pre_net")
+        if inner_cls == "Identity":
+            kwargs.update(_mel_front_end(gin))
+        elif inner_cls == "EncodecEncoder":
+            kwargs.update(_ec_front_end(gin, inner))
+        else:
+            _unsupported(f"front end WavEncoder.encoder = {inner!r}")
+        proj_scope, proj_cls = _ref(gin.get("WavEncoder", "post_net", enc_scope))
+        if proj_cls != "Linear":
+            _unsupported(f"input projection {proj_cls}")
+        in_features = gin.get("Linear", "in_features", proj_scope)
+        expected_in = 256 if kwargs["front_end"] == "mel256" else 128
+        if in_features is not None and in_features != expected_in:
+            _unsupported(f"input projection with in_features={in_features} for the {kwargs['front_end']} front end")
+        masker_scope, masker = _ref(gin.get("EncodecMAE", "masker"))
+        if masker != "PatchoutMask":
+            _unsupported(f"masker {masker}")
+        if _ref(gin.get("PatchoutMask", "positional_encoder", masker_scope))[1] != "SinusoidalPositionalEmbeddings":
+            _unsupported("no sinusoidal positional encoding before masking")
+    else:
+        wav_encoder = gin.get("EncodecMAE", "wav_encoder")
+        if _ref(wav_encoder)[1] != "EncodecEncoder":
+            _unsupported(f"v1 wav_encoder {wav_encoder!r}")
+        kwargs.update(_ec_front_end(gin, wav_encoder))
+        if _ref(gin.get("EncodecMAE", "positional_encoder"))[1] != "SinusoidalPositionalEmbeddings":
+            _unsupported("v1 positional encoder other than SinusoidalPositionalEmbeddings")
+    # ---- transformers ----
+    enc = _stack(gin, gin.get("EncodecMAE", "visible_encoder"), "visible encoder")
+    dec = _stack(gin, gin.get("EncodecMAE", "decoder"), "decoder")
+    if enc["dim"] != dec["dim"]:
+        _unsupported(f"decoder width {dec['dim']} differs from the encoder's {enc['dim']}")
+    if enc["positional"] is not None:
+        _unsupported("a positional encoder inside the visible encoder")
+    if layout == "v2":
+        if dec["positional"] != "SinusoidalPositionalEmbeddings":
+            _unsupported("a v2 decoder without its sinusoidal positional encoder")
+        if _ref(enc["post_net"])[1] != "Linear":
+            _unsupported("a v2 visible encoder without its Linear post_net (decoder projection)")
+    elif dec["positional"] is not None:
+        _unsupported("a v1 decoder with a positional encoder of its own")
+    kwargs.update(_heads_kwargs(enc["dim"], enc["heads"], "visible encoder"))
+    kwargs.update(_heads_kwargs(dec["dim"], dec["heads"], "decoder"))
+    # ---- targets and head ----
+    head_scope, head_cls = _ref(gin.get("EncodecMAE", "head"))
+    if head_cls != "FrameLevelClassificationHead":
+        _unsupported(f"head {head_cls}")
+    head_streams = gin.get("FrameLevelClassificationHead", "num_streams", head_scope, 8)
+    vocab = gin.get("FrameLevelClassificationHead", "num_tokens", head_scope)
+    _, target = _ref(gin.get("EncodecMAE", "target_encoder"))
+    if target == "EncodecQuantizer":
+        if gin.get("EncodecQuantizer", "return_only_last", "", False):
+            _unsupported("EncodecQuantizer.return_only_last=True (only the last codebook as target)")
+        n_codec = gin.get("EncodecQuantizer", "n", "", 8)
+        extra = int(gin.get("EncodecMAE", "n_extra_targets", "", 0)) if layout == "v1" else 0
+        if head_streams != n_codec:
+            _unsupported(f"a head of {head_streams} streams for {n_codec} EnCodec codebooks")
+        n_kmeans = extra
+    elif target == "IdentityTarget" and layout == "v2":
+        n_codec, n_kmeans = 0, head_streams  # v2 self-training: the student predicts the k-means stream(s) only
+    else:
+        _unsupported(f"target encoder {target}")
+    total = int(n_codec) + int(n_kmeans)
+    if layout == "v2":
+        weights = gin.get("EnCodecMAEClassificationLoss", "quantizer_weights", "", None)
+        masked_weight = gin.get("EnCodecMAEClassificationLoss", "masked_weight", "", 0.9)
+        mask_prop = gin.get("TimeGapMask", "p_mask", "", 0.5)
+        chunk = gin.get("ReadAudioProcessor", "max_length", "", None)
+    else:
+        weights = gin.get("EncodecMAE", "quantizer_weights", "", None)
+        masked_weight = gin.get("EncodecMAE", "masked_weight", "", 0.9)
+        mask_prop = gin.get("TimeGapMask", "mask_prop", "", 0.5)
+        chunk = gin.get("ProcessorReadAudio", "max_length", "", None)
+    if weights is None:
+        weights = [1.0 / total] * total
+    weights = [float(w) for w in weights]
+    if len(weights) == n_codec and n_kmeans:
+        weights += [1.0] * int(n_kmeans)
+    if len(weights) != total:
+        _unsupported(f"{len(weights)} loss weights for {total} target streams")
+    if chunk is None:
+        chunk = gin.macro("MAX_AUDIO_DURATION", 4)
+    kwargs.update(
+        dim=enc["dim"], num_layers=enc["layers"], num_heads=enc["heads"], ff_dim=enc["ff_dim"],
+        decoder_layers=dec["layers"], decoder_heads=dec["heads"], decoder_ff_dim=dec["ff_dim"],
+        num_codec_streams=int(n_codec), num_kmeans_streams=int(n_kmeans),
+        vocab_size=int(vocab if vocab is not None else 1024),
+        mask_prop=float(mask_prop), mask_gap=int(gin.get("TimeGapMask", "gap_size", "", 15)),
+        masked_loss_weight=float(masked_weight), chunk_seconds=float(chunk),
+        # Per-stream loss weights of every predicted stream (EnCodec codebooks, then k-means).
+        codec_stream_weights=tuple(weights),
+        # The published models were trained with (and ec models embed) the pretrained EnCodec.
+        codec_weights="pretrained",
     )
-    if weights is not None:
-        kwargs["codec_stream_weights"] = tuple(float(w) for w in weights)
-    return EncodecMAEConfig(**kwargs)
+    known = {f.name for f in dataclasses.fields(EncodecMAEConfig)}
+    return EncodecMAEConfig(**{k: v for k, v in kwargs.items() if k in known})
 
 
+# ---------------------------------------------------------------------------------------------
+# weights
+# ---------------------------------------------------------------------------------------------
 def _head_major_permutation(dim: int, heads: int) -> torch.Tensor:
     """perm[c_ours] = c_official for channel layouts head-major (ours) vs head-fastest (official)."""
     head_dim = dim // heads
@@ -119,24 +428,42 @@ def _head_major_permutation(dim: int, heads: int) -> torch.Tensor:
     return (c % head_dim) * heads + c // head_dim
 
 
-def convert_state_dict(official: dict, config: EncodecMAEConfig) -> dict:
-    """Map an official EncodecMAE state_dict onto ours (see the module docstring)."""
-    ours, unused = {}, []
+V2_PREFIXES = {
+    "wav_encoder.post_net.": "input_proj.",
+    "wav_encoder.encoder.model.": "front_end.encoder.",
+    "visible_encoder.post_net.": "decoder_proj.",
+    "head.layer.": "head.",
+}
+V1_PREFIXES = {
+    "feat_projector.": "input_proj.",
+    "wav_encoder.model.": "front_end.encoder.",
+    "decoder_projector.": "decoder_proj.",
+    "head.layer.": "head.",
+}
+
+
+def convert_state_dict(official: dict, config: EncodecMAEConfig, layout: str = "v2") -> dict:
+    """Map an official EncodecMAE state_dict (``layout`` 'v2' or 'v1') onto ours (see the module docstring)."""
+    if layout not in ("v1", "v2"):
+        raise ValueError(f"layout must be 'v1' or 'v2', got {layout!r}")
+    prefixes = V2_PREFIXES if layout == "v2" else V1_PREFIXES
+    ours, unused, extra_head = {}, [], {}
     stacks = {"visible_encoder": ("encoder", config.num_heads), "decoder": ("decoder", config.decoder_heads)}
     for key, value in official.items():
         new = None
-        if key.startswith("wav_encoder.post_net."):
-            new = "input_proj." + key[len("wav_encoder.post_net."):]
-        elif key.startswith("wav_encoder.encoder.model."):
-            new = "front_end.encoder." + key[len("wav_encoder.encoder.model."):]
-        elif key == "masker.positional_encoder.scale":
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        if prefix is not None:
+            new = prefixes[prefix] + key[len(prefix):]
+        elif layout == "v2" and key == "masker.positional_encoder.scale":
             new = "position.scale"
-        elif key == "decoder.positional_encoder.scale":
+        elif layout == "v2" and key == "decoder.positional_encoder.scale":
             new = "decoder_position.scale"
-        elif key.startswith("visible_encoder.post_net."):
-            new = "decoder_proj." + key[len("visible_encoder.post_net."):]
-        elif key.startswith("head.layer."):
-            new = "head." + key[len("head.layer."):]
+        elif layout == "v1" and key == "positional_encoder.scale":
+            ours["decoder_position.scale"] = value.clone()
+            new = "position.scale"
+        elif layout == "v1" and key.startswith("extra_head.layer."):
+            extra_head[key[len("extra_head.layer."):]] = value
+            continue
         elif key.split(".")[0] in stacks:
             stack, rest = key.split(".", 1)
             ours_stack, heads = stacks[stack]
@@ -148,19 +475,209 @@ def convert_state_dict(official: dict, config: EncodecMAEConfig) -> dict:
                 if part.startswith("ff_layer."):
                     new = f"{ours_stack}.ffn.{part[len('ff_layer.'):]}"
                     if new in ours and not torch.equal(ours[new], value):
-                        raise ValueError(f"{key}: per-layer feed-forward weights differ; expected one shared block")
-                elif part.startswith("att_layer."):
+                        raise CheckpointError(f"{key}: per-layer feed-forward weights differ; expected one shared block")
+                elif part.startswith("att_layer.") and part.endswith(".weight"):
                     name = part[len("att_layer."):]
-                    perm = _head_major_permutation(value.shape[0] if name != "wo.weight" else value.shape[1], heads)
+                    width = value.shape[1] if name == "wo.weight" else value.shape[0]
+                    if width % heads:
+                        raise UnsupportedVariant(f"{key} has {width} attention channels for {heads} heads\n{SUPPORTED}")
+                    perm = _head_major_permutation(width, heads)
                     value = value[:, perm] if name == "wo.weight" else value[perm]
                     new = f"{ours_stack}.layers.{layer}.attention.{name}"
-                elif part.startswith("norm"):
+                elif re.match(r"norm[12]\.", part):
                     new = f"{ours_stack}.layers.{layer}.{part}"
         if new is None:
             unused.append(key)
             continue
         ours[new] = value
+    if extra_head:
+        if set(extra_head) != {"weight", "bias"} or "head.weight" not in ours:
+            raise CheckpointError("v1 state_dict has an incomplete extra_head")
+        ours["head.weight"] = torch.cat([ours["head.weight"], extra_head["weight"]], dim=0)
+        ours["head.bias"] = torch.cat([ours["head.bias"], extra_head["bias"]], dim=0)
     unexpected = [k for k in unused if not k.startswith("target_encoder.")]
     if unexpected:
-        raise ValueError(f"official state_dict has keys this importer does not know: {unexpected[:8]}")
+        raise UnsupportedVariant(
+            f"official state_dict has {len(unexpected)} keys this importer does not know, e.g. {unexpected[:6]}\n{SUPPORTED}")
     return ours
+
+
+def build_published_model(config: EncodecMAEConfig, state: dict, source: str = "published file") -> EncodecMAE:
+    """Our model with the converted weights; every weight must be present with the expected shape."""
+    model = EncodecMAE(config)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} weights, e.g. {missing[:5]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} weights the config does not explain, e.g. {unexpected[:5]}")
+        if wrong:
+            parts.append(f"shapes that disagree with the gin config: {wrong[:5]}")
+        raise CheckpointError(f"{source}: the state_dict does not match its gin config: " + "; ".join(parts))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# files: detection and reading
+# ---------------------------------------------------------------------------------------------
+ACCEPTED = """\
+hear_codec loads:
+  - its own checkpoints (written by save_checkpoint or `python -m hear_codec.convert`);
+  - a published EnCodecMAE v2 file (e.g. mel256-ec-base_st.pt from lpepino/encodecmae-v2): a dict with a gin
+    'config' string and a 'state_dict';
+  - a published EnCodecMAE v1 folder (e.g. a snapshot of lpepino/encodecmae-base) holding model.pt and config.gin,
+    or that model.pt with config.gin beside it."""
+
+V1_WEIGHTS, V1_CONFIG = "model.pt", "config.gin"
+
+
+def _torch_load(path: Path, allow_pickle: bool = False):
+    """torch.load on CPU; memory-mapped where the file format allows it (cheap content sniffing)."""
+    kwargs = dict(map_location="cpu", weights_only=not allow_pickle)
+    try:
+        return torch.load(path, mmap=True, **kwargs)
+    except RuntimeError as e:
+        if "mmap" not in str(e).lower():
+            raise
+    return torch.load(path, **kwargs)
+
+
+def _looks_like_official_state(state) -> bool:
+    return isinstance(state, dict) and any(
+        isinstance(k, str) and k.startswith(("visible_encoder.encoder_layers.", "decoder.encoder_layers.")) for k in state)
+
+
+def detect(path: str | os.PathLike, allow_pickle: bool = False):
+    """(kind, payload) for ``path``: kind is 'hear_codec', 'encodecmae-v2' or 'encodecmae-v1'.
+
+    payload is the loaded dict (for v1: {'state_dict', 'config', 'folder'}). Files that cannot be
+    read or are foreign raise :class:`~hear_codec.checkpoint.CheckpointError` (or FileNotFoundError).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        weights, config = path / V1_WEIGHTS, path / V1_CONFIG
+        if weights.is_file() and config.is_file():
+            return "encodecmae-v1", _read_v1(weights, config, allow_pickle)
+        raise PublishedFormatError(f"{path} is a folder, but neither a hear_codec checkpoint file nor a v1 folder "
+                                   f"with {V1_WEIGHTS} and {V1_CONFIG}.\n{ACCEPTED}")
+    try:
+        payload = _torch_load(path, allow_pickle)
+    except Exception as e:
+        if not allow_pickle and ("Unsupported global" in str(e) or "can still be loaded" in str(e)):
+            raise PublishedFormatError(
+                f"{path} holds pickled Python objects besides tensors, which hear_codec does not execute by default. "
+                "If you trust the file, convert it with `python -m hear_codec.convert --allow-pickle SRC DST`.") from e
+        raise CheckpointError(
+            f"{path} could not be read as a checkpoint (truncated, damaged, or not a torch file): {e}\n{ACCEPTED}") from e
+    if isinstance(payload, dict) and payload.get("format") == FORMAT:
+        return "hear_codec", payload
+    if isinstance(payload, dict) and isinstance(payload.get("config"), str) and isinstance(payload.get("state_dict"), dict):
+        return "encodecmae-v2", payload
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    if _looks_like_official_state(state):
+        config = path.parent / V1_CONFIG
+        if config.is_file():
+            return "encodecmae-v1", _read_v1(path, config, allow_pickle, payload)
+        raise PublishedFormatError(
+            f"{path} holds an EnCodecMAE state_dict without its gin config: a v1 {V1_WEIGHTS} needs the "
+            f"{V1_CONFIG} from the same hub repo beside it.\n{ACCEPTED}")
+    what = type(payload).__name__ + (f" with keys {sorted(map(str, payload))[:6]}" if isinstance(payload, dict) else "")
+    raise PublishedFormatError(f"{path} is not a hear_codec checkpoint nor a published EnCodecMAE model "
+                               f"(found a {what}).\n{ACCEPTED}")
+
+
+def _read_v1(weights: Path, config: Path, allow_pickle: bool, payload=None) -> dict:
+    if payload is None:
+        try:
+            payload = _torch_load(weights, allow_pickle)
+        except Exception as e:
+            raise CheckpointError(f"{weights} could not be read (truncated, damaged, or not a torch file): {e}") from e
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    if not _looks_like_official_state(state):
+        raise PublishedFormatError(f"{weights} does not hold an EnCodecMAE state_dict.\n{ACCEPTED}")
+    try:
+        text = config.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{config} could not be read as gin text: {e}") from e
+    return {"state_dict": state, "config": text, "folder": str(weights.parent)}
+
+
+def model_from_published(kind: str, payload: dict, source: str) -> EncodecMAE:
+    """Build our model from a detected published payload (kind 'encodecmae-v2' or 'encodecmae-v1')."""
+    layout = {"encodecmae-v2": "v2", "encodecmae-v1": "v1"}[kind]
+    text = payload["config"]
+    config = config_from_gin(text)
+    found = gin_layout(text)
+    if found != layout:
+        raise UnsupportedVariant(f"{source}: a {layout} file whose gin config describes a {found} model\n{SUPPORTED}")
+    state = convert_state_dict(payload["state_dict"], config, layout)
+    model = build_published_model(config, state, source)
+    model.metadata = {"source": "published EnCodecMAE", "layout": layout, "converted_from": str(source),
+                      "official_code": OFFICIAL_COMMIT_V2 if layout == "v2" else OFFICIAL_TAG_V1,
+                      "gin_config": text}
+    return model
+
+
+def load_any(path: str | os.PathLike, allow_pickle: bool = False) -> torch.nn.Module:
+    """A model from our checkpoint, a published v2 file or a published v1 folder (detected by content)."""
+    try:
+        kind, payload = detect(path, allow_pickle)
+    except PublishedFormatError:
+        raise
+    except CheckpointError:
+        # Unreadable: let the checkpoint reader report it exactly as it always has.
+        return load_checkpoint(path)
+    if kind == "hear_codec":
+        del payload
+        return load_checkpoint(path)
+    return model_from_published(kind, payload, str(path))
+
+
+def convert_file(src: str | os.PathLike, dst: str | os.PathLike, allow_pickle: bool = False,
+                 metadata: dict | None = None) -> Path:
+    """Convert a published EnCodecMAE file/folder to a hear_codec checkpoint at ``dst``."""
+    kind, payload = detect(src, allow_pickle)
+    if kind == "hear_codec":
+        raise PublishedFormatError(f"{src} is already a hear_codec checkpoint; nothing to convert")
+    model = model_from_published(kind, payload, str(src))
+    return save_checkpoint(dst, model, {**model.metadata, **(metadata or {})})
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hear_codec.convert",
+        description="Convert a published EnCodecMAE model (habla-liaa/encodecmae) into a hear_codec checkpoint. "
+                    "The format is detected from the content: a v2 file (dict with a gin 'config' and a "
+                    "'state_dict', e.g. mel256-ec-base_st.pt) or a v1 folder with model.pt and config.gin.",
+        epilog="Example: python -m hear_codec.convert mel256-ec-base_st.pt encodecmae-base-st.ckpt && "
+               "hear-validator hear_codec --model encodecmae-base-st.ckpt")
+    parser.add_argument("src", help="published v2 .pt file, or v1 folder (or its model.pt with config.gin beside it)")
+    parser.add_argument("dst", help="where to write the hear_codec checkpoint")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="load SRC with weights_only=False (runs pickled code: only for files you trust)")
+    parser.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    args = parser.parse_args(argv)
+    if Path(args.dst).exists() and not args.force:
+        parser.error(f"{args.dst} exists; pass --force to overwrite it")
+    try:
+        out = convert_file(args.src, args.dst, allow_pickle=args.allow_pickle)
+    except (CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    model = load_checkpoint(out)
+    c = model.config
+    print(f"wrote {out}: EnCodecMAE {c.front_end}, {c.num_layers} layers, dim {c.dim}, {c.num_heads} heads, "
+          f"{c.num_codec_streams} EnCodec + {c.num_kmeans_streams} k-means target streams")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
