@@ -20,10 +20,15 @@ __version__ = "0.1.0"
 
 def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
                layer: int = -1, batch_size: int = 16, precision: str = "fp32",
-               random_weights: str | None = None, seed: int = 0) -> HearModel:
+               random_weights: str | None = None, seed: int = 0, published: str | None = None) -> HearModel:
     """Load a model for the HEAR API.
 
-    model_file_path: a hear_codec checkpoint (see hear_codec/checkpoint.py).
+    model_file_path: a hear_codec checkpoint (see hear_codec/checkpoint.py), or a published EnCodecMAE
+        model as its authors released it (a v2 .pt file, or a v1 folder with model.pt + config.gin),
+        detected by content. None: the published EnCodecMAE weights named by ``published``.
+    published: which published EnCodecMAE to fetch when no path is given (default
+        hear_codec.published.DEFAULT; names in docs/published_models.md). Downloaded with
+        huggingface_hub into its cache on first use; offline, the error says which file to put where.
     sample_rate: rate of the audio you will pass (16000, 22050, 44100 or 48000; resampled to 24 kHz).
     layer: which encoder layer's output to return (-1 = the last, after the final ResiDual sum).
     batch_size: chunks of training length run through the model at once (memory vs speed).
@@ -32,19 +37,24 @@ def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate:
         or "encodecmae-base-ec" (family-preset-front_end). For tests and smoke runs only; it is never a
         fallback for a missing file.
     """
-    from .checkpoint import load_checkpoint
-
     if random_weights is not None:
-        if model_file_path is not None:
-            raise ValueError("give either model_file_path or random_weights, not both")
+        if model_file_path is not None or published is not None:
+            raise ValueError("give one of model_file_path, published or random_weights, not several")
         model = _random_model(random_weights, seed)
     elif model_file_path is None:
-        raise ValueError(
-            "load_model needs a checkpoint path: hear_codec does not download default weights yet. "
-            "Pass the path of a hear_codec checkpoint (e.g. one written by `python -m training.pretrain`)."
-        )
+        from . import published as published_lib
+        from .convert import load_any
+
+        name = published_lib.DEFAULT if published is None else published
+        model = load_any(published_lib.fetch(name))
+        model.metadata = {**getattr(model, "metadata", {}), "published": name,
+                          "licence": published_lib.resolve(name).licence}
+    elif published is not None:
+        raise ValueError("give either model_file_path or published, not both")
     else:
-        model = load_checkpoint(model_file_path)
+        from .convert import load_any  # our checkpoints, or published EnCodecMAE files detected by content
+
+        model = load_any(model_file_path)
     return HearModel(model, sample_rate=sample_rate, layer=layer, batch_size=batch_size, precision=precision)
 
 
