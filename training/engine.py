@@ -67,7 +67,7 @@ def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int = 1000, v
     """Add the engine's options (group "engine") with the caller's defaults; returns the group."""
     g = parser.add_argument_group("engine (devices, precision, checkpoints, logs; see training/engine.py)")
     g.add_argument("--max-steps", type=int, default=max_steps,
-                   help="optimiser steps to train for (default: %(default)s)")
+                   help="optimiser steps to train for (default: %(default)s; None = chosen by the model/data)")
     g.add_argument("--accelerator", default="auto",
                    help="Lightning accelerator: auto, cpu, gpu, cuda, mps (default: %(default)s)")
     g.add_argument("--devices", default="auto",
@@ -86,11 +86,11 @@ def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int = 1000, v
     g.add_argument("--gradient-clip", type=float, default=0.0,
                    help="clip the gradient norm to this value; 0 = no clipping (default: %(default)s)")
     g.add_argument("--val-every", type=int, default=val_every,
-                   help="run validation every this many training batches; 0 = never (default: %(default)s)")
+                   help="run validation every this many training batches; 0 = never (default: %(default)s; None = chosen by the model/data)")
     g.add_argument("--val-batches", type=int, default=None,
                    help="validation batches per validation run (default: the whole validation set)")
     g.add_argument("--ckpt-every", type=int, default=ckpt_every,
-                   help="rewrite OUT/last.ckpt every this many optimiser steps (default: %(default)s)")
+                   help="rewrite OUT/last.ckpt every this many optimiser steps (default: %(default)s; None = chosen by the model/data)")
     g.add_argument("--keep-checkpoints", type=int, default=0,
                    help="also keep the last N periodic checkpoints as OUT/checkpoints/step-*.ckpt; "
                         "-1 = keep all (default: %(default)s)")

@@ -1,0 +1,399 @@
+"""Audio data for pretraining: files or a manifest, random crops at 24 kHz, a built-in synthetic corpus.
+
+Sources
+-------
+* a folder: every file below it whose extension soundfile reads (wav, flac, ogg, mp3, aiff, ...);
+* a manifest: a text file with one audio path per line (relative paths are relative to the
+  manifest's folder); an optional second tab-separated column gives the duration in seconds,
+  which skips probing (``OUT/data_index.tsv``, written by every run, is such a manifest);
+* several of either, joined.
+
+Every file is probed once (``soundfile.info``, header only, in threads). Files that cannot be
+opened, have no samples or a zero sample rate are skipped, counted, and listed in
+``OUT/skipped_files.tsv``; a file that passes the probe but fails to decode later is replaced by
+the next readable file in that batch and counted in the ``data/unreadable`` metric — a bad file
+never stops a run.
+
+Items
+-----
+Each item is a dict ``{"wav": [crop_samples] float32 at 24 kHz, mono (channels averaged),
+"length": valid samples (the rest is zero padding), "ok": False if the item replaced an
+unreadable file}``. Clips shorter than the crop are zero-padded and ``length`` says where the
+padding starts; the training module turns it into a frame padding mask so the padding never
+counts in the loss. The synthetic corpus adds ``"label"`` (its sound class).
+
+Order
+-----
+:class:`StepSampler` makes the training stream a pure function of (seed, optimiser step): each
+global sample index picks a file from a per-epoch permutation and seeds its crop, and each rank
+takes its own slice of every micro-batch. A run resumed at step k therefore sees exactly the
+samples an uninterrupted run sees after step k (Lightning does not save RNG states).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import zlib
+from fractions import Fraction
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from scipy.signal import resample_poly
+from torch.utils.data import Dataset, Sampler
+
+from hear_codec.codec import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".snd",
+                    ".caf", ".w64", ".rf64", ".wv"}
+
+
+@dataclass
+class AudioEntry:
+    path: str
+    frames: int  # samples per channel at the file's own rate
+    sample_rate: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+# ---------------------------------------------------------------- listing and probing
+
+def list_sources(sources) -> list:
+    """Folders and manifests -> [(path, seconds or None)], in a stable order."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    out = []
+    for source in sources:
+        source = Path(source)
+        if source.is_dir():
+            files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+            out.extend((str(p), None) for p in files)
+        elif source.is_file() and source.suffix.lower() in AUDIO_EXTENSIONS:
+            out.append((str(source), None))
+        elif source.is_file():
+            out.extend(_read_manifest(source))
+        else:
+            raise FileNotFoundError(f"--data: {source} is neither a folder, an audio file nor a manifest")
+    return out
+
+
+def _read_manifest(path: Path) -> list:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            parts = line.split("\t")
+            p = Path(parts[0].strip())
+            if not p.is_absolute():
+                p = path.parent / p
+            seconds = None
+            if len(parts) > 1 and parts[1].strip():
+                try:
+                    seconds = float(parts[1])
+                except ValueError:
+                    seconds = None  # a header or a foreign column: probe instead
+            rows.append((str(p), seconds))
+    return rows
+
+
+def _probe(path: str):
+    """(AudioEntry, None) or (None, reason)."""
+    try:
+        info = sf.info(path)
+    except Exception as e:  # soundfile raises RuntimeError/LibsndfileError/OSError
+        return None, f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if info.samplerate <= 0:
+        return None, "zero sample rate"
+    if info.frames <= 0:
+        return None, "empty (no samples)"
+    return AudioEntry(path, int(info.frames), int(info.samplerate)), None
+
+
+def probe_files(rows, workers: int = 8) -> tuple:
+    """[(path, seconds|None)] -> (entries, skipped [(path, reason)]).
+
+    Rows with a known duration are trusted (sample rate recorded as 0 = read lazily)."""
+    entries, skipped = [], []
+    todo = [p for p, s in rows if s is None]
+    known = {p: s for p, s in rows if s is not None}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        probed = dict(zip(todo, pool.map(_probe, todo)))
+    for path, seconds in rows:
+        if path in known:
+            if seconds <= 0:
+                skipped.append((path, "empty (duration 0 in manifest)"))
+            else:
+                entries.append(AudioEntry(path, int(round(seconds * SAMPLE_RATE)), 0))
+            continue
+        entry, reason = probed[path]
+        if entry is None:
+            skipped.append((path, reason))
+        else:
+            entries.append(entry)
+    return entries, skipped
+
+
+def write_report(out_dir, entries, skipped) -> None:
+    """OUT/data_index.tsv (a reusable manifest with durations) and OUT/skipped_files.tsv."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "data_index.tsv", "w", encoding="utf-8") as f:
+        for e in entries:
+            f.write(f"{e.path}\t{e.seconds:.3f}\n" if e.sample_rate else f"{e.path}\t{e.frames / SAMPLE_RATE:.3f}\n")
+    with open(out_dir / "skipped_files.tsv", "w", encoding="utf-8") as f:
+        f.write("path\treason\n")
+        for path, reason in skipped:
+            f.write(f"{path}\t{reason}\n")
+
+
+def split_train_val(entries, val_fraction: float = 0.02, val_max: int = 500) -> tuple:
+    """Hold out files by a hash of their path (stable when files are added): (train, val).
+
+    At least one file goes to validation when there are two or more files; 0 fraction = none."""
+    if val_fraction <= 0 or len(entries) < 2:
+        return list(entries), []
+    n_val = min(val_max, max(1, int(round(len(entries) * val_fraction))), len(entries) - 1)
+    ranked = sorted(entries, key=lambda e: hashlib.md5(e.path.encode()).hexdigest())
+    val = {id(e) for e in ranked[:n_val]}
+    return [e for e in entries if id(e) not in val], [e for e in entries if id(e) in val]
+
+
+# ---------------------------------------------------------------- reading and cropping
+
+def read_segment(entry: AudioEntry, start_seconds: float, seconds: float) -> np.ndarray:
+    """Mono float32 at 24 kHz of [start, start + seconds) (shorter at the end of the file)."""
+    with sf.SoundFile(entry.path) as f:
+        sr = f.samplerate
+        start = int(start_seconds * sr)
+        # A little extra so resampling has context at the end; trimmed below.
+        n = int(math.ceil(seconds * sr)) + 1
+        f.seek(min(start, max(0, f.frames - 1)))
+        data = f.read(n, dtype="float32", always_2d=True)
+    if data.size == 0:
+        raise ValueError("no samples decoded")
+    mono = data.mean(axis=1)
+    if sr != SAMPLE_RATE:
+        # scipy's polyphase filter only computes the non-zero taps (hear_codec.codec.resample uses
+        # the same filter design, as a dense torch convolution meant for the embedding path).
+        ratio = Fraction(SAMPLE_RATE, sr)
+        mono = resample_poly(mono.astype(np.float64), ratio.numerator, ratio.denominator).astype(np.float32)
+    return mono[: int(round(seconds * SAMPLE_RATE))]
+
+
+def _mix_seed(*values) -> int:
+    return zlib.crc32(np.asarray(values, dtype=np.int64).tobytes()) & 0x7FFFFFFF
+
+
+class AudioCrops(Dataset):
+    """Crops of ``crop_seconds`` from audio files.
+
+    Indexed by ``(file_index, crop_seed)`` pairs (what :class:`StepSampler` yields) for random
+    crops, or by a plain int for the fixed validation crop of that file (its middle).
+    """
+
+    def __init__(self, entries, crop_seconds: float):
+        if not entries:
+            raise ValueError("no readable audio files")
+        self.entries = list(entries)
+        self.crop_seconds = float(crop_seconds)
+        self.crop_samples = int(round(self.crop_seconds * SAMPLE_RATE))
+
+    def __len__(self):
+        return len(self.entries)
+
+    def __getitem__(self, key):
+        if isinstance(key, (tuple, list)):
+            index, seed = int(key[0]), int(key[1])
+        else:
+            index, seed = int(key), None
+        for attempt in range(len(self.entries)):
+            entry = self.entries[(index + attempt) % len(self.entries)]
+            try:
+                wav = self._crop(entry, seed)
+                return self._item(wav, ok=attempt == 0)
+            except Exception as e:  # decode error hours in: report, use the next file
+                log.warning("skipping unreadable audio %s (%s: %s)", entry.path, type(e).__name__, e)
+        raise RuntimeError("none of the audio files could be read")
+
+    def _crop(self, entry: AudioEntry, seed):
+        seconds = entry.seconds if entry.sample_rate else entry.frames / SAMPLE_RATE
+        room = max(0.0, seconds - self.crop_seconds)
+        if seed is None:
+            start = room / 2
+        else:
+            start = np.random.default_rng(seed).uniform(0.0, room) if room > 0 else 0.0
+        return read_segment(entry, start, self.crop_seconds)
+
+    def _item(self, wav: np.ndarray, ok: bool) -> dict:
+        length = min(len(wav), self.crop_samples)
+        out = np.zeros(self.crop_samples, dtype=np.float32)
+        out[:length] = wav[:length]
+        return {"wav": torch.from_numpy(out), "length": length, "ok": ok}
+
+
+class StepSampler(Sampler):
+    """An endless, resumable training order: a pure function of (seed, step, rank).
+
+    Global sample ``g`` is file ``perm_e[g % n]`` of epoch ``e = g // n`` (a seeded permutation
+    per epoch) with crop seed ``mix(seed, g)``. Micro-batch ``m`` of rank ``r`` holds global
+    samples ``(m * world + r) * batch_size + j``. Set ``start_step`` (optimiser steps already
+    taken), ``accumulate``, ``rank`` and ``world`` before iterating; the training module does this
+    in ``on_train_start``. Yields ``(file_index, crop_seed)``.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int = 0, shuffle: bool = True):
+        self.n = int(num_items)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.start_step = 0
+        self.accumulate = 1
+        self.rank = 0
+        self.world = 1
+        self._perm_epoch, self._perm = None, None
+
+    def _item(self, g: int) -> int:
+        if not self.shuffle:
+            return g % self.n
+        e = g // self.n
+        if self._perm_epoch != e:
+            gen = torch.Generator().manual_seed(_mix_seed(self.seed, e, 1))
+            self._perm, self._perm_epoch = torch.randperm(self.n, generator=gen).tolist(), e
+        return self._perm[g % self.n]
+
+    def __iter__(self):
+        m = self.start_step * self.accumulate
+        while True:
+            base = (m * self.world + self.rank) * self.batch_size
+            for g in range(base, base + self.batch_size):
+                yield self._item(g), _mix_seed(self.seed, g, 2)
+            m += 1
+
+
+# ---------------------------------------------------------------- the synthetic corpus
+
+SYNTH_CLASSES = ("tone", "chirp", "harmonic", "noise_burst", "am", "fm")
+
+
+def synth_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPLE_RATE,
+               min_fraction: float = 1.0) -> tuple:
+    """One clip of the built-in corpus: (wav float32 [<= seconds * sr], label).
+
+    The label (index into SYNTH_CLASSES) is drawn from the index; every clip holds 1-3 events of
+    its class with random pitch, timing, envelope and timbre over faint pink-ish noise, so both
+    the codes and the class are learnable from the signal. With ``min_fraction < 1`` a quarter of
+    the clips are shorter (uniform in [min_fraction, 1] of ``seconds``), to exercise padding.
+    """
+    rng = np.random.default_rng(_mix_seed(seed, index, 7))
+    label = int(rng.integers(len(SYNTH_CLASSES)))
+    n = int(round(seconds * sr))
+    if min_fraction < 1.0 and rng.random() < 0.25:
+        n = int(n * rng.uniform(min_fraction, 1.0))
+    t = np.arange(n) / sr
+    noise = np.cumsum(rng.standard_normal(n)) * 1e-3
+    wav = 0.003 * rng.standard_normal(n) + (noise - noise.mean()) * 0.05
+    for _ in range(int(rng.integers(1, 4))):
+        start = rng.uniform(0, 0.6) * n
+        length = rng.uniform(0.25, 0.9) * (n - start)
+        seg = (t >= start / sr) & (t < (start + length) / sr)
+        tt = t[seg] - start / sr
+        dur = length / sr
+        env = _envelope(rng, tt, dur)
+        wav[seg] += rng.uniform(0.1, 0.5) * env * _event(SYNTH_CLASSES[label], rng, tt, dur, sr)
+    return np.clip(wav, -1, 1).astype(np.float32), label
+
+
+def _envelope(rng, tt, dur):
+    attack = rng.uniform(0.005, 0.1)
+    decay = rng.uniform(0.1, 2.0)
+    env = np.minimum(1.0, tt / attack) * np.exp(-tt / decay * rng.uniform(0.2, 3))
+    release = np.clip((dur - tt) / 0.01, 0, 1)
+    return env * release
+
+
+def _event(kind, rng, tt, dur, sr):
+    nyq = sr / 2
+    if kind == "tone":
+        f = 100 * 2 ** rng.uniform(0, 5)
+        return np.sin(2 * np.pi * f * tt)
+    if kind == "chirp":
+        f0, f1 = 100 * 2 ** rng.uniform(0, 5, size=2)
+        return np.sin(2 * np.pi * (f0 * tt + 0.5 * (f1 - f0) / dur * tt ** 2))
+    if kind == "harmonic":
+        f0 = 60 * 2 ** rng.uniform(0, 4)
+        k = np.arange(1, int(rng.integers(3, 16)) + 1)
+        k = k[k * f0 < nyq * 0.9]
+        tilt = rng.uniform(0.5, 2.0)  # timbre: spectral tilt, odd/even balance, inharmonicity
+        odd = rng.uniform(0.2, 1.0)
+        inharm = rng.uniform(0, 0.002)
+        amps = k ** -tilt * np.where(k % 2 == 1, 1.0, odd)
+        freqs = f0 * k * np.sqrt(1 + inharm * k ** 2)
+        vib = 1 + 0.005 * np.sin(2 * np.pi * rng.uniform(3, 7) * tt)
+        x = (amps[:, None] * np.sin(2 * np.pi * freqs[:, None] * tt[None, :] * vib)).sum(0)
+        return x / amps.sum()
+    if kind == "noise_burst":
+        x = rng.standard_normal(len(tt))
+        lo, hi = sorted(rng.uniform(100, nyq * 0.8, size=2))
+        spec = np.fft.rfft(x)
+        f = np.fft.rfftfreq(len(tt), 1 / sr)
+        spec[(f < lo) | (f > hi)] = 0
+        x = np.fft.irfft(spec, len(tt))
+        return x / (np.abs(x).max() + 1e-8)
+    if kind == "am":
+        fc = 200 * 2 ** rng.uniform(0, 4)
+        fm = rng.uniform(2, 40)
+        return (1 + 0.9 * np.sin(2 * np.pi * fm * tt)) / 1.9 * np.sin(2 * np.pi * fc * tt)
+    if kind == "fm":
+        fc = 200 * 2 ** rng.uniform(0, 4)
+        fm = rng.uniform(2, 200)
+        beta = rng.uniform(0.5, 8)
+        return np.sin(2 * np.pi * fc * tt + beta * np.sin(2 * np.pi * fm * tt))
+    raise ValueError(kind)
+
+
+class SyntheticCorpus(Dataset):
+    """``num_clips`` clips of :func:`synth_clip`, same item format as :class:`AudioCrops` plus
+    ``label``; indices ``offset .. offset + num_clips - 1`` of the generator (disjoint offsets give
+    disjoint sets). Accepts ``(index, crop_seed)`` keys too (the seed is ignored: clips are
+    already crop-length). Optional ``targets`` [num_clips, n_q, T] are returned as ``codes``."""
+
+    def __init__(self, num_clips: int, seconds: float = 2.0, seed: int = 0, offset: int = 0,
+                 min_fraction: float = 0.5):
+        self.num_clips, self.seconds, self.seed, self.offset = int(num_clips), float(seconds), int(seed), int(offset)
+        self.min_fraction = min_fraction
+        self.crop_samples = int(round(self.seconds * SAMPLE_RATE))
+        self.targets = None
+        self._cache: dict = {}
+
+    def __len__(self):
+        return self.num_clips
+
+    def clip(self, i: int) -> tuple:
+        if i not in self._cache:
+            self._cache[i] = synth_clip(self.offset + i, self.seconds, self.seed, min_fraction=self.min_fraction)
+        return self._cache[i]
+
+    def __getitem__(self, key):
+        i = int(key[0]) if isinstance(key, (tuple, list)) else int(key)
+        wav, label = self.clip(i)
+        out = np.zeros(self.crop_samples, dtype=np.float32)
+        out[: len(wav)] = wav
+        item = {"wav": torch.from_numpy(out), "length": len(wav), "ok": True, "label": label}
+        if self.targets is not None:
+            item["codes"] = self.targets[i]
+        return item
+
+    def labels(self) -> list:
+        return [self.clip(i)[1] for i in range(self.num_clips)]

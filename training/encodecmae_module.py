@@ -1,0 +1,378 @@
+"""EnCodecMAE pretraining (and self-training) as a LightningModule, plus its CLI glue.
+
+``python -m training.pretrain --model encodecmae`` (the default) imports this module and calls
+:func:`add_args` then :func:`train`; see training/pretrain.py for the registry.
+
+One training step, shapes for batch B, crop S samples, T frames::
+
+    batch (from the collate, on CPU in the data workers): wav [B, S], padding_mask [B, T],
+          mask [B, T] (exactly floor(L/2) of each clip's L valid frames, 15-frame gaps),
+          optional codes [B, 8, T] (precomputed targets)
+    features = front end (fp32, no autocast)                        [B, T, 256 | 128]
+    targets  = frozen codec in eval mode, RVQ at 6 kbps             [B, 8, T]
+               (ec front end: the same encoder features are quantized, the encoder runs once)
+             | k-means stream: nearest centroid of the teacher's last-layer x0 stream  [B, 1, T]
+    logits   = EncodecMAE(features, mask, padding_mask)             [B, T, streams, 1024]
+    loss     = training.losses.encodecmae_loss (0.9 masked / 0.1 unmasked, padding excluded)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from hear_codec import encodecmae as emae
+from hear_codec.checkpoint import atomic_torch_save, save_checkpoint
+from hear_codec.codec import HOP_LENGTH, load_codec
+from training import data as D
+from training import engine
+from training.losses import encodecmae_loss
+from training.masking import time_gap_mask
+
+log = logging.getLogger(__name__)
+
+EXPORT_NAME = "last.ckpt.hearcodec"  # what hear_codec.load_model / hear-validator read
+KMEANS_STREAM_WEIGHT = 1.0  # official self-training configs: quantizer_weights [..., 1.0]
+
+
+# ---------------------------------------------------------------- framing and masking (CPU, in workers)
+
+def input_frames(front_end: str, samples: int) -> int:
+    """Frames the front end yields for ``samples`` at 24 kHz (mel256: whole 637-sample windows)."""
+    if front_end == "mel256":
+        return 0 if samples < emae.MelFrontEnd.window else 1 + (samples - emae.MelFrontEnd.window) // emae.MelFrontEnd.hop
+    return math.ceil(samples / HOP_LENGTH)
+
+
+def frames_for(front_end: str, samples: int) -> int:
+    """Frames that have both an input frame and a codec target (the official loss crops the longer)."""
+    return min(input_frames(front_end, samples), math.ceil(samples / HOP_LENGTH))
+
+
+class MaskingCollate:
+    """Stacks items and adds ``padding_mask`` and ``mask`` [B, T] (T = frames of the crop).
+
+    Valid frames of a clip of ``length`` samples: ``frames_for(front_end, length)``; everything
+    after is padding and never masked nor counted. The mask's random generator is seeded from the
+    items' seeds, so a batch's mask depends only on which samples it holds (exact resume).
+    """
+
+    def __init__(self, front_end: str, crop_samples: int, prop: float = 0.5, gap: int = 15):
+        self.front_end, self.crop_samples, self.prop, self.gap = front_end, int(crop_samples), prop, gap
+        self.frames = frames_for(front_end, self.crop_samples)
+
+    def __call__(self, items: list) -> dict:
+        wav = torch.stack([it["wav"] for it in items])
+        lengths = torch.tensor([frames_for(self.front_end, int(it["length"])) for it in items])
+        lengths = lengths.clamp(max=self.frames)
+        gen = torch.Generator().manual_seed(D._mix_seed(*[int(it["seed"]) for it in items]))
+        batch = {
+            "wav": wav,
+            "frames": lengths,
+            "padding_mask": torch.arange(self.frames)[None, :] >= lengths[:, None],
+            "mask": time_gap_mask(lengths, self.frames, self.prop, self.gap, generator=gen),
+            "ok": torch.tensor([bool(it["ok"]) for it in items]),
+        }
+        if "codes" in items[0]:
+            batch["codes"] = torch.stack([it["codes"] for it in items]).long()[..., : self.frames]
+        if "label" in items[0]:
+            batch["label"] = torch.tensor([it["label"] for it in items])
+        return batch
+
+
+# ---------------------------------------------------------------- k-means targets
+
+def nearest_centroid(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """x [..., D], centroids [K, D] -> index of the nearest centroid (squared L2) [...]."""
+    flat = x.reshape(-1, x.shape[-1]).float()
+    c = centroids.float()
+    d = (flat * flat).sum(1, keepdim=True) - 2 * flat @ c.T + (c * c).sum(1)[None, :]
+    return d.argmin(dim=1).view(x.shape[:-1])
+
+
+def last_layer_x0(model: emae.EncodecMAE, features: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """The teacher's last encoder layer before the final ResiDual combination: [B, T, D].
+
+    ``encoder(..., return_layers=True)`` returns the per-layer x0 streams; the last one is the
+    output before ``x0 + final_norm(x1)``."""
+    x = model.position(model.input_proj(features))
+    _, streams, _ = model.encoder(x, padding_mask, return_layers=True)
+    return streams[-1]
+
+
+# ---------------------------------------------------------------- the LightningModule
+
+class EncodecMAEModule(L.LightningModule):
+    """Trains ``self.model`` (a hear_codec EncodecMAE) on codec codes and/or k-means streams.
+
+    codec: the frozen EnCodec (needed unless every batch carries precomputed ``codes`` and the
+    model has no codec streams). teacher + centroids: the k-means stream(s) (self-training).
+    sampler: the training StepSampler, told the resume step at ``on_train_start``.
+    """
+
+    def __init__(self, config: emae.EncodecMAEConfig, codec=None, *, lr: float = 1e-4,
+                 betas=(0.9, 0.95), weight_decay: float = 0.05, teacher: emae.EncodecMAE | None = None,
+                 centroids: torch.Tensor | None = None, sampler: D.StepSampler | None = None,
+                 metadata: dict | None = None):
+        super().__init__()
+        encoder = codec.encoder if (config.front_end == "ec" and codec is not None) else None
+        self.model = emae.EncodecMAE(config, codec_encoder=encoder)
+        self.codec = codec
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        if config.num_kmeans_streams and (teacher is None or centroids is None):
+            raise ValueError("k-means streams need a teacher model and centroids")
+        if centroids is not None:
+            self.register_buffer("centroids", centroids.float().clone())
+        else:
+            self.centroids = None
+        self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
+        self.sampler = sampler
+        self.metadata = dict(metadata or {})
+        weights = list(config.codec_stream_weights[: config.num_codec_streams])
+        weights += [KMEANS_STREAM_WEIGHT] * config.num_kmeans_streams
+        self.register_buffer("stream_weights", torch.tensor(weights, dtype=torch.float32), persistent=False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # frozen; Codec keeps itself in eval mode
+        return self
+
+    # ---- steps ----
+    def targets_and_features(self, batch):
+        """(features [B, T, F] fp32, targets [B, streams, T] int64)."""
+        cfg = self.model.config
+        t = batch["mask"].shape[1]
+        wav = batch["wav"]
+        with torch.autocast(wav.device.type, enabled=False), torch.no_grad():
+            features = self.model.input_features(wav.float())[:, :t]
+            targets = []
+            if cfg.num_codec_streams:
+                if "codes" in batch:
+                    codes = batch["codes"]
+                elif cfg.front_end == "ec":  # reuse the front end's encoder output
+                    codes = self.codec.quantize_features(features, cfg.num_codec_streams)
+                else:
+                    codes = self.codec.encode_codes(wav.float(), cfg.num_codec_streams)
+                targets.append(codes[..., :t])
+        if cfg.num_kmeans_streams:
+            with torch.no_grad():
+                hidden = last_layer_x0(self.teacher, features, batch["padding_mask"])
+                targets.append(nearest_centroid(hidden, self.centroids).unsqueeze(1))
+        return features, torch.cat(targets, dim=1)
+
+    def _step(self, batch, stage: str):
+        features, targets = self.targets_and_features(batch)
+        out = self.model(None, batch["mask"], batch["padding_mask"], features=features)
+        losses = encodecmae_loss(out["logits"], targets, batch["mask"], batch["padding_mask"],
+                                 self.stream_weights, self.model.config.masked_loss_weight)
+        b = features.shape[0]
+        sync = stage == "val"
+        self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=b, sync_dist=sync)
+        self.log(f"{stage}/masked_loss", losses["masked_loss"], batch_size=b, sync_dist=sync)
+        self.log(f"{stage}/unmasked_loss", losses["unmasked_loss"], batch_size=b, sync_dist=sync)
+        for i, acc in enumerate(losses["masked_accuracy_per_stream"]):
+            self.log(f"{stage}/masked_acc_{self._stream_name(i)}", acc, batch_size=b, sync_dist=sync)
+        return losses
+
+    def _stream_name(self, i: int) -> str:
+        n_codec = self.model.config.num_codec_streams
+        return f"q{i}" if i < n_codec else f"km{i - n_codec}"
+
+    def training_step(self, batch, batch_idx):
+        losses = self._step(batch, "train")
+        self.log("data/unreadable", (~batch["ok"]).sum().float(), reduce_fx="sum", batch_size=len(batch["ok"]))
+        return losses["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+
+    # ---- resume and export ----
+    def on_train_start(self):
+        if self.sampler is not None:
+            self.sampler.start_step = self.trainer.global_step
+            self.sampler.accumulate = self.trainer.accumulate_grad_batches
+            self.sampler.rank = self.trainer.global_rank
+            self.sampler.world = self.trainer.world_size
+
+    def export(self, out_dir):
+        """OUT/last.ckpt.hearcodec: the model alone, in hear_codec's checkpoint format."""
+        meta = dict(self.metadata, step=int(self.trainer.global_step) if self._trainer is not None else 0)
+        save_checkpoint(Path(out_dir) / EXPORT_NAME, self.model, metadata=meta)
+
+
+# ---------------------------------------------------------------- CLI glue (used by training.pretrain)
+
+ENGINE_DEFAULTS = dict(max_steps=None, val_every=None, ckpt_every=None, log_every=10)
+# Built-in default (no --data) vs paper setting (--data), for options whose default depends on it.
+SYNTHETIC_DEFAULTS = dict(max_steps=250, val_every=50, ckpt_every=50, batch_size=16, crop_seconds=2.0,
+                          codec="offline")
+PAPER_DEFAULTS = dict(max_steps=500_000, val_every=10_000, ckpt_every=10_000, batch_size=128, crop_seconds=4.0,
+                      codec="pretrained")
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("EnCodecMAE model and data")
+    g.add_argument("--preset", default="tiny", choices=sorted(emae.PRESETS),
+                   help="model size: tiny (built-in demo), small/base/large (paper) (default: %(default)s)")
+    g.add_argument("--front-end", default="mel256", choices=["mel256", "ec"],
+                   help="input features: mel256 (256-bin Kaldi fbank, v2 default) or ec (frozen EnCodec encoder) "
+                        "(default: %(default)s)")
+    g.add_argument("--data", nargs="+", default=None, metavar="DIR_OR_MANIFEST",
+                   help="audio folders and/or manifests (one path per line, optional tab + seconds); any rate "
+                        "and channel count. Without it: the built-in synthetic corpus")
+    g.add_argument("--codec", default=None, choices=["pretrained", "offline"],
+                   help="EnCodec weights for targets (and the ec front end): pretrained (published, the paper) "
+                        "or offline (random, for demos/tests) (default: offline without --data, else pretrained)")
+    g.add_argument("--codec-path", default=None,
+                   help="local copy of encodec_24khz-d7cc33bc.th (default: torch hub cache / download)")
+    g.add_argument("--crop-seconds", type=float, default=None,
+                   help="training crop length; shorter clips are zero-padded and the padding is excluded from "
+                        "the loss (default: 4.0 with --data, 2.0 synthetic)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="clips per micro-batch per device (default: 128 with --data, 16 synthetic)")
+    g.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate, constant (default: %(default)s)")
+    g.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.95), help="AdamW betas (default: 0.9 0.95)")
+    g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default: %(default)s)")
+    g.add_argument("--num-workers", type=int, default=None,
+                   help="data loader processes per device (default: min(8, CPUs - 1))")
+    g.add_argument("--val-fraction", type=float, default=0.02,
+                   help="fraction of files held out for validation, chosen by a hash of the path "
+                        "(default: %(default)s)")
+    g.add_argument("--val-max-files", type=int, default=200,
+                   help="at most this many validation files (official: 200) (default: %(default)s)")
+    g.add_argument("--synthetic-clips", type=int, default=160,
+                   help="training clips of the built-in corpus (default: %(default)s)")
+    g.add_argument("--synthetic-val-clips", type=int, default=32,
+                   help="validation clips of the built-in corpus (default: %(default)s)")
+    g.add_argument("--probe-workers", type=int, default=16,
+                   help="threads probing audio headers at start-up (default: %(default)s)")
+
+
+def resolve_defaults(args) -> None:
+    """Fill the options whose default depends on whether --data was given."""
+    defaults = PAPER_DEFAULTS if args.data else SYNTHETIC_DEFAULTS
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.num_workers is None:
+        args.num_workers = max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def build_config(args, **overrides) -> emae.EncodecMAEConfig:
+    return emae.preset(args.preset, front_end=args.front_end, codec_weights=args.codec,
+                       chunk_seconds=args.crop_seconds, **overrides)
+
+
+def load_frozen_codec(args):
+    return load_codec(args.codec, path=args.codec_path) if args.codec == "pretrained" else load_codec("offline")
+
+
+def precompute_codes(dataset: D.SyntheticCorpus, codec, n_q: int, cache: Path | None, batch: int = 16) -> torch.Tensor:
+    """RVQ codes of every clip of a fixed corpus, [N, n_q, T] int16, cached on disk.
+
+    On CPU the codec encoder costs several times the tiny model's step, so the built-in corpus
+    (fixed clips, no random crops) encodes each clip once."""
+    key = f"{dataset.num_clips}-{dataset.offset}-{dataset.seed}-{dataset.seconds}-{codec.weights}-{n_q}"
+    if cache is not None and cache.exists():
+        stored = torch.load(cache, map_location="cpu", weights_only=True)
+        if stored.get("key") == key:
+            return stored["codes"]
+    parts = []
+    for start in range(0, len(dataset), batch):
+        wav = torch.stack([dataset[i]["wav"] for i in range(start, min(len(dataset), start + batch))])
+        parts.append(codec.encode_codes(wav, n_q).to(torch.int16))
+    codes = torch.cat(parts)
+    if cache is not None:
+        atomic_torch_save({"key": key, "codes": codes}, cache)
+    return codes
+
+
+def build_data(args, out_dir: Path, config: emae.EncodecMAEConfig, codec) -> tuple:
+    """(train_loader, val_loader or None, sampler, data metadata)."""
+    crop = int(round(args.crop_seconds * D.SAMPLE_RATE))
+    if args.data:
+        rows = D.list_sources(args.data)
+        entries, skipped = D.probe_files(rows, args.probe_workers)
+        D.write_report(out_dir, entries, skipped)
+        if skipped:
+            log.warning("skipped %d of %d audio files (unreadable or empty); see %s", len(skipped), len(rows),
+                        out_dir / "skipped_files.tsv")
+        train_entries, val_entries = D.split_train_val(entries, args.val_fraction, args.val_max_files)
+        if not train_entries:
+            raise SystemExit(f"--data: no readable audio among {len(rows)} files (see {out_dir / 'skipped_files.tsv'})")
+        train_set = D.AudioCrops(train_entries, args.crop_seconds)
+        val_set = D.AudioCrops(val_entries, args.crop_seconds) if val_entries else None
+        meta = dict(data=[str(x) for x in args.data], files=len(rows), skipped=len(skipped),
+                    train_files=len(train_entries), val_files=len(val_entries))
+    else:
+        train_set = D.SyntheticCorpus(args.synthetic_clips, args.crop_seconds, seed=args.seed, offset=0)
+        val_set = D.SyntheticCorpus(args.synthetic_val_clips, args.crop_seconds, seed=args.seed,
+                                    offset=args.synthetic_clips)
+        if config.num_codec_streams:
+            t0 = time.time()
+            for name, ds in (("train", train_set), ("val", val_set)):
+                ds.targets = precompute_codes(ds, codec, config.num_codec_streams,
+                                              out_dir / "cache" / f"codes-{name}.pt")
+            log.info("codec targets for the synthetic corpus: %.1f s", time.time() - t0)
+        meta = dict(data="synthetic", train_clips=len(train_set), val_clips=len(val_set))
+    sampler = D.StepSampler(len(train_set), args.batch_size, seed=args.seed)
+    collate = MaskingCollate(config.front_end, crop, config.mask_prop, config.mask_gap)
+    common = dict(collate_fn=collate, num_workers=args.num_workers, pin_memory=torch.cuda.is_available(),
+                  persistent_workers=args.num_workers > 0)
+    train_loader = DataLoader(_Seeded(train_set), batch_size=args.batch_size, sampler=sampler,
+                              prefetch_factor=4 if args.num_workers else None, **common)
+    val_loader = None
+    if val_set is not None and len(val_set):
+        val_loader = DataLoader(_Seeded(val_set), batch_size=min(args.batch_size, 32), shuffle=False, **common)
+    return train_loader, val_loader, sampler, meta
+
+
+class _Seeded(torch.utils.data.Dataset):
+    """Adds the mask seed to each item: the crop seed for training keys, the index for validation."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        item = self.dataset[key]
+        item["seed"] = int(key[1]) if isinstance(key, (tuple, list)) else D._mix_seed(int(key), 3)
+        return item
+
+
+def train(args, module_kwargs: dict | None = None, config_overrides: dict | None = None,
+          init_state: dict | None = None) -> Path:
+    """Run pretraining as configured by ``args``; returns the exported hear_codec checkpoint path."""
+    resolve_defaults(args)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    config = build_config(args, **(config_overrides or {}))
+    codec = load_frozen_codec(args) if (config.num_codec_streams or config.front_end == "ec") else None
+    train_loader, val_loader, sampler, data_meta = build_data(args, out_dir, config, codec)
+    torch.manual_seed(args.seed)  # model init does not depend on how much data set-up drew
+    metadata = dict(preset=args.preset, front_end=args.front_end, codec=args.codec, trained_by="training.pretrain",
+                    **data_meta)
+    module = EncodecMAEModule(config, codec, lr=args.lr, betas=args.betas, weight_decay=args.weight_decay,
+                              sampler=sampler, metadata=metadata, **(module_kwargs or {}))
+    if init_state is not None:
+        missing, unexpected = module.model.load_state_dict(init_state, strict=False)
+        log.info("initialised from a checkpoint; fresh: %s", missing)
+    trainer = engine.make_trainer(args, out_dir, use_distributed_sampler=False)
+    engine.fit(trainer, module, args, out_dir, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    return out_dir / EXPORT_NAME
