@@ -1,0 +1,86 @@
+"""Invariants of EnCodecMAE's time-gap masking (training/masking.py)."""
+import time
+
+import pytest
+import torch
+
+from training.masking import time_gap_mask
+
+
+def runs(row):
+    """(start, length) of the maximal runs of True in a 1-D bool tensor."""
+    out, n = [], 0
+    for i, v in enumerate(row.tolist() + [False]):
+        if v:
+            n += 1
+        elif n:
+            out.append((i - n, n))
+            n = 0
+    return out
+
+
+LENGTHS = [0, 1, 2, 14, 15, 16, 29, 30, 31, 44, 45, 100, 149, 150, 299, 300]
+
+
+@pytest.mark.parametrize("prop,gap", [(0.5, 15), (0.5, 4), (0.3, 15), (0.8, 10)])
+def test_exact_count_and_no_padding_masked(prop, gap):
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.tensor(LENGTHS * 8)
+    mask = time_gap_mask(lengths, 300, prop=prop, gap=gap, generator=gen)
+    assert mask.shape == (len(lengths), 300) and mask.dtype == torch.bool
+    expected = (lengths.double() * prop).floor().long()
+    assert torch.equal(mask.sum(1), expected)  # exactly floor(L * prop)
+    beyond = torch.arange(300)[None, :] >= lengths[:, None]
+    assert not (mask & beyond).any()  # padding is never masked
+
+
+def test_masked_frames_come_in_gaps():
+    """Masked frames are a union of 15-frame spans minus one block (< 15 frames) cut from the first
+    span: so runs shorter than the gap are at most two, on either side of that one block."""
+    gen = torch.Generator().manual_seed(1)
+    lengths = torch.randint(15, 301, (400,), generator=gen)
+    mask = time_gap_mask(lengths, 300, generator=gen)
+    for row, length in zip(mask, lengths):
+        r = runs(row)
+        assert sum(n for _, n in r) == int(length) // 2
+        short = [(s, n) for s, n in r if n < 15]
+        assert len(short) <= 2, r
+        if len(short) == 2:
+            (s0, n0), (s1, _) = short
+            assert 0 < s1 - (s0 + n0) < 15, r
+
+
+def test_short_clips_mask_within_the_clip():
+    gen = torch.Generator().manual_seed(2)
+    lengths = torch.tensor([3, 5, 9, 14] * 10)
+    mask = time_gap_mask(lengths, 20, generator=gen)
+    assert torch.equal(mask.sum(1), lengths // 2)
+    assert not mask[:, 14:].any()
+
+
+def test_deterministic_given_generator_and_varies_with_seed():
+    lengths = torch.full((8,), 300)
+    a = time_gap_mask(lengths, 300, generator=torch.Generator().manual_seed(5))
+    b = time_gap_mask(lengths, 300, generator=torch.Generator().manual_seed(5))
+    c = time_gap_mask(lengths, 300, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert len({tuple(r.tolist()) for r in a}) == 8  # rows differ from each other
+
+
+def test_positions_roughly_uniform_in_the_middle():
+    mask = time_gap_mask(torch.full((2000,), 300), 300, generator=torch.Generator().manual_seed(3))
+    rate = mask.float().mean(0)
+    assert 0.4 < float(rate[60:240].min()) and float(rate[60:240].max()) < 0.62
+    assert abs(float(mask.float().mean()) - 0.5) < 1e-9
+
+
+def test_length_over_max_len_is_an_error():
+    with pytest.raises(ValueError):
+        time_gap_mask(torch.tensor([301]), 300)
+
+
+def test_vectorised_speed():
+    t0 = time.perf_counter()
+    time_gap_mask(torch.full((128,), 300), 300, generator=torch.Generator().manual_seed(4))
+    assert time.perf_counter() - t0 < 2.0  # a paper-size batch; a python loop over spans would be far slower
