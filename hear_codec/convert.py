@@ -96,6 +96,22 @@ def _strip_comment(line: str) -> str:
     return line
 
 
+def _bracket_depth(text: str) -> int:
+    """Open brackets minus closed ones, outside string literals."""
+    depth, quote = 0, None
+    for ch in text:
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+    return depth
+
+
 def _logical_lines(text: str):
     """Yield (indented, line) after joining backslash continuations and open brackets."""
     buf, indented, depth = None, False, 0
@@ -107,7 +123,7 @@ def _logical_lines(text: str):
             buf, indented, depth = line.strip(), raw[:1].isspace(), 0
         else:
             buf = buf + " " + line.strip()
-        depth = sum(buf.count(c) for c in "([{") - sum(buf.count(c) for c in ")]}")
+        depth = _bracket_depth(buf)
         if buf.endswith("\\"):
             buf = buf[:-1].rstrip()
             continue

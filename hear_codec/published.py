@@ -69,15 +69,19 @@ PUBLISHED = {m.name: m for m in [
     _v2("mel256-ec-base_st", "mel256", "v2 Base (10 layers, 768-d), mel input, EnCodec targets, then self-training "
         "on k-means targets", "official README (habla-liaa/encodecmae @ 2dd6759) example"),
     _v2("mel256-ec-large_st", "mel256", "v2 Large (20 layers, 1024-d), mel input, self-trained; the paper's best "
-        "HEAR model", "used by name with the official loader in third-party code"),
+        "HEAR model. The official large recipe keeps 12 heads on 1024 channels: if its config says so, loading "
+        "fails with a clear 'not divisible by num_heads' error until hear_codec's attention supports it",
+        "used by name with the official loader in third-party code"),
     _v1("small", "v1 Small (5 layers, 768-d), EnCodec input and targets",
         "MIT for lpepino/encodecmae-base; this repo's tag not checked"),
     _v1("base", "v1 Base (10 layers, 768-d), EnCodec input and targets"),
-    _v1("large", "v1 Large (20 layers, 1024-d), EnCodec input and targets",
+    _v1("large", "v1 Large (20 layers, 1024-d), EnCodec input and targets (12 heads on 1024 channels in the "
+        "official recipe: not loadable yet, see mel256-ec-large_st)",
         "MIT for lpepino/encodecmae-base; this repo's tag not checked"),
     _v1("base-st", "v1 Base + self-training (8 EnCodec streams + 1 k-means stream)",
         "MIT for lpepino/encodecmae-base; this repo's tag not checked"),
-    _v1("large-st", "v1 Large + self-training (8 EnCodec streams + 1 k-means stream)",
+    _v1("large-st", "v1 Large + self-training (8 EnCodec streams + 1 k-means stream; 12 heads on 1024 channels "
+        "in the official recipe: not loadable yet, see mel256-ec-large_st)",
         "MIT for lpepino/encodecmae-base; this repo's tag not checked"),
 ]}
 
