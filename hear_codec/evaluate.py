@@ -12,9 +12,10 @@ layer (hear_codec/evaluation/compat.py), so scores follow the HEAR protocol:
    scores) on each of those folders;
 3. a table of every task's primary test metric → ``<out>/scores.csv`` and ``<out>/scores.md``.
 
-Tasks whose embeddings (``.done.embeddings``) or predictions (``prediction-done.json``) are
-already there are not recomputed, so an interrupted run resumes; delete ``<out>`` (or a task
-folder in it) to start over, e.g. after changing ``--grid``.
+One ``--out`` folder holds one run: its settings are saved in ``<out>/run.json`` and a later
+call with other settings (checkpoint, model options, grid) is refused. With the same settings,
+tasks whose embeddings (``.done.embeddings``) or predictions (``prediction-done.json``) are
+already there are not recomputed, so an interrupted run resumes.
 """
 from __future__ import annotations
 
@@ -75,6 +76,33 @@ def check_inputs(checkpoint: Optional[str], tasks_dir: Path | str, task_names: S
     return task_folders(tasks_dir, task_names)
 
 
+def run_settings(module: str, checkpoint: Optional[str], model_options: Dict, grid: str,
+                 grid_points: Optional[int]) -> Dict:
+    """What makes two runs comparable; saved as ``<out>/run.json``."""
+    return {
+        "module": module,
+        "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
+        "model_options": model_options,
+        "grid": grid,
+        "grid_points": GRIDS[grid][1] if grid_points is None else grid_points,
+    }
+
+
+def check_out_dir(out_dir: Path | str, settings: Dict) -> None:
+    """Refuse an ``out_dir`` that holds a run with other settings: heareval would silently reuse
+    its finished embeddings and predictions, and the table would mix the two runs.
+
+    Raises:
+        ValueError: ``<out_dir>/run.json`` exists and differs from ``settings``.
+    """
+    path = Path(out_dir) / "run.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != settings:
+            raise ValueError(f"{out_dir} holds a run with other settings ({previous}); pass another "
+                             f"--out, or delete {out_dir} to start over with {settings}")
+
+
 def run_evaluation(
     checkpoint: Optional[str],
     tasks_dir: Path | str,
@@ -102,8 +130,9 @@ def run_evaluation(
 
     task_dirs = check_inputs(checkpoint, tasks_dir, task_names, grid)
     model_options = dict(model_options or {})
-    heareval_grid, default_points = GRIDS[grid]
-    grid_points = default_points if grid_points is None else grid_points
+    settings = run_settings(module, checkpoint, model_options, grid, grid_points)
+    check_out_dir(out_dir, settings)
+    heareval_grid, grid_points = GRIDS[grid][0], settings["grid_points"]
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -116,6 +145,8 @@ def run_evaluation(
         tasks.check_sample_rate(task_dir, sample_rate)
     log.info("%d task(s) from %s; model %s (%s), sample rate %d Hz, grid %s (heareval %r, %d point(s))",
              len(task_dirs), tasks_dir, checkpoint, module, sample_rate, grid, heareval_grid, grid_points)
+
+    (out_dir / "run.json").write_text(json.dumps(settings, indent=4))
 
     compat.apply()
     embeddings_runner = compat.import_embeddings_runner().runner
@@ -140,7 +171,9 @@ def run_evaluation(
         log.info("[%d/%d] %s: %s = %.4f (%.0f s)", i, n, task_dir.name, row.metric, row.score, time.time() - start)
 
     rows = [scores.read_task_score(embedded / t.name) for t in task_dirs]
-    written = scores.write_tables(rows, out_dir)
+    title = (f"HEAR scores: {module} {checkpoint or ''}, model options {json.dumps(model_options)}, "
+             f"grid {grid} ({grid_points} point(s))")
+    written = scores.write_tables(rows, out_dir, title=title)
     log.info("scores written to %s", ", ".join(str(p) for p in written))
     return rows
 
@@ -186,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid-points", type=int, default=None,
                         help="number of grid points to try (default: 8 for full, 1 for fast)")
     parser.add_argument("--out", type=Path, default=Path("hear-eval"),
-                        help="output folder: embeddings/ (with heareval's per-task predictions and logs), "
-                             "scores.csv, scores.md, evaluate.log (default: hear-eval)")
+                        help="output folder of this run: embeddings/ (with heareval's per-task predictions "
+                             "and logs), scores.csv, scores.md, evaluate.log, run.json; one folder per "
+                             "checkpoint/options/grid (default: hear-eval)")
     return parser
 
 
@@ -200,6 +234,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         model_options = parse_model_options(args.model_options)
         check_inputs(args.checkpoint, args.tasks_dir, args.task, args.grid)
+        check_out_dir(args.out, run_settings("hear_codec", args.checkpoint, model_options, args.grid,
+                                             args.grid_points))
     except (FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2

@@ -25,7 +25,7 @@ from hear_codec.evaluation import tasks  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-EASY_GRID = {"lr": [1e-2], "patience": [5], "max_epochs": [30]}
+EASY_GRID = tasks.QUICK_PARAM_GRID
 BASELINE = "hear_codec.evaluation.spectral_baseline"
 
 
@@ -118,3 +118,14 @@ def test_wrong_sample_rate_is_explained(tmp_path):
     task = tasks.make_scene_task(tmp_path, "t", files_per_split=1, sample_rates=(16000,))
     with pytest.raises(FileNotFoundError, match="no 48000 Hz audio.*sample_rate"):
         tasks.check_sample_rate(task, 48000)
+
+
+def test_out_dir_keeps_one_run(tmp_path):
+    from hear_codec import evaluate
+
+    fast = evaluate.run_settings("hear_codec", "m.pt", {}, "fast", None)
+    evaluate.check_out_dir(tmp_path, fast)  # empty folder: fine
+    (tmp_path / "run.json").write_text(json.dumps(fast))
+    evaluate.check_out_dir(tmp_path, fast)  # same settings: resume
+    with pytest.raises(ValueError, match="other settings"):
+        evaluate.check_out_dir(tmp_path, evaluate.run_settings("hear_codec", "m.pt", {"sample_rate": 16000}, "fast", None))

@@ -11,9 +11,11 @@ heareval's predictions runner leaves in every embeddings task folder:
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -105,9 +107,34 @@ def markdown_table(rows: Sequence[TaskScore]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(rows: Sequence[TaskScore], out_dir: Path | str) -> List[Path]:
-    """Write ``scores.csv`` and ``scores.md`` into ``out_dir``; returns their paths."""
+def write_tables(rows: Sequence[TaskScore], out_dir: Path | str, title: str = "") -> List[Path]:
+    """Write ``scores.csv`` and ``scores.md`` (headed by ``title`` if given) into ``out_dir``;
+    returns their paths."""
     out_dir = Path(out_dir)
     md = out_dir / "scores.md"
-    md.write_text(markdown_table(rows))
+    md.write_text((f"{title}\n\n" if title else "") + markdown_table(rows))
     return [write_csv(rows, out_dir / "scores.csv"), md]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m hear_codec.evaluation.scores",
+        description="Print the primary test score of each embeddings task folder on which heareval's "
+                    "predictions runner has run, as a Markdown table; with --out also write "
+                    "scores.csv and scores.md there.")
+    parser.add_argument("task_dirs", nargs="+", type=Path, metavar="TASK_DIR",
+                        help="embeddings task folders, e.g. embeddings/hear_codec/*")
+    parser.add_argument("--out", type=Path, default=None, help="folder for scores.csv and scores.md")
+    args = parser.parse_args(argv)
+    try:
+        rows = [read_task_score(t) for t in args.task_dirs]
+    except FileNotFoundError as e:
+        parser.error(str(e))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_tables(rows, args.out)
+    print(markdown_table(rows), end="")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -23,9 +23,11 @@ Three kinds of task (see :func:`make_scene_task`, :func:`make_event_task`):
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
@@ -37,6 +39,11 @@ TRAINVALTEST = ("train", "valid", "test")
 # Sample rates a HEAR module may declare; the free HEAR 2021 downloads are 48 kHz only.
 HEAR_SAMPLE_RATES = (16000, 22050, 44100, 48000)
 DEFAULT_SAMPLE_RATES = (16000, 48000)
+
+# heareval hyper-parameter overrides under which these small tasks train in seconds: heareval's
+# grids use batches of 1024, i.e. one optimiser step per epoch here, and learning rates as low
+# as 1e-4, which would leave the predictor untrained after a few epochs.
+QUICK_PARAM_GRID = {"lr": [1e-2], "patience": [5], "max_epochs": [30]}
 
 # Tone frequencies (Hz) for the labels, well apart on a log scale and below 8 kHz (16 kHz audio).
 _MIN_FREQ, _MAX_FREQ = 300.0, 4000.0
@@ -294,3 +301,26 @@ def check_sample_rate(task_dir: Path, sample_rate: int) -> None:
                 f"(expected {task_dir / str(sample_rate) / split}; sample rates present: "
                 f"{present or 'none'}). Pick a model sample rate the task has, e.g. "
                 f"--model-options '{{\"sample_rate\": {present[0] if present else 48000}}}'")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m hear_codec.evaluation.tasks",
+        description="Write three small synthetic HEAR tasks (scene multiclass, multilabel 3-fold, "
+                    "event) for smoke-testing the evaluation pipeline. They carry a quick "
+                    "hyper-parameter grid (evaluation_params.task_specific_param_grid), so even "
+                    "`python -m hear_codec.evaluate --grid fast` trains their predictors properly.")
+    parser.add_argument("out", type=Path, help="folder to write the task folders into (use it as --tasks-dir)")
+    parser.add_argument("--sample-rates", type=int, nargs="+", default=list(DEFAULT_SAMPLE_RATES),
+                        help=f"audio sample rates to write, from {HEAR_SAMPLE_RATES} (default: 16000 48000)")
+    args = parser.parse_args(argv)
+    try:
+        made = make_synthetic_tasks(args.out, sample_rates=args.sample_rates, param_grid=QUICK_PARAM_GRID)
+    except ValueError as e:
+        parser.error(str(e))
+    for task_dir in made:
+        print(task_dir)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
