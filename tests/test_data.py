@@ -1,0 +1,144 @@
+"""training/data.py: listing, probing, skipping bad files, resampling/downmixing, padding, order."""
+import numpy as np
+import soundfile as sf
+import torch
+
+from training import data as D
+from training.encodecmae_module import MaskingCollate, frames_for
+
+
+def sine(freq, seconds, sr, channels=1):
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.5 * np.sin(2 * np.pi * freq * t).astype(np.float32)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+def dominant_hz(wav, sr=24000):
+    spec = np.abs(np.fft.rfft(wav))
+    return np.fft.rfftfreq(len(wav), 1 / sr)[spec.argmax()]
+
+
+def make_folder(tmp_path):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    sf.write(tmp_path / "a48k_stereo.wav", sine(440, 3.0, 48000, channels=2), 48000)
+    sf.write(tmp_path / "b16k.flac", sine(1000, 1.0, 16000), 16000)
+    (tmp_path / "sub").mkdir()
+    sf.write(tmp_path / "sub" / "c24k.wav", sine(300, 5.0, 24000), 24000)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage that is not audio" * 10)
+    sf.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 24000)
+    (tmp_path / "notes.txt").write_text("not audio, not listed")
+    return tmp_path
+
+
+def test_bad_files_are_skipped_counted_and_reported(tmp_path):
+    folder = make_folder(tmp_path / "audio")
+    rows = D.list_sources(folder)
+    assert len(rows) == 5  # the .txt is not listed
+    entries, skipped = D.probe_files(rows)
+    assert sorted(e.path.split("/")[-1] for e in entries) == ["a48k_stereo.wav", "b16k.flac", "c24k.wav"]
+    reasons = {p.split("/")[-1]: r for p, r in skipped}
+    assert set(reasons) == {"corrupt.wav", "empty.wav"}
+    assert reasons["corrupt.wav"].startswith("unreadable") and reasons["empty.wav"].startswith("empty")
+    D.write_report(tmp_path / "out", entries, skipped)
+    report = (tmp_path / "out" / "skipped_files.tsv").read_text()
+    assert "corrupt.wav\tunreadable" in report and "empty.wav\tempty" in report
+    # the index is a manifest with durations that lists only the readable files
+    again, skipped_again = D.probe_files(D.list_sources(tmp_path / "out" / "data_index.tsv"))
+    assert len(again) == 3 and not skipped_again
+    assert sorted(round(e.frames / 24000, 2) for e in again) == [1.0, 3.0, 5.0]
+
+
+def test_decode_failure_later_is_replaced_not_fatal(tmp_path):
+    folder = make_folder(tmp_path)
+    entries, _ = D.probe_files(D.list_sources(folder))
+    crops = D.AudioCrops(entries, 0.5)
+    (folder / "b16k.flac").unlink()  # passes the probe, then disappears
+    bad = [i for i, e in enumerate(entries) if e.path.endswith("b16k.flac")][0]
+    item = crops[(bad, 123)]
+    assert item["ok"] is False and item["wav"].shape == (12000,)
+    assert crops[((bad + 1) % len(entries), 5)]["ok"] is True
+
+
+def test_resample_downmix_crop_and_padding(tmp_path):
+    folder = make_folder(tmp_path)
+    entries, _ = D.probe_files(D.list_sources(folder))
+    by_name = {e.path.split("/")[-1]: i for i, e in enumerate(entries)}
+    crops = D.AudioCrops(entries, 2.0)
+    stereo = crops[(by_name["a48k_stereo.wav"], 7)]
+    assert stereo["wav"].shape == (48000,) and stereo["wav"].dtype == torch.float32
+    assert stereo["length"] == 48000
+    assert abs(dominant_hz(stereo["wav"].numpy()) - 440) < 2
+    short = crops[(by_name["b16k.flac"], 7)]  # 1 s clip, 2 s crop: padded
+    assert short["length"] == 24000
+    assert abs(dominant_hz(short["wav"][:24000].numpy()) - 1000) < 2
+    assert torch.all(short["wav"][24000:] == 0)
+    # different crop seeds give different crops of a long file; the same seed the same crop
+    long = by_name["c24k.wav"]
+    assert not torch.equal(crops[(long, 1)]["wav"], crops[(long, 2)]["wav"])
+    assert torch.equal(crops[(long, 1)]["wav"], crops[(long, 1)]["wav"])
+    assert crops[long]["length"] == 48000  # validation crop: the middle
+
+
+def test_manifest_relative_paths(tmp_path):
+    folder = make_folder(tmp_path / "audio")
+    (tmp_path / "list.txt").write_text("# comment\naudio/b16k.flac\n\naudio/sub/c24k.wav\t5.0\n")
+    rows = D.list_sources(tmp_path / "list.txt")
+    assert rows == [(str(folder / "b16k.flac"), None), (str(folder / "sub" / "c24k.wav"), 5.0)]
+
+
+def test_split_is_stable_and_disjoint():
+    entries = [D.AudioEntry(f"/x/{i}.wav", 24000, 24000) for i in range(100)]
+    train, val = D.split_train_val(entries, 0.05, 200)
+    assert len(val) == 5 and len(train) == 95
+    assert not {e.path for e in train} & {e.path for e in val}
+    train2, val2 = D.split_train_val(entries + [D.AudioEntry("/x/new.wav", 1, 24000)], 0.05, 200)
+    assert len(val2) == 5 and len({e.path for e in val} - {e.path for e in val2}) <= 1  # adding a file moves at most one
+
+
+def test_step_sampler_resumes_and_shards():
+    def take(sampler, n):
+        it = iter(sampler)
+        return [next(it) for _ in range(n)]
+
+    full = D.StepSampler(10, batch_size=4, seed=3)
+    full.accumulate = 2
+    stream = take(full, 4 * 2 * 6)  # 6 optimiser steps
+    resumed = D.StepSampler(10, batch_size=4, seed=3)
+    resumed.accumulate, resumed.start_step = 2, 4
+    assert take(resumed, 16) == stream[32:48]
+    # every file once per epoch
+    assert sorted(i for i, _ in stream[:10]) == list(range(10))
+    # two ranks split each micro-batch: together they are the single-process stream
+    ranks = []
+    for r in range(2):
+        s = D.StepSampler(10, batch_size=2, seed=3)
+        s.rank, s.world = r, 2
+        ranks.append(take(s, 4))
+    single = take(D.StepSampler(10, batch_size=2, seed=3), 8)
+    assert ranks[0][:2] + ranks[1][:2] + ranks[0][2:] + ranks[1][2:] == single
+
+
+def test_synthetic_corpus_has_classes_and_short_clips():
+    corpus = D.SyntheticCorpus(60, seconds=1.0, seed=0)
+    labels = corpus.labels()
+    assert set(labels) == set(range(len(D.SYNTH_CLASSES)))
+    lengths = [corpus[i]["length"] for i in range(60)]
+    assert min(lengths) < 24000 and max(lengths) == 24000
+    item = corpus[0]
+    assert item["wav"].shape == (24000,) and float(item["wav"].abs().max()) <= 1.0
+    assert torch.equal(corpus[5]["wav"], D.SyntheticCorpus(60, seconds=1.0, seed=0)[5]["wav"])
+    other = D.SyntheticCorpus(10, seconds=1.0, seed=0, offset=60)
+    assert not torch.equal(other[0]["wav"], corpus[0]["wav"])
+
+
+def test_collate_padding_and_mask():
+    corpus = D.SyntheticCorpus(32, seconds=2.0, seed=1)
+    items = [dict(corpus[i], seed=i) for i in range(32)]
+    collate = MaskingCollate("mel256", 48000)
+    batch = collate(items)
+    assert batch["mask"].shape == batch["padding_mask"].shape == (32, frames_for("mel256", 48000))
+    valid = (~batch["padding_mask"]).sum(1)
+    assert torch.equal(valid, torch.tensor([frames_for("mel256", it["length"]) for it in items]))
+    assert torch.equal(batch["mask"].sum(1), valid // 2)
+    assert not (batch["mask"] & batch["padding_mask"]).any()
+    assert torch.equal(collate(items)["mask"], batch["mask"])  # a function of the items' seeds
