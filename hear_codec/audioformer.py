@@ -78,8 +78,7 @@ class AudioFormerConfig:
 # Named presets. "base" is RoFormer-base (= BERT-base) sizes; the paper names RoFormer but gives
 # no sizes. "tiny" is for tests and the built-in demo.
 PRESETS = {
-    "tiny": dict(dim=64, num_layers=2, num_heads=4, ff_dim=256, dropout=0.0, chunk_seconds=4.0,
-                 max_positions=512),
+    "tiny": dict(dim=64, num_layers=2, num_heads=4, ff_dim=256, dropout=0.0, chunk_seconds=4.0),
     "small": dict(dim=384, num_layers=6, num_heads=6, ff_dim=1536),
     "base": dict(dim=768, num_layers=12, num_heads=12, ff_dim=3072),
 }

@@ -10,14 +10,23 @@ same masks it would have drawn without the interruption.
 """
 from __future__ import annotations
 
+import logging
+import os
+import time
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
 from hear_codec import audioformer as af
+from hear_codec import codec as codec_lib
 from hear_codec.checkpoint import save_checkpoint
+from training import data as D
+from training import engine
+
+log = logging.getLogger(__name__)
 
 EXPORT_NAME = "last.ckpt.hearcodec"
 
@@ -92,26 +101,46 @@ def batch_audio(batch):
 
 
 def tokens_for_batch(model: af.AudioFormer, batch) -> torch.Tensor:
-    """Audio batch (or a dict with precomputed "codes" [B, Q, T]) -> tokens [B, Q, T + 2]."""
+    """Audio batch -> tokens [B, Q, T + 2].
+
+    A dict may carry precomputed ``codes`` [B, Q, T] and ``frame_lengths`` [B] (valid frames);
+    otherwise the frozen codec encodes ``wav`` and sample ``lengths`` become frame lengths.
+    """
+    frame_lengths = batch.get("frame_lengths") if isinstance(batch, dict) else None
     if isinstance(batch, dict) and "codes" in batch:
-        codes, frame_lengths = batch["codes"], batch.get("frame_lengths")
+        codes = batch["codes"].long()
     else:
         wav, lengths = batch_audio(batch)
         codes = model.encode_codes(wav)
-        frame_lengths = None if lengths is None else torch.tensor(
-            [model.num_frames(int(n)) for n in lengths], device=codes.device)
+        if frame_lengths is None and lengths is not None:
+            frame_lengths = torch.tensor([model.num_frames(int(n)) for n in lengths], device=codes.device)
+    if frame_lengths is not None:
+        frame_lengths = frame_lengths.clamp(max=codes.shape[-1])
     return af.codes_to_tokens(codes, frame_lengths)
 
 
 class AudioFormerMLM(L.LightningModule):
-    """Masked-LM pretraining of every codebook's backbone (the codec stays frozen)."""
+    """Masked-LM pretraining of every codebook's backbone (the codec stays frozen).
+
+    sampler: the training StepSampler, told the resume step at ``on_train_start``.
+    """
 
     def __init__(self, model: af.AudioFormer, lr: float = 1e-4, weight_decay: float = 0.01,
-                 betas=(0.9, 0.98), warmup_steps: int = 1000, seed: int = 0):
+                 betas=(0.9, 0.98), warmup_steps: int = 1000, seed: int = 0,
+                 sampler: D.StepSampler | None = None, metadata: dict | None = None):
         super().__init__()
         self.model = model
         self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
         self.warmup_steps, self.seed = warmup_steps, seed
+        self.sampler = sampler
+        self.metadata = dict(metadata or {})
+
+    def on_train_start(self):
+        if self.sampler is not None:
+            self.sampler.start_step = self.trainer.global_step
+            self.sampler.accumulate = self.trainer.accumulate_grad_batches
+            self.sampler.rank = self.trainer.global_rank
+            self.sampler.world = self.trainer.world_size
 
     def _generator(self, batch_idx: int) -> torch.Generator:
         """A function of (seed, step, micro-batch, rank): resumable, and distinct per micro-batch and rank."""
@@ -150,5 +179,151 @@ class AudioFormerMLM(L.LightningModule):
 
     def export(self, out_dir):
         """OUT/last.ckpt.hearcodec: the file ``hear_codec.load_model`` reads."""
-        return save_checkpoint(Path(out_dir) / EXPORT_NAME, self.model,
-                               {"stage": "mlm-pretraining", "step": int(self.global_step)})
+        meta = dict(self.metadata, stage="mlm-pretraining",
+                    step=int(self.trainer.global_step) if self._trainer is not None else 0)
+        return save_checkpoint(Path(out_dir) / EXPORT_NAME, self.model, meta)
+
+
+# ---------------------------------------------------------------- CLI glue (used by training.pretrain)
+
+ENGINE_DEFAULTS = dict(max_steps=None, val_every=None, ckpt_every=None, log_every=10)
+# Built-in default (no --data) vs the paper's setting (--data), for options whose default depends on it.
+SYNTHETIC_DEFAULTS = dict(max_steps=300, val_every=100, ckpt_every=100, batch_size=16, crop_seconds=2.0,
+                          codec="offline", lr=1e-3, warmup_steps=30)
+PAPER_DEFAULTS = dict(max_steps=400_000, val_every=10_000, ckpt_every=10_000, batch_size=64, crop_seconds=10.0,
+                      codec="pretrained", lr=1e-4, warmup_steps=10_000)
+
+
+def add_args(parser) -> None:
+    g = parser.add_argument_group("AudioFormer model and data")
+    g.add_argument("--preset", default="tiny", choices=sorted(af.PRESETS),
+                   help="backbone size per codebook: tiny (built-in demo), small, base (RoFormer-base) "
+                        "(default: %(default)s)")
+    g.add_argument("--codebooks", type=int, default=4,
+                   help="EnCodec codebooks modelled, one token sequence each (paper: 4) (default: %(default)s)")
+    g.add_argument("--shared-backbone", action="store_true",
+                   help="one RoFormer for all codebooks (codebook-offset vocabulary + a token type per "
+                        "codebook) instead of one per codebook as in the paper")
+    g.add_argument("--mask-prob", type=float, default=0.25,
+                   help="share of each sequence's code tokens chosen for the MLM loss (paper: 0.25) "
+                        "(default: %(default)s)")
+    g.add_argument("--data", nargs="+", default=None, metavar="DIR_OR_MANIFEST",
+                   help="audio folders and/or manifests (see training/data.py); any rate and channel count. "
+                        "Without it: the built-in synthetic corpus")
+    g.add_argument("--codec", default=None, choices=["pretrained", "offline"],
+                   help="EnCodec weights that make the tokens: pretrained (published, the paper) or offline "
+                        "(random, for demos/tests) (default: offline without --data, else pretrained)")
+    g.add_argument("--codec-path", default=None,
+                   help="local copy of encodec_24khz-d7cc33bc.th (default: torch hub cache / download)")
+    g.add_argument("--crop-seconds", type=float, default=None,
+                   help="training crop length, also the chunk length for HEAR embeddings; shorter clips are "
+                        "padded and the padding is never a target (default: 10.0 with --data, 2.0 synthetic)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="clips per micro-batch per device (default: 64 with --data, 16 synthetic)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="AdamW peak learning rate after linear warm-up, then constant "
+                        "(default: 1e-4 with --data as in the paper, 1e-3 synthetic)")
+    g.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear learning-rate warm-up (default: 10000 with --data, 30 synthetic)")
+    g.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.98), help="AdamW betas (default: 0.9 0.98)")
+    g.add_argument("--weight-decay", type=float, default=0.01,
+                   help="AdamW weight decay on matrices (default: %(default)s)")
+    g.add_argument("--num-workers", type=int, default=None,
+                   help="data loader processes per device (default: min(8, CPUs - 1))")
+    g.add_argument("--val-fraction", type=float, default=0.02,
+                   help="fraction of files held out for validation, chosen by a hash of the path "
+                        "(default: %(default)s)")
+    g.add_argument("--val-max-files", type=int, default=200,
+                   help="at most this many validation files (default: %(default)s)")
+    g.add_argument("--synthetic-clips", type=int, default=160,
+                   help="training clips of the built-in corpus (default: %(default)s)")
+    g.add_argument("--synthetic-val-clips", type=int, default=32,
+                   help="validation clips of the built-in corpus (default: %(default)s)")
+    g.add_argument("--probe-workers", type=int, default=16,
+                   help="threads probing audio headers at start-up (default: %(default)s)")
+
+
+def resolve_defaults(args) -> None:
+    """Fill the options whose default depends on whether --data was given."""
+    defaults = PAPER_DEFAULTS if args.data else SYNTHETIC_DEFAULTS
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.num_workers is None:
+        args.num_workers = max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+class Collate:
+    """Stacks items: ``wav`` [B, S], ``frame_lengths`` [B] (valid codec frames), ``ok`` [B] and,
+    when the dataset precomputed them, ``codes`` [B, Q, T]."""
+
+    def __init__(self, crop_samples: int):
+        self.frames = codec_lib.num_frames(int(crop_samples))
+
+    def __call__(self, items: list) -> dict:
+        lengths = torch.tensor([codec_lib.num_frames(int(it["length"])) for it in items]).clamp(max=self.frames)
+        batch = {"wav": torch.stack([it["wav"] for it in items]), "frame_lengths": lengths,
+                 "ok": torch.tensor([bool(it["ok"]) for it in items])}
+        if "codes" in items[0]:
+            batch["codes"] = torch.stack([it["codes"] for it in items]).long()[..., : self.frames]
+        return batch
+
+
+def build_data(args, out_dir: Path, n_q: int, codec) -> tuple:
+    """(train_loader, val_loader or None, sampler, data metadata): the pipeline EnCodecMAE uses."""
+    from training.encodecmae_module import precompute_codes
+
+    crop = int(round(args.crop_seconds * D.SAMPLE_RATE))
+    if args.data:
+        rows = D.list_sources(args.data)
+        entries, skipped = D.probe_files(rows, args.probe_workers)
+        D.write_report(out_dir, entries, skipped)
+        if skipped:
+            log.warning("skipped %d of %d audio files (unreadable or empty); see %s", len(skipped), len(rows),
+                        out_dir / "skipped_files.tsv")
+        train_entries, val_entries = D.split_train_val(entries, args.val_fraction, args.val_max_files)
+        if not train_entries:
+            raise SystemExit(f"--data: no readable audio among {len(rows)} files (see {out_dir / 'skipped_files.tsv'})")
+        train_set = D.AudioCrops(train_entries, args.crop_seconds)
+        val_set = D.AudioCrops(val_entries, args.crop_seconds) if val_entries else None
+        meta = dict(data=[str(x) for x in args.data], files=len(rows), skipped=len(skipped),
+                    train_files=len(train_entries), val_files=len(val_entries))
+    else:
+        train_set = D.SyntheticCorpus(args.synthetic_clips, args.crop_seconds, seed=args.seed, offset=0)
+        val_set = D.SyntheticCorpus(args.synthetic_val_clips, args.crop_seconds, seed=args.seed,
+                                    offset=args.synthetic_clips)
+        t0 = time.time()
+        for name, ds in (("train", train_set), ("val", val_set)):  # fixed clips: encode each once
+            ds.targets = precompute_codes(ds, codec, n_q, out_dir / "cache" / f"codes-{name}.pt")
+        log.info("codes of the synthetic corpus: %.1f s", time.time() - t0)
+        meta = dict(data="synthetic", train_clips=len(train_set), val_clips=len(val_set))
+    sampler = D.StepSampler(len(train_set), args.batch_size, seed=args.seed)
+    common = dict(collate_fn=Collate(crop), num_workers=args.num_workers, pin_memory=torch.cuda.is_available(),
+                  persistent_workers=args.num_workers > 0)
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler,
+                              prefetch_factor=4 if args.num_workers else None, **common)
+    val_loader = None
+    if val_set is not None and len(val_set):
+        val_loader = DataLoader(val_set, batch_size=min(args.batch_size, 32), shuffle=False, **common)
+    return train_loader, val_loader, sampler, meta
+
+
+def train(args) -> Path:
+    """Run MLM pretraining as configured by ``args``; returns the exported hear_codec checkpoint path."""
+    resolve_defaults(args)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = af.preset(args.preset, num_codebooks=args.codebooks, shared_backbone=args.shared_backbone,
+                       mask_prob=args.mask_prob, chunk_seconds=args.crop_seconds, codec_weights=args.codec)
+    codec = (codec_lib.load_codec("pretrained", path=args.codec_path) if args.codec == "pretrained"
+             else codec_lib.load_codec("offline"))
+    train_loader, val_loader, sampler, data_meta = build_data(args, out_dir, config.num_codebooks, codec)
+    model = af.new_model(config, codec, seed=args.seed)  # init does not depend on how much data set-up drew
+    metadata = dict(preset=args.preset, codec=args.codec, trained_by="training.pretrain --model audioformer",
+                    **data_meta)
+    module = AudioFormerMLM(model, lr=args.lr, weight_decay=args.weight_decay, betas=args.betas,
+                            warmup_steps=args.warmup_steps, seed=args.seed, sampler=sampler, metadata=metadata)
+    trainer = engine.make_trainer(args, out_dir, use_distributed_sampler=False)
+    engine.fit(trainer, module, args, out_dir, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    return out_dir / EXPORT_NAME
+
