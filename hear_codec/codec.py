@@ -258,18 +258,28 @@ def resample(wav: torch.Tensor, orig_sr: int, target_sr: int = SAMPLE_RATE) -> t
     """Band-limited polyphase resampling along the last axis (scipy's resample_poly design).
 
     48 kHz -> 24 kHz is an exact polyphase decimation by 2 with a Kaiser-windowed low-pass;
-    16 kHz -> 24 kHz is up 3, down 2. Runs in torch on the input's device.
-    wav: [..., samples] -> [..., ceil(samples * target_sr / orig_sr)].
+    16 kHz -> 24 kHz is up 3, down 2. CPU tensors go through scipy's C implementation (about 3x
+    faster than a one-channel conv1d here); other devices run the same filter in torch.
+    wav: [..., samples] -> [..., ceil(samples * target_sr / orig_sr)], same dtype and device.
     """
     if orig_sr == target_sr:
         return wav
     ratio = Fraction(int(target_sr), int(orig_sr))
-    up, down = ratio.numerator, ratio.denominator
+    if wav.device.type == "cpu":
+        from scipy.signal import resample_poly
+
+        out = resample_poly(wav.detach().numpy(), ratio.numerator, ratio.denominator, axis=-1)
+        return torch.from_numpy(out).to(wav.dtype)
+    return _resample_torch(wav, ratio.numerator, ratio.denominator)
+
+
+def _resample_torch(wav: torch.Tensor, up: int, down: int) -> torch.Tensor:
+    """Zero-stuff by ``up``, low-pass, keep every ``down``-th sample: resample_poly in torch."""
     taps = _polyphase_filter(up, down).to(device=wav.device, dtype=wav.dtype)
     shape = wav.shape
     x = wav.reshape(-1, 1, shape[-1])
     n_out = -(-shape[-1] * up // down)
-    if up > 1:  # zero-stuffing
+    if up > 1:
         stuffed = x.new_zeros(x.shape[0], 1, shape[-1] * up)
         stuffed[..., ::up] = x
         x = stuffed
