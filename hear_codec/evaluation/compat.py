@@ -48,6 +48,7 @@ import importlib
 import importlib.util
 import inspect
 import io
+import pickle
 import sys
 import types
 from contextlib import contextmanager
@@ -82,7 +83,7 @@ def trainer_kwargs_for_gpus(gpus: Any) -> Dict[str, Any]:
 
     heareval passes ``None`` (CPU) or the parsed JSON of ``--gpus`` (e.g. ``[0]``, ``2``, ``-1``).
     """
-    if gpus is None or gpus == 0 or gpus == [] or gpus == "0":
+    if gpus is None or gpus == 0 or gpus == []:
         return {"accelerator": "cpu", "devices": 1}
     return {"accelerator": "gpu", "devices": gpus}
 
@@ -188,7 +189,7 @@ def _checkpoint_loading_needed() -> bool:
     buffer.seek(0)
     try:
         torch.load(buffer)
-    except Exception:  # torch raises UnpicklingError (wrapped differently across versions)
+    except pickle.UnpicklingError:
         return True
     return False
 
