@@ -38,8 +38,10 @@ def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate:
         fallback for a missing file.
     """
     if random_weights is not None:
-        if model_file_path is not None or published is not None:
-            raise ValueError("give one of model_file_path, published or random_weights, not several")
+        if model_file_path is not None:
+            raise ValueError("give either model_file_path or random_weights, not both")
+        if published is not None:
+            raise ValueError("give either published or random_weights, not both")
         model = _random_model(random_weights, seed)
     elif model_file_path is None:
         from . import published as published_lib
