@@ -52,7 +52,8 @@ def test_encoder_input_embeddings_and_positions(ref, model):
 def test_forward_activations_logits_and_losses(ref, model):
     with torch.no_grad():
         out = model(
-            **_train_batch(ref), labels=ref["labels"], mcm_labels=ref["mcm_labels"], output_hidden_states=True
+            **_train_batch(ref), labels=ref["labels"], mcm_labels=ref["mcm_labels"], output_hidden_states=True,
+            output_mcm_logits=True,
         )
     torch.testing.assert_close(torch.stack(out.encoder_hidden_states), ref["encoder_hidden_states"], atol=ATOL, rtol=0)
     torch.testing.assert_close(out.encoder_last_hidden_state, ref["encoder_last_hidden_state"], atol=ATOL, rtol=0)

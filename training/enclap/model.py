@@ -190,6 +190,7 @@ class EnClapBartForConditionalGeneration(BartForConditionalGeneration):
         past_key_values=None,
         use_cache: bool | None = None,
         output_hidden_states: bool = False,
+        output_mcm_logits: bool = False,
         **kwargs,
     ) -> EnClapOutput:
         """Caption logits and, with ``labels``, the EnCLAP losses.
@@ -197,6 +198,8 @@ class EnClapBartForConditionalGeneration(BartForConditionalGeneration):
         input_ids [batch, L, num_rvq], clap_embedding [batch, d_clap], encodec_mask and
         attention_mask [batch, L]; labels [batch, S] (``<s> caption </s>``, padded with -100);
         mcm_labels [batch, L, num_rvq] (original code where masked, -100 elsewhere).
+        ``output_mcm_logits`` adds every head's logits at every row, [batch, L, num_rvq, 1024]
+        (large; the loss itself only evaluates the heads at masked entries).
         Generation passes ``encoder_outputs`` and ``decoder_input_ids`` instead.
         """
         if labels is not None:
@@ -224,7 +227,7 @@ class EnClapBartForConditionalGeneration(BartForConditionalGeneration):
         logits = self.lm_head(decoder_outputs.last_hidden_state) + self.final_logits_bias.to(encoder_hidden.dtype)
 
         loss = lm_loss = mcm_loss = mcm_logits = None
-        if mcm_labels is not None:
+        if output_mcm_logits:
             mcm_logits = torch.stack([head(encoder_hidden) for head in self.mcm_heads], dim=2)
         if labels is not None:
             lm_loss = nn.functional.cross_entropy(
@@ -233,7 +236,7 @@ class EnClapBartForConditionalGeneration(BartForConditionalGeneration):
             )
             loss = lm_loss
             if mcm_labels is not None:
-                mcm_loss = self.config.mcm_loss_scale * mcm_loss_unscaled(mcm_logits, mcm_labels)
+                mcm_loss = self.config.mcm_loss_scale * self.mcm_loss_unscaled(encoder_hidden, mcm_labels)
                 loss = lm_loss + mcm_loss
         return EnClapOutput(
             loss=loss,
@@ -246,6 +249,22 @@ class EnClapBartForConditionalGeneration(BartForConditionalGeneration):
             encoder_last_hidden_state=encoder_hidden,
             encoder_hidden_states=encoder_outputs.hidden_states,
         )
+
+    def mcm_loss_unscaled(self, encoder_hidden: torch.Tensor, mcm_labels: torch.Tensor) -> torch.Tensor:
+        """Sum over codebooks k of CE_k / 2^(k+1), CE_k = mean cross-entropy of head k over its masked entries.
+
+        encoder_hidden: [batch, L, d_model]; mcm_labels: [batch, L, num_rvq], -100 = not masked.
+        Head k only runs on the rows masked in codebook k (about 15 % of them), not on all rows.
+        A codebook with no masked entry in the batch contributes 0 (the official code gives NaN).
+        """
+        total = encoder_hidden.new_zeros((), dtype=torch.float32)
+        for k, head in enumerate(self.mcm_heads):
+            targets = mcm_labels[..., k]
+            selected = targets != IGNORE_INDEX
+            if selected.any():
+                ce = nn.functional.cross_entropy(head(encoder_hidden[selected]).float(), targets[selected])
+                total = total + ce / 2 ** (k + 1)
+        return total
 
     @torch.no_grad()
     def caption_ids(
@@ -269,23 +288,6 @@ class EnClapBartForConditionalGeneration(BartForConditionalGeneration):
         )
 
 
-def mcm_loss_unscaled(mcm_logits: torch.Tensor, mcm_labels: torch.Tensor) -> torch.Tensor:
-    """Sum over codebooks k of CE_k / 2^(k+1).
-
-    mcm_logits: [batch, L, num_rvq, codebook_size]; mcm_labels: [batch, L, num_rvq], -100 = not masked.
-    A codebook with no masked entry in the batch contributes 0 (the official code would give NaN).
-    """
-    total = mcm_logits.new_zeros((), dtype=torch.float32)
-    for k in range(mcm_labels.shape[-1]):
-        targets = mcm_labels[..., k].flatten()
-        if (targets != IGNORE_INDEX).any():
-            ce = nn.functional.cross_entropy(
-                mcm_logits[:, :, k].flatten(0, 1).float(), targets, ignore_index=IGNORE_INDEX
-            )
-            total = total + ce / 2 ** (k + 1)
-    return total
-
-
 def beam_search_config(config: BartConfig, num_beams: int = 4, max_length: int = 50) -> GenerationConfig:
     """EnCLAP's decoding: beam 4, no repeated 3-gram, at most 50 tokens, forced <s> first and </s> last."""
     return GenerationConfig(
@@ -303,3 +305,52 @@ def beam_search_config(config: BartConfig, num_beams: int = 4, max_length: int =
         forced_bos_token_id=config.bos_token_id,
         forced_eos_token_id=config.eos_token_id,
     )
+
+
+# Model presets. "tiny" is a random model for tests and the built-in demo; the BART presets start
+# from the published BART weights (the EnCLAP parts -- codec tables, CLAP projection, MCM heads --
+# start random, as in the paper).
+BART_PRESETS = {"bart-base": "facebook/bart-base", "bart-large": "facebook/bart-large"}
+PRESETS = ("tiny", *BART_PRESETS)
+
+
+def tiny_config(vocab_size: int, **overrides) -> EnClapBartConfig:
+    """A 2+2-layer, 64-wide EnCLAP for tests and demos (BART special ids, positions for 1021 frames)."""
+    settings = dict(
+        vocab_size=vocab_size, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=1024,
+        dropout=0.1, attention_dropout=0.0, activation_dropout=0.0,
+        forced_bos_token_id=0, forced_eos_token_id=2,
+    )
+    settings.update(overrides)
+    return EnClapBartConfig(**settings)
+
+
+def new_model(preset: str, vocab_size: int | None = None) -> EnClapBartForConditionalGeneration:
+    """A model to train: ``tiny`` (random, needs ``vocab_size``) or ``bart-base``/``bart-large``
+    (``from_pretrained``; :class:`~training.enclap.text.PretrainedUnavailable` offline)."""
+    if preset == "tiny":
+        if vocab_size is None:
+            raise ValueError("the tiny preset needs the tokenizer's vocab_size")
+        return EnClapBartForConditionalGeneration(tiny_config(vocab_size))
+    if preset not in BART_PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose one of {PRESETS}")
+    from training.enclap.text import PretrainedUnavailable
+
+    name = BART_PRESETS[preset]
+    try:
+        bart = BartForConditionalGeneration.from_pretrained(name)
+    except Exception as e:
+        raise PretrainedUnavailable(
+            f"Could not load the pretrained {name!r} ({type(e).__name__}: {e}).\n"
+            f"Download it once with network access (`huggingface-cli download {name}`); "
+            "for a demo without network use --model tiny."
+        ) from e
+    config = EnClapBartConfig(**{k: v for k, v in bart.config.to_dict().items() if k != "model_type"})
+    model = EnClapBartForConditionalGeneration(config)
+    missing, unexpected = model.load_state_dict(bart.state_dict(), strict=False)
+    new_parts = ("model.encoder.embed_encodec.", "model.encoder.clap_projection.", "mcm_heads.")
+    left = [k for k in missing if not k.startswith(new_parts)]
+    if left or unexpected:
+        raise RuntimeError(f"{name} does not fit the EnCLAP model: missing {left}, unexpected {unexpected}")
+    return model
