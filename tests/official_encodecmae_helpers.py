@@ -211,16 +211,21 @@ encoder/TransformerEncoder.num_layers = %NUM_ENCODER_LAYERS
 """
 
 
-def _stack_state(prefix, dim, layers, ff, gen, positional=False):
-    """One official TransformerEncoder: per-layer copies of the one shared feed-forward block."""
+def _stack_state(prefix, dim, layers, ff, gen, positional=False, heads=None):
+    """One official TransformerEncoder: per-layer copies of the one shared feed-forward block.
+
+    Attention width is heads * (dim // heads), as the official MultiHeadAttention makes it.
+    """
+    width = dim if heads is None else heads * (dim // heads)
     r = lambda *shape: torch.randn(*shape, generator=gen) * 0.1  # noqa: E731
     ffn = {"ff_layer.0.weight": r(ff, dim), "ff_layer.0.bias": r(ff), "ff_layer.2.weight": r(dim, ff),
            "ff_layer.2.bias": r(dim)}
     state = {}
     for i in range(layers):
         p = f"{prefix}.encoder_layers.{i}."
-        for w in ("wq", "wk", "wv", "wo"):
-            state[p + f"att_layer.{w}.weight"] = r(dim, dim)
+        for w in ("wq", "wk", "wv"):
+            state[p + f"att_layer.{w}.weight"] = r(width, dim)
+        state[p + "att_layer.wo.weight"] = r(dim, width)
         state.update({p + k: v.clone() for k, v in ffn.items()})
         for n in ("norm1", "norm2"):
             state[p + f"{n}.weight"] = 1 + r(dim)
@@ -233,7 +238,7 @@ def _stack_state(prefix, dim, layers, ff, gen, positional=False):
 
 
 def official_state(layout, dim, layers, dec_layers, ff, in_dim, streams, extra_streams=0, vocab=1024, seed=0,
-                   codec_encoder_state=None):
+                   codec_encoder_state=None, heads=None, dec_heads=None):
     """A state dict with the official key names and shapes for the given sizes."""
     gen = torch.Generator().manual_seed(seed)
     r = lambda *shape: torch.randn(*shape, generator=gen) * 0.1  # noqa: E731
@@ -241,9 +246,9 @@ def official_state(layout, dim, layers, dec_layers, ff, in_dim, streams, extra_s
     if layout == "v2":
         state["wav_encoder.post_net.weight"], state["wav_encoder.post_net.bias"] = r(dim, in_dim), r(dim)
         state["masker.positional_encoder.scale"] = torch.tensor(1.0) + r(())
-        state.update(_stack_state("visible_encoder", dim, layers, ff, gen))
+        state.update(_stack_state("visible_encoder", dim, layers, ff, gen, heads=heads))
         state["visible_encoder.post_net.weight"], state["visible_encoder.post_net.bias"] = r(dim, dim), r(dim)
-        state.update(_stack_state("decoder", dim, dec_layers, ff, gen, positional=True))
+        state.update(_stack_state("decoder", dim, dec_layers, ff, gen, positional=True, heads=dec_heads))
         enc_prefix = "wav_encoder.encoder.model."
     else:
         state["feat_projector.weight"], state["feat_projector.bias"] = r(dim, in_dim), r(dim)
