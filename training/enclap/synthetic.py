@@ -4,7 +4,7 @@ Each clip is one of 6 sources (high beep, low hum, hiss, rising sweep, falling s
 played either steadily or in bursts: 12 classes. Its 5 reference captions are drawn from
 synonym templates ("a low hum pulses several times", "a deep humming sound turns on and off", ...),
 so a model has to recognise the sound to pick the right words. Loudness, pitch and timing vary per
-clip. Files are 2 s mono 24 kHz WAV; captions go to ``{split}.csv`` in the generic ``file,caption``
+clip. Files are 1 s mono 24 kHz WAV; captions go to ``{split}.csv`` in the generic ``file,caption``
 layout (5 rows per file).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 
 RATE = 24_000
-SECONDS = 2.0
+SECONDS = 1.0
 SOURCES = {
     "beep": ["a high pitched beep", "a high tone", "a shrill beep"],
     "hum": ["a low hum", "a deep humming sound", "a low drone"],
@@ -52,7 +52,7 @@ def _source(kind: str, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def synth_clip(source: str, pattern: str, rng: np.random.Generator) -> np.ndarray:
-    """2 s of float32 audio in [-1, 1] for one (source, pattern) class."""
+    """1 s of float32 audio in [-1, 1] for one (source, pattern) class."""
     t = np.arange(int(RATE * SECONDS)) / RATE
     x = _source(source, t, rng)
     x = x / (np.abs(x).max() + 1e-9)

@@ -1,0 +1,183 @@
+"""EnCLAP model: encoder input layout, MCM masks, loss arithmetic, batched decoding, checkpoint import."""
+import json
+
+import pytest
+import torch
+
+from training.enclap.data import EnClapCollator, span_mask
+from training.enclap.model import (
+    EnClapBartForConditionalGeneration,
+    beam_search_config,
+    tiny_config,
+)
+from training.enclap.text import build_word_tokenizer
+
+CAPTIONS = ["a dog barks twice", "rain falls on a roof", "a car passes by quickly", "birds sing"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_word_tokenizer(CAPTIONS)
+
+
+def _model(tokenizer, seed=0, **overrides):
+    torch.manual_seed(seed)
+    # init_std 0.2 (as in the official fixture) makes logits peaky enough that decoding is not a near-tie
+    overrides.setdefault("init_std", 0.2)
+    return EnClapBartForConditionalGeneration(tiny_config(len(tokenizer), max_position_embeddings=64, **overrides)).eval()
+
+
+def _items(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        {"id": f"clip{i}", "codes": torch.randint(0, 1024, (t, 16), generator=g),
+         "clap": torch.nn.functional.normalize(torch.randn(512, generator=g), dim=0), "caption": CAPTIONS[i % 4]}
+        for i, t in enumerate(lengths)
+    ]
+
+
+def test_encoder_input_layout_and_positions(tokenizer):
+    model = _model(tokenizer)
+    items = _items([5, 3])
+    batch = EnClapCollator(model.config, tokenizer)(items)
+    ids, enc_mask, att = batch["input_ids"], batch["encodec_mask"], batch["attention_mask"]
+    assert ids.shape == (2, 8, 16)
+    # item 1: 3 frames -> rows [CLAP, <s>, f1, f2, f3, </s>, pad, pad]
+    assert (ids[1, :2] == 0).all() and (ids[1, 5] == 2).all() and (ids[1, 6:] == 1024).all()
+    assert torch.equal(ids[1, 2:5], items[1]["codes"])
+    assert enc_mask[1].tolist() == [0, 0, 1, 1, 1, 0, 1, 1]  # padding rows count as codec rows (official)
+    assert att[1].tolist() == [1, 1, 1, 1, 1, 1, 0, 0]
+
+    enc = model.model.encoder
+    with torch.no_grad():
+        embeds, positions = enc.embed_inputs(ids, batch["clap_embedding"], enc_mask)
+        torch.testing.assert_close(embeds[:, 0], enc.clap_projection(batch["clap_embedding"]))
+        torch.testing.assert_close(embeds[1, 1], model.model.shared.weight[0])
+        torch.testing.assert_close(embeds[1, 5], model.model.shared.weight[2])
+        frame = sum(enc.embed_encodec[k].weight[items[1]["codes"][1, k]] for k in range(16))
+        torch.testing.assert_close(embeds[1, 3], frame)
+        assert (embeds[1, 6:] == 0).all()  # pad ids embed to zero
+        assert (positions[:, 0] == 0).all()  # the CLAP slot has no position
+        # row j >= 1 is BART position j - 1, stored at index j + 1 (BART's offset of 2)
+        torch.testing.assert_close(positions[0, 1:], enc.embed_positions.weight[2:9].expand(1, -1, -1)[0])
+
+
+def test_span_masks_rate_spans_and_independence():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([750] * 64 + [300] * 64)
+    mask = span_mask(lengths, 16, prob=0.15, span=10, generator=g)  # [128, 750, 16]
+    assert mask.shape == (128, 750, 16)
+    assert not mask[64:, 300:].any()  # nothing beyond a clip's end
+    rate = mask[:64].float().mean().item()
+    # 15 % of frames in spans of 10; overlapping spans bring the covered share a little below 15 %
+    assert 0.12 < rate < 0.15
+    # every masked run is a multiple of whole spans' worth of frames: runs of at least 10
+    run = mask[0, :, 0].int()
+    starts = ((run[1:] == 1) & (run[:-1] == 0)).nonzero().flatten() + 1
+    ends = ((run[1:] == 0) & (run[:-1] == 1)).nonzero().flatten() + 1
+    if run[0]:
+        starts = torch.cat([torch.tensor([0]), starts])
+    if run[-1]:
+        ends = torch.cat([ends, torch.tensor([750])])
+    assert len(starts) > 0 and ((ends - starts) >= 10).all()
+    # codebooks are masked independently
+    assert not torch.equal(mask[:, :, 0], mask[:, :, 1])
+
+
+def test_collator_masks_are_fresh_every_batch_and_labels_hold_the_codes(tokenizer):
+    model = _model(tokenizer)
+    collate = EnClapCollator(model.config, tokenizer, mask_prob=0.15, mask_span=10)
+    items = _items([200, 120])
+    a, b = collate(items), collate(items)
+    masked_a = a["mcm_labels"] != -100
+    assert not torch.equal(masked_a, b["mcm_labels"] != -100)  # drawn afresh each step
+    clean = EnClapCollator(model.config, tokenizer)(items)["input_ids"]
+    assert torch.equal(a["mcm_labels"][masked_a], clean[masked_a])
+    assert (a["input_ids"][masked_a] == 1024).all()
+    assert torch.equal(a["input_ids"][~masked_a], clean[~masked_a])
+    assert not masked_a[:, :2].any() and not masked_a[0, 202:].any()  # only codec frames are masked
+
+
+def test_total_loss_matches_hand_computation(tokenizer):
+    model = _model(tokenizer)
+    batch = EnClapCollator(model.config, tokenizer, mask_prob=0.3, mask_span=3)(_items([12, 9]))
+    inputs = {k: batch[k] for k in ("input_ids", "clap_embedding", "encodec_mask", "attention_mask")}
+    with torch.no_grad():
+        out = model(**inputs, labels=batch["labels"], mcm_labels=batch["mcm_labels"], output_mcm_logits=True)
+
+    labels = batch["labels"]
+    logp = out.logits.log_softmax(-1)
+    keep = labels != -100
+    nll = -logp[keep].gather(1, labels[keep].unsqueeze(1)).squeeze(1)
+    uniform = -logp[keep].mean(-1)
+    lm = (0.8 * nll + 0.2 * uniform).mean()  # label smoothing 0.2
+
+    mcm = 0.0
+    for k in range(16):
+        target = batch["mcm_labels"][..., k]
+        sel = target != -100
+        if sel.any():
+            lp = out.mcm_logits[:, :, k].log_softmax(-1)[sel]
+            mcm += -lp.gather(1, target[sel].unsqueeze(1)).mean() * 0.5 ** (k + 1)
+    assert out.lm_loss.item() == pytest.approx(lm.item(), rel=1e-5)
+    assert out.mcm_loss.item() == pytest.approx(0.7 * mcm.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(lm.item() + 0.7 * mcm.item(), rel=1e-5)
+
+
+def test_codebook_without_masks_contributes_zero_not_nan(tokenizer):
+    model = _model(tokenizer)
+    batch = EnClapCollator(model.config, tokenizer)(_items([6]))
+    mcm_labels = torch.full_like(batch["input_ids"], -100)
+    mcm_labels[0, 3, 0] = 7  # only codebook 0 has a target
+    with torch.no_grad():
+        hidden = model.model.encoder(batch["input_ids"], batch["clap_embedding"], batch["encodec_mask"],
+                                     batch["attention_mask"]).last_hidden_state
+        loss = model.mcm_loss_unscaled(hidden, mcm_labels)
+        expected = 0.5 * torch.nn.functional.cross_entropy(model.mcm_heads[0](hidden[0, 3:4]), torch.tensor([7]))
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_batched_beam_search_equals_one_at_a_time(tokenizer):
+    model = _model(tokenizer, seed=3)
+    collate = EnClapCollator(model.config, tokenizer)
+    items = _items([20, 7, 14, 3, 11], seed=5)
+    generation = beam_search_config(model.config, max_length=12)
+    batched = model.caption_ids(**_inputs(collate(items)), generation=generation)
+    for b, item in enumerate(items):
+        single = model.caption_ids(**_inputs(collate([item])), generation=generation)[0]
+        got = batched[b][: len(single)]
+        assert got.tolist() == single.tolist()
+        assert (batched[b][len(single):] == model.config.pad_token_id).all()
+    assert len({tuple(r) for r in batched.tolist()}) > 1  # different inputs, not one constant caption
+
+
+def _inputs(batch):
+    return {k: batch[k] for k in ("input_ids", "clap_embedding", "encodec_mask", "attention_mask")}
+
+
+def test_published_checkpoint_folder_loads_and_captions(tokenizer, tmp_path):
+    """An EnCLAP folder as published (config.json with model_type bart + pytorch_model.bin with
+    the official key names) loads through load_captioner and captions a clip."""
+    from training.enclap.module import load_captioner
+
+    model = _model(tokenizer, seed=1)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    official_names = {"final_logits_bias", "model.encoder.clap_projection.weight", "model.encoder.clap_projection.bias",
+                      "lm_head.weight", "model.shared.weight"}
+    official_names |= {f"model.encoder.embed_encodec.{i}.weight" for i in range(16)}
+    official_names |= {f"mcm_heads.{i}.{p}" for i in range(16) for p in ("weight", "bias")}
+    assert official_names <= set(state)
+    assert state["model.encoder.embed_encodec.0.weight"].shape == (1088, 64)
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    config = model.config.to_dict()
+    config["architectures"] = ["EnClapBartForConditionalGeneration"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+
+    captioner = load_captioner(tmp_path, tokenizer=str(tmp_path / "tokenizer"))
+    for name, value in state.items():
+        torch.testing.assert_close(captioner.model.state_dict()[name], value, rtol=0, atol=0)
+    captioner.hparams.max_caption_length = 10
+    batch = EnClapCollator(captioner.model.config, captioner.tokenizer)(_items([9]))
+    captions = captioner.captions(batch)
+    assert len(captions) == 1 and captions[0] and all(w in tokenizer.get_vocab() for w in captions[0].split())
