@@ -297,3 +297,57 @@ def v2_to_v1_state(v2_state: dict) -> dict:
         else:
             out[k] = v
     return out
+
+
+def v1_block_gin(dim=32, layers=2, heads=4, dec_layers=1, dec_heads=4, ff=64, extra_targets=0):
+    """A v1 config.gin in the repo's own block style (configs/models/encodecmae.gin at v.1.0.0)."""
+    weights = QW + ([1.0] * extra_targets)
+    st = f"tasks.models.EncodecMAE.n_extra_targets={extra_targets}\n" if extra_targets else ""
+    return f"""NUM_ENCODEC_TARGETS=8
+NUM_TOTAL_TARGETS=8
+NUM_TARGET_TOKENS=1024
+MASK_GAP_SIZE=15
+MASK_PROP=0.5
+MODEL_DIM={dim}
+NUM_ENCODER_LAYERS={layers}
+NUM_ENCODER_HEADS={heads}
+NUM_DECODER_LAYERS={dec_layers}
+NUM_DECODER_HEADS={dec_heads}
+MASKED_LOSS_WEIGHT=0.9
+tasks.models.EncodecMAE:
+    wav_encoder = @tasks.models.encodecmae.encoders.EncodecEncoder
+    target_encoder = @tasks.models.encodecmae.targets.EncodecQuantizer
+    masker = @tasks.models.encodecmae.masking.TimeGapMask
+    visible_encoder = @encoder/tasks.models.transformers.TransformerEncoder
+    positional_encoder = @tasks.models.transformers.SinusoidalPositionalEmbeddings
+    decoder = @decoder/tasks.models.transformers.TransformerEncoder
+    head = @tasks.models.encodecmae.heads.FrameLevelClassificationHead
+    masked_weight=%MASKED_LOSS_WEIGHT
+    quantizer_weights=[{', '.join(map(str, weights))}]
+tasks.models.encodecmae.targets.EncodecQuantizer:
+    n = %NUM_ENCODEC_TARGETS
+tasks.models.encodecmae.masking.TimeGapMask:
+    gap_size = %MASK_GAP_SIZE
+    mask_prop = %MASK_PROP
+encoder/tasks.models.transformers.TransformerEncoder:
+    model_dim=%MODEL_DIM
+    num_layers=%NUM_ENCODER_LAYERS
+    attention_layer=@encoder/tasks.models.transformers.MultiHeadAttention
+    ff_dim={ff}
+encoder/tasks.models.transformers.MultiHeadAttention:
+    model_dim=%MODEL_DIM
+    num_heads=%NUM_ENCODER_HEADS
+decoder/tasks.models.transformers.TransformerEncoder:
+    model_dim=%MODEL_DIM
+    num_layers=%NUM_DECODER_LAYERS
+    attention_layer=@decoder/tasks.models.transformers.MultiHeadAttention
+    ff_dim={ff}
+decoder/tasks.models.transformers.MultiHeadAttention:
+    model_dim=%MODEL_DIM
+    num_heads=%NUM_DECODER_HEADS
+tasks.models.transformers.SinusoidalPositionalEmbeddings.embedding_dim = %MODEL_DIM
+tasks.models.encodecmae.heads.FrameLevelClassificationHead:
+    model_dim=%MODEL_DIM
+    num_tokens=%NUM_TARGET_TOKENS
+    num_streams=%NUM_TOTAL_TARGETS
+{st}"""

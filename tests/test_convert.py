@@ -21,8 +21,8 @@ from hear_codec.checkpoint import CheckpointError, load_checkpoint
 from hear_codec.convert import (PublishedFormatError, UnsupportedVariant, config_from_gin, convert_file,
                                 convert_state_dict, detect, gin_layout, main, parse_gin)
 from hear_codec.encodecmae import EncodecMAE, EncodecMAEConfig
-from official_encodecmae_helpers import (ENCODECMAE_FIXTURES, REPO, official_attention, official_state, v1_gin,
-                                         v2_gin, v2_to_v1_state)
+from official_encodecmae_helpers import (ENCODECMAE_FIXTURES, REPO, official_attention, official_state, v1_block_gin,
+                                         v1_gin, v2_gin, v2_to_v1_state)
 
 TOL = 1e-4
 
@@ -183,6 +183,14 @@ def test_large_and_small_sizes_come_from_the_config_text():
         assert "hear_codec reads these published EnCodecMAE variants" in str(err.value)
     large16 = config_from_gin(v2_gin("mel256", dim=1024, layers=20, heads=16, dec_layers=2, dec_heads=16, ff=4096))
     assert (large16.dim, large16.num_layers, large16.num_heads) == (1024, 20, 16)
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_v1_config_str_and_block_styles_give_the_same_config(extra):
+    a = config_from_gin(v1_gin(dim=40, layers=3, heads=5, ff=80, extra_targets=extra))
+    b = config_from_gin(v1_block_gin(dim=40, layers=3, heads=5, ff=80, extra_targets=extra))
+    assert a == b
+    assert (a.front_end, a.dim, a.num_layers, a.num_heads, a.ff_dim, a.num_kmeans_streams) == ("ec", 40, 3, 5, 80, extra)
 
 
 def test_gin_parser_reads_both_official_styles():
