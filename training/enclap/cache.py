@@ -82,7 +82,20 @@ class ClapEmbedder:
     def __call__(self, wavs_48k: list[np.ndarray]) -> torch.Tensor:
         if self.model is None:
             return torch.zeros(len(wavs_48k), CLAP_DIM)
-        inputs = self.extractor(wavs_48k, sampling_rate=CLAP_RATE, return_tensors="pt")
+        features, longer = [], []
+        for wav in wavs_48k:
+            # One clip at a time with a fixed numpy seed, so that a clip's embedding does not depend on
+            # its batch or on the run: the extractor draws random crops for clips over 10 s, and it
+            # flags one random short clip per batch as "longer" (a LAION-CLAP training trick) -- we
+            # pass the true flag instead.
+            state = np.random.get_state()
+            np.random.seed(0)
+            try:
+                features.append(self.extractor([wav], sampling_rate=CLAP_RATE, return_tensors="pt")["input_features"])
+            finally:
+                np.random.set_state(state)
+            longer.append([len(wav) > self.extractor.nb_max_samples])
+        inputs = {"input_features": torch.cat(features), "is_longer": torch.tensor(longer)}
         out = self.model.get_audio_features(**{k: v.to(self.device) for k, v in inputs.items()})
         emb = out if isinstance(out, torch.Tensor) else out.pooler_output  # transformers 4.x returns a tensor
         return F.normalize(emb.float(), dim=-1).cpu()
