@@ -200,12 +200,23 @@ class EncodecMAEModule(L.LightningModule):
         return torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
 
     # ---- resume and export ----
-    def on_train_start(self):
-        if self.sampler is not None:
-            self.sampler.start_step = self.trainer.global_step
+    # Lightning creates (and prefetches from) the training iterator before ``on_train_start``,
+    # so the sampler is told the rank in ``setup`` and the resume step in ``on_load_checkpoint``,
+    # both of which run before the iterator exists.
+    def setup(self, stage):
+        if self.sampler is not None and stage == "fit":
             self.sampler.accumulate = self.trainer.accumulate_grad_batches
             self.sampler.rank = self.trainer.global_rank
             self.sampler.world = self.trainer.world_size
+
+    def on_load_checkpoint(self, checkpoint):
+        if self.sampler is not None:
+            self.sampler.start_step = int(checkpoint["global_step"])
+
+    def on_train_start(self):
+        if self.sampler is not None and self.sampler.start_step != self.trainer.global_step:
+            raise RuntimeError(f"data order was set up for step {self.sampler.start_step}, "
+                               f"training resumes at {self.trainer.global_step}")
 
     def export(self, out_dir):
         """OUT/last.ckpt.hearcodec: the model alone, in hear_codec's checkpoint format."""
@@ -223,13 +234,19 @@ PAPER_DEFAULTS = dict(max_steps=500_000, val_every=10_000, ckpt_every=10_000, ba
                       codec="pretrained")
 
 
-def add_args(parser: argparse.ArgumentParser) -> None:
+def add_args(parser: argparse.ArgumentParser, model_shape: bool = True) -> None:
+    """EnCodecMAE options; ``model_shape=False`` leaves out --preset/--front-end/--self-train-steps
+    (self-training takes the shape from its teacher)."""
     g = parser.add_argument_group("EnCodecMAE model and data")
-    g.add_argument("--preset", default="tiny", choices=sorted(emae.PRESETS),
-                   help="model size: tiny (built-in demo), small/base/large (paper) (default: %(default)s)")
-    g.add_argument("--front-end", default="mel256", choices=["mel256", "ec"],
-                   help="input features: mel256 (256-bin Kaldi fbank, v2 default) or ec (frozen EnCodec encoder) "
-                        "(default: %(default)s)")
+    if model_shape:
+        g.add_argument("--preset", default="tiny", choices=sorted(emae.PRESETS),
+                       help="model size: tiny (built-in demo), small/base/large (paper) (default: %(default)s)")
+        g.add_argument("--front-end", default="mel256", choices=["mel256", "ec"],
+                       help="input features: mel256 (256-bin Kaldi fbank, v2 default) or ec (frozen EnCodec "
+                            "encoder) (default: %(default)s)")
+        g.add_argument("--self-train-steps", type=int, default=0,
+                       help="after pretraining, run self-training (training.self_train with its defaults, "
+                            "v2) for this many steps into OUT/self_train; 0 = no (default: %(default)s)")
     g.add_argument("--data", nargs="+", default=None, metavar="DIR_OR_MANIFEST",
                    help="audio folders and/or manifests (one path per line, optional tab + seconds); any rate "
                         "and channel count. Without it: the built-in synthetic corpus")
@@ -261,9 +278,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                    help="threads probing audio headers at start-up (default: %(default)s)")
 
 
-def resolve_defaults(args) -> None:
-    """Fill the options whose default depends on whether --data was given."""
-    defaults = PAPER_DEFAULTS if args.data else SYNTHETIC_DEFAULTS
+def resolve_defaults(args, **overrides) -> None:
+    """Fill the options whose default depends on whether --data was given (``overrides`` first)."""
+    defaults = {**(PAPER_DEFAULTS if args.data else SYNTHETIC_DEFAULTS), **overrides}
     for key, value in defaults.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -355,24 +372,43 @@ class _Seeded(torch.utils.data.Dataset):
         return item
 
 
-def train(args, module_kwargs: dict | None = None, config_overrides: dict | None = None,
-          init_state: dict | None = None) -> Path:
-    """Run pretraining as configured by ``args``; returns the exported hear_codec checkpoint path."""
+def train(args, config: emae.EncodecMAEConfig | None = None, module_kwargs: dict | None = None,
+          init_state: dict | None = None, metadata: dict | None = None) -> Path:
+    """Run (pre)training as configured by ``args``; returns the exported hear_codec checkpoint path.
+
+    ``config`` replaces the one built from --preset/--front-end (self-training passes the teacher's
+    with a k-means stream); ``init_state`` initialises the model (strict=False: a new head stays fresh)."""
     resolve_defaults(args)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
-    config = build_config(args, **(config_overrides or {}))
+    if config is None:
+        config = build_config(args)
     codec = load_frozen_codec(args) if (config.num_codec_streams or config.front_end == "ec") else None
     train_loader, val_loader, sampler, data_meta = build_data(args, out_dir, config, codec)
     torch.manual_seed(args.seed)  # model init does not depend on how much data set-up drew
-    metadata = dict(preset=args.preset, front_end=args.front_end, codec=args.codec, trained_by="training.pretrain",
-                    **data_meta)
+    meta = dict(preset=getattr(args, "preset", None), front_end=config.front_end, codec=args.codec,
+                trained_by="training.pretrain", **data_meta)
+    meta.update(metadata or {})
     module = EncodecMAEModule(config, codec, lr=args.lr, betas=args.betas, weight_decay=args.weight_decay,
-                              sampler=sampler, metadata=metadata, **(module_kwargs or {}))
+                              sampler=sampler, metadata=meta, **(module_kwargs or {}))
     if init_state is not None:
-        missing, unexpected = module.model.load_state_dict(init_state, strict=False)
-        log.info("initialised from a checkpoint; fresh: %s", missing)
+        own = module.model.state_dict()
+        usable = {k: v for k, v in init_state.items() if k in own and own[k].shape == v.shape}
+        module.model.load_state_dict(usable, strict=False)
+        fresh = sorted(set(own) - set(usable))
+        log.info("initialised %d tensors from a checkpoint; fresh: %s", len(usable), fresh)
     trainer = engine.make_trainer(args, out_dir, use_distributed_sampler=False)
     engine.fit(trainer, module, args, out_dir, train_dataloaders=train_loader, val_dataloaders=val_loader)
-    return out_dir / EXPORT_NAME
+    exported = out_dir / EXPORT_NAME
+    if getattr(args, "self_train_steps", 0) > 0:
+        from training import self_train  # a stage of pretraining: same data and engine options
+
+        st_args = self_train.build_parser().parse_args(["--teacher", str(exported)])
+        keep = {k: v for k, v in vars(args).items() if k in vars(st_args) and k not in ("out", "max_steps", "resume")}
+        st_args.__dict__.update(keep)
+        st_args.out = str(out_dir / "self_train")
+        st_args.max_steps = args.self_train_steps
+        st_args.resume = "auto" if args.resume else None
+        return self_train.run(st_args)
+    return exported

@@ -259,6 +259,19 @@ def _next_log_version(log_dir: Path) -> int:
     return max(versions, default=-1) + 1
 
 
+def _tensorboard_without_tensorflow() -> None:
+    """Make TensorBoard write event files with its pure-Python stub instead of importing TensorFlow.
+
+    heareval's requirements install tensorflow-cpu; tensorboard imports it when present, which
+    costs seconds and a lot of memory for nothing (local event files need no TensorFlow). The
+    marker module ``tensorboard.compat.notf`` is tensorboard's own switch for this."""
+    import sys
+    import types
+
+    if "tensorflow" not in sys.modules:
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+
+
 def make_trainer(args, out_dir, callbacks=(), *, use_distributed_sampler: bool = True,
                  **trainer_kwargs) -> L.Trainer:
     """A Lightning Trainer configured from the engine's options.
@@ -274,6 +287,7 @@ def make_trainer(args, out_dir, callbacks=(), *, use_distributed_sampler: bool =
         (isinstance(devices, list) and len(devices) > 1)
     if strategy == "auto" and multi:
         strategy = "ddp"
+    _tensorboard_without_tensorflow()
     version = _next_log_version(out_dir / "logs")  # one folder for both loggers, a new one per resume
     loggers = [CSVLogger(out_dir, name="logs", version=version),
                TensorBoardLogger(out_dir, name="logs", version=version, default_hp_metric=False)]
