@@ -296,22 +296,6 @@ def _stack(gin: GinConfig, ref_value, what: str) -> dict:
                 post_net=gin.get("TransformerEncoder", "post_net", scope))
 
 
-def _heads_kwargs(dim: int, heads: int, what: str, field: str) -> dict:
-    """Extra config for attention whose width is not model_dim (official: heads of width dim // heads).
-
-    Used as soon as EncodecMAEConfig has a ``head_dim`` / ``decoder_head_dim`` field; until then
-    such models (the official large recipe: 1024 channels, 12 heads) are refused.
-    """
-    if dim % heads == 0:
-        return {}
-    if field in {f.name for f in dataclasses.fields(EncodecMAEConfig)}:
-        return {field: dim // heads}
-    # The official attention then uses heads of width dim // heads (e.g. 1024 // 12 = 85, 1020 wide).
-    _unsupported(f"{what}: model_dim {dim} is not divisible by num_heads {heads}; the official attention then "
-                 f"uses {heads} heads of width {dim // heads} ({heads * (dim // heads)} channels), which "
-                 "hear_codec's attention does not implement yet")
-
-
 def _mel_front_end(gin: GinConfig) -> dict:
     if not gin.mentions("MelspectrogramProcessor"):
         _unsupported("WavEncoder.encoder is Identity but no MelspectrogramProcessor is configured "
@@ -384,8 +368,6 @@ def config_from_gin(text: str) -> EncodecMAEConfig:
             _unsupported("a v2 visible encoder without its Linear post_net (decoder projection)")
     elif dec["positional"] is not None:
         _unsupported("a v1 decoder with a positional encoder of its own")
-    kwargs.update(_heads_kwargs(enc["dim"], enc["heads"], "visible encoder", "head_dim"))
-    kwargs.update(_heads_kwargs(dec["dim"], dec["heads"], "decoder", "decoder_head_dim"))
     # ---- targets and head ----
     head_scope, head_cls = _ref(gin.get("EncodecMAE", "head"))
     if head_cls != "FrameLevelClassificationHead":

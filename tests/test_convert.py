@@ -152,8 +152,6 @@ def test_head_layout_permutation_matches_official_attention(dim, heads):
 
     (50, 4) is the large recipe's case in miniature: heads of width 12 over 48 of 50 channels.
     """
-    if dim % heads and "head_dim" not in {f.name for f in dataclasses.fields(EncodecMAEConfig)}:
-        pytest.skip("hear_codec's attention needs model_dim divisible by num_heads (no EncodecMAEConfig.head_dim yet)")
     text = v2_gin("mel256", dim=dim, heads=heads, dec_heads=heads, ff=32, layers=1)
     config = config_from_gin(text)
     assert (config.dim, config.num_heads, config.decoder_heads) == (dim, heads, heads)
@@ -174,13 +172,9 @@ def test_large_and_small_sizes_come_from_the_config_text():
     assert (small.dim, small.num_layers, small.num_heads, small.ff_dim) == (768, 5, 12, 4096)
     # The official large recipe: MODEL_DIM=1024, NUM_ENCODER_LAYERS=20, heads left at 12 -> 85-wide heads.
     large_text = v2_gin("mel256", dim=1024, layers=20, heads=12, dec_layers=2, dec_heads=12, ff=4096)
-    if "head_dim" in {f.name for f in dataclasses.fields(EncodecMAEConfig)}:  # once our attention supports it
-        large = config_from_gin(large_text)
-        assert (large.dim, large.num_layers, large.num_heads, large.head_dim) == (1024, 20, 12, 85)
-    else:
-        with pytest.raises(UnsupportedVariant, match="not divisible by num_heads 12") as err:
-            config_from_gin(large_text)
-        assert "hear_codec reads these published EnCodecMAE variants" in str(err.value)
+    large = config_from_gin(large_text)
+    assert (large.dim, large.num_layers, large.num_heads) == (1024, 20, 12)
+    assert EncodecMAE(large).encoder.layers[0].attention.wq.weight.shape == (12 * 85, 1024)
     large16 = config_from_gin(v2_gin("mel256", dim=1024, layers=20, heads=16, dec_layers=2, dec_heads=16, ff=4096))
     assert (large16.dim, large16.num_layers, large16.num_heads) == (1024, 20, 16)
 

@@ -205,7 +205,7 @@ def test_large_preset_builds():
     assert model.config.dim == 1024 and len(model.encoder.layers) == 20
     # One FFN per stack (shared by all layers, as in the official code).
     assert sum(p.numel() for p in model.encoder.parameters()) == (
-        20 * (4 * 1024 * 1024 + 4 * 1024) + 2 * 1024 * 4096 + 4096 + 1024 + 2 * 1024)
+        20 * (4 * 1024 * 1020 + 4 * 1024) + 2 * 1024 * 4096 + 4096 + 1024 + 2 * 1024)  # 12 heads of 85
 
 
 def test_padding_does_not_change_valid_frames():

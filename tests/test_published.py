@@ -79,12 +79,13 @@ def test_offline_default_weights_give_the_documented_message(tmp_path):
     assert "LOADED?!" not in out.stdout
     default, v1 = out.stdout.split("MESSAGE")[1:]
     local = tmp_path / "published"
+    name = published.DEFAULT
     for text in (
-        "could not get the published EnCodecMAE weights 'mel256-ec-base_st' (lpepino/encodecmae-v2/mel256-ec-base_st.pt)",
+        f"could not get the published EnCodecMAE weights '{name}' (lpepino/encodecmae-v2/{name}.pt)",
         "(HF_HUB_OFFLINE is set)",
-        "download https://huggingface.co/lpepino/encodecmae-v2/resolve/main/mel256-ec-base_st.pt",
-        f"and save it as {local / 'mel256-ec-base_st.pt'}",
-        f"hear_codec.load_model('{local / 'mel256-ec-base_st.pt'}')",
+        f"download https://huggingface.co/lpepino/encodecmae-v2/resolve/main/{name}.pt",
+        f"and save it as {local / (name + '.pt')}",
+        f"hear_codec.load_model('{local / (name + '.pt')}')",
         "python -m hear_codec.convert",
         "Licence of these weights:",
     ):
