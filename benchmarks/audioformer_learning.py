@@ -1,0 +1,126 @@
+"""Does AudioFormer learn? MLM on the built-in corpus, then FT1 / FT2 on a generated labelled task.
+
+    python benchmarks/audioformer_learning.py [--out runs/audioformer-learning] [--mlm-steps 300]
+        [--ft-steps 200] [--quick]
+
+1. ``python -m training.pretrain --model audioformer`` with its built-in defaults (tiny preset,
+   synthetic corpus, offline codec), then the exported model's masked-token accuracy on the
+   validation corpus (fixed 25 % masks) against two baselines: the unigram baseline (each
+   codebook's most frequent training code) and "copy the nearest visible left neighbour" (codes
+   repeat across adjacent 13.3 ms frames, so a model that only learned that would not be
+   learning much).
+2. ``python -m training.finetune`` FT1 and FT2 from that checkpoint on a generated task (the six
+   synthetic sound classes, one per clip, balanced by chance), validation accuracy against chance.
+
+Prints a markdown table; docs/audioformer.md quotes it with the command that made it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+
+def masked_accuracy(model, tokens, mask, batch_size=16):
+    from training.audioformer_module import corrupt
+
+    gen = torch.Generator().manual_seed(1)
+    correct = torch.zeros(tokens.shape[1])
+    with torch.no_grad():
+        for i in range(0, len(tokens), batch_size):
+            t, m = tokens[i:i + batch_size], mask[i:i + batch_size]
+            pred = model(corrupt(t, m, gen))["logits"].argmax(-1)
+            correct += ((pred == t) & m).sum(dim=(0, 2)).float()
+    return correct / mask.sum(dim=(0, 2)).float()
+
+
+def left_neighbour_accuracy(tokens, mask):
+    """Predict each masked code by the nearest unmasked code to its left (BOA: no guess)."""
+    from hear_codec import audioformer as af
+
+    correct = torch.zeros(tokens.shape[1])
+    for c in range(tokens.shape[1]):
+        t, m = tokens[:, c], mask[:, c]
+        visible = af.is_code(t) & ~m
+        pos = torch.arange(t.shape[1]).expand_as(t)
+        last_visible = torch.cummax(torch.where(visible, pos, torch.zeros_like(pos)), dim=1).values
+        guess = torch.gather(t, 1, last_visible)
+        correct[c] = ((guess == t) & m & (last_visible > 0)).sum().float()
+    return correct / mask.sum(dim=(0, 2)).float()
+
+
+def corpus_tokens(out_dir: Path, name: str, clips: int, offset: int, seconds: float, seed: int):
+    from hear_codec import audioformer as af
+    from hear_codec import codec as codec_lib
+    from training.data import SyntheticCorpus
+
+    codes = torch.load(out_dir / "cache" / f"codes-{name}.pt", weights_only=True)["codes"].long()
+    corpus = SyntheticCorpus(clips, seconds, seed=seed, offset=offset)
+    frames = torch.tensor([codec_lib.num_frames(corpus[i]["length"]) for i in range(clips)])
+    return af.codes_to_tokens(codes, frames.clamp(max=codes.shape[-1]))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/audioformer-learning", help="output folder")
+    p.add_argument("--mlm-steps", type=int, default=300, help="MLM optimiser steps (default: 300)")
+    p.add_argument("--ft-steps", type=int, default=200, help="fine-tuning optimiser steps (default: 200)")
+    p.add_argument("--ft-train", type=int, default=120, help="labelled training clips (default: 120)")
+    p.add_argument("--ft-valid", type=int, default=60, help="labelled validation clips (default: 60)")
+    args = p.parse_args(argv)
+
+    from hear_codec.checkpoint import load_checkpoint
+    from training import finetune, pretrain
+    from training.audioformer_module import mlm_mask, unigram_accuracy
+
+    out = Path(args.out)
+    t0 = time.time()
+    mlm_dir = out / "mlm"
+    pretrain.main(["--model", "audioformer", "--out", str(mlm_dir), "--max-steps", str(args.mlm_steps),
+                   "--no-progress-bar", "--seed", "0"])
+    mlm_minutes = (time.time() - t0) / 60
+    model = load_checkpoint(mlm_dir / "last.ckpt.hearcodec").eval()
+    from hear_codec import audioformer as af
+
+    untrained = af.new_model(af.AudioFormerConfig.from_dict(model.config.to_dict()), model.codec, seed=123).eval()
+    train_tokens = corpus_tokens(mlm_dir, "train", 160, 0, 2.0, 0)
+    val_tokens = corpus_tokens(mlm_dir, "val", 32, 160, 2.0, 0)
+    mask = mlm_mask(val_tokens, 0.25, torch.Generator().manual_seed(0))
+    rows = [("MLM masked-token accuracy, trained tiny model", masked_accuracy(model, val_tokens, mask)),
+            ("same, untrained model", masked_accuracy(untrained, val_tokens, mask)),
+            ("unigram baseline (most frequent training code)", unigram_accuracy(train_tokens, val_tokens, mask)),
+            ("copy nearest visible left neighbour", left_neighbour_accuracy(val_tokens, mask))]
+
+    task = finetune.write_synthetic_task(out / "task", train=args.ft_train, valid=args.ft_valid, seconds=1.0, seed=7)
+    ft_rows = []
+    for mode in ("ft1", "ft2"):
+        t1 = time.time()
+        r = finetune.main(["--train", str(task["train"]), "--valid", str(task["valid"]),
+                           "--init", str(mlm_dir / "last.ckpt.hearcodec"), "--mode", mode,
+                           "--out", str(out / mode), "--max-steps", str(args.ft_steps), "--val-every", "25",
+                           "--ckpt-every", "100", "--lr", "1e-3", "--head-lr", "3e-3", "--batch-size", "16",
+                           "--no-progress-bar"])
+        ft_rows.append((mode, r, (time.time() - t1) / 60))
+
+    print(f"\nAudioFormer learning check on {platform.node()} ({os.cpu_count()} cores, torch {torch.__version__}); "
+          f"MLM {args.mlm_steps} steps in {mlm_minutes:.1f} min\n")
+    print("| measure (validation) | cb1 | cb2 | cb3 | cb4 | mean |")
+    print("|---|---|---|---|---|---|")
+    for name, acc in rows:
+        print(f"| {name} | " + " | ".join(f"{a:.3f}" for a in acc.tolist()) + f" | {acc.mean():.3f} |")
+    print("\n| fine-tuning (6 classes, generated) | valid accuracy | chance (majority class) | best step | minutes |")
+    print("|---|---|---|---|---|")
+    for mode, r, minutes in ft_rows:
+        print(f"| {mode.upper()} from the MLM checkpoint, {args.ft_steps} steps | {r['valid_accuracy']:.3f} | "
+              f"{r['chance']:.3f} | {r['best_step']} | {minutes:.1f} |")
+    summary = dict(mlm={name: acc.tolist() for name, acc in rows}, finetune={m: r for m, r, _ in ft_rows})
+    (out / "learning.json").write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
