@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 
 def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
-               layer: int = -1, batch_size: int = 16, precision: str = "fp32",
+               layer: int = -1, batch_size: int = 16, precision: str = "fp32", chunk_context: float = 0.5,
                random_weights: str | None = None, seed: int = 0, published: str | None = None) -> HearModel:
     """Load a model for the HEAR API.
 
@@ -33,6 +33,8 @@ def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate:
     layer: which encoder layer's output to return (-1 = the last, after the final ResiDual sum).
     batch_size: chunks of training length run through the model at once (memory vs speed).
     precision: "fp32", or "bf16" (autocast; embeddings within cosine 0.999 of fp32).
+    chunk_context: long audio runs in overlapping chunks of the model's training length (4 s); every
+        frame keeps at least this many seconds of context on each side of a cut.
     random_weights: build an untrained model instead of loading one, e.g. "encodecmae-tiny-mel256"
         or "encodecmae-base-ec" (family-preset-front_end). For tests and smoke runs only; it is never a
         fallback for a missing file.
@@ -57,7 +59,8 @@ def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate:
         from .convert import load_any  # our checkpoints, or published EnCodecMAE files detected by content
 
         model = load_any(model_file_path)
-    return HearModel(model, sample_rate=sample_rate, layer=layer, batch_size=batch_size, precision=precision)
+    return HearModel(model, sample_rate=sample_rate, layer=layer, batch_size=batch_size, precision=precision,
+                     chunk_context=chunk_context)
 
 
 def _random_model(spec: str, seed: int):

@@ -7,8 +7,10 @@ A model family only has to provide (see hear_codec/encodecmae.py):
     -> list of [B, T, D].
 
 Long audio is cut into chunks of the model's training length, aligned to its frame grid, that
-overlap; each output frame is taken from the chunk in which it lies farthest from a cut, so
-every frame sees at least a quarter chunk of context on each side (except at the clip's ends).
+overlap by ``2 * chunk_context`` seconds; each output frame is taken from the chunk in which it
+lies farthest from a cut, so every frame sees at least ``chunk_context`` seconds (default 0.5) of
+context on each side, except at the clip's ends. (The official wrapper cuts 4 s chunks with no
+overlap: frames next to a cut see no context across it.)
 HEAR batches hold clips of one length, so every clip has the same chunk plan and chunks of
 equal length are batched together, ``batch_size`` chunks at a time: memory is bounded by the
 batch, not by the clip's length.
@@ -35,7 +37,7 @@ class HearModel(nn.Module):
     """
 
     def __init__(self, model: nn.Module, sample_rate: int = DEFAULT_SAMPLE_RATE, layer: int = -1,
-                 batch_size: int = 16, precision: str = "fp32"):
+                 batch_size: int = 16, precision: str = "fp32", chunk_context: float = 0.5):
         super().__init__()
         if sample_rate not in SUPPORTED_SAMPLE_RATES:
             raise ValueError(f"sample_rate must be one of {SUPPORTED_SAMPLE_RATES}, got {sample_rate}")
@@ -46,6 +48,10 @@ class HearModel(nn.Module):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        chunk_seconds = model.chunk_samples / MODEL_SAMPLE_RATE
+        if not 0 <= float(chunk_context) < chunk_seconds / 2:
+            raise ValueError(f"chunk_context must be in [0, {chunk_seconds / 2}) seconds, got {chunk_context}")
+        self.context_frames = round(float(chunk_context) * MODEL_SAMPLE_RATE / model.frame_hop)
         self.model = model.eval()
         self.sample_rate = int(sample_rate)
         self.layer = int(layer)
@@ -73,7 +79,7 @@ class HearModel(nn.Module):
         per_chunk = m.num_frames(m.chunk_samples)
         if total <= per_chunk:
             return [(0, num_samples, 0, 0, total)]
-        step = per_chunk - 2 * (per_chunk // 4)
+        step = per_chunk - 2 * self.context_frames
         offsets = list(range(0, total - per_chunk, step)) + [total - per_chunk]
         plan = []
         for i, o in enumerate(offsets):

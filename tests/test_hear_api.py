@@ -96,7 +96,7 @@ def test_chunked_equals_unchunked_inside_one_chunk(mel_model, ec_model):
 
 
 def test_overlap_keeps_long_clip_close_to_unchunked(mel_model):
-    """Inside a chunk's owned region every frame has >= 1 s of context: outputs stay close."""
+    """Every frame keeps >= 0.5 s of context on each side of a cut: outputs stay close."""
     audio = noise(1, 6.0, 48000)
     emb, _ = hear_codec.get_timestamp_embeddings(audio, mel_model)
     direct = mel_model.model.embed_layers(hear_codec.codec.resample(audio, 48000, 24000))[-1]
@@ -138,6 +138,16 @@ def test_layer_choice(tiny_checkpoints):
     assert torch.equal(outputs[1], outputs[2])
     with pytest.raises(ValueError, match="layer must be in"):
         hear_codec.load_model(tiny_checkpoints["mel256"], layer=2)
+
+
+def test_chunk_context_sets_the_overlap(tiny_checkpoints):
+    plan = hear_codec.load_model(tiny_checkpoints["mel256"], chunk_context=1.0).chunk_plan(13 * 24000)
+    assert len(plan) > 2
+    for i, (_, _, first, own_from, own_to) in enumerate(plan):  # 1 s = 75 mel frames each side of a cut
+        assert i == 0 or own_from - first >= 75
+        assert i == len(plan) - 1 or first + 300 - own_to >= 75
+    with pytest.raises(ValueError, match="chunk_context"):
+        hear_codec.load_model(tiny_checkpoints["mel256"], chunk_context=2.0)
 
 
 def test_bf16_stays_close_to_fp32(tiny_checkpoints):
