@@ -40,6 +40,7 @@ from training.masking import time_gap_mask
 log = logging.getLogger(__name__)
 
 EXPORT_NAME = "last.ckpt.hearcodec"  # what hear_codec.load_model / hear-validator read
+INIT_EXPORT_NAME = "init.ckpt.hearcodec"  # the same model before its first step
 KMEANS_STREAM_WEIGHT = 1.0  # official self-training configs: quantizer_weights [..., 1.0]
 
 
@@ -214,6 +215,10 @@ class EncodecMAEModule(L.LightningModule):
             self.sampler.start_step = int(checkpoint["global_step"])
 
     def on_train_start(self):
+        if self.trainer.global_step == 0 and self.trainer.is_global_zero:
+            # The untrained model, for comparisons (training/learning_check.py).
+            save_checkpoint(Path(self.trainer.default_root_dir) / INIT_EXPORT_NAME, self.model,
+                            metadata=dict(self.metadata, step=0))
         if self.sampler is not None and self.sampler.start_step != self.trainer.global_step:
             raise RuntimeError(f"data order was set up for step {self.sampler.start_step}, "
                                f"training resumes at {self.trainer.global_step}")
@@ -387,7 +392,7 @@ def train(args, config: emae.EncodecMAEConfig | None = None, module_kwargs: dict
     codec = load_frozen_codec(args) if (config.num_codec_streams or config.front_end == "ec") else None
     train_loader, val_loader, sampler, data_meta = build_data(args, out_dir, config, codec)
     torch.manual_seed(args.seed)  # model init does not depend on how much data set-up drew
-    meta = dict(preset=getattr(args, "preset", None), front_end=config.front_end, codec=args.codec,
+    meta = dict(preset=getattr(args, "preset", None), front_end=config.front_end, codec=args.codec, seed=args.seed,
                 trained_by="training.pretrain", **data_meta)
     meta.update(metadata or {})
     module = EncodecMAEModule(config, codec, lr=args.lr, betas=args.betas, weight_decay=args.weight_decay,
