@@ -1,7 +1,7 @@
 """Does AudioFormer learn? MLM on the built-in corpus, then FT1 / FT2 on a generated labelled task.
 
     python benchmarks/audioformer_learning.py [--out runs/audioformer-learning] [--mlm-steps 300]
-        [--ft-steps 200] [--quick]
+        [--ft-steps 300] [--corpus-clips 64] [--ft-train 60]
 
 1. ``python -m training.pretrain --model audioformer`` with its built-in defaults (tiny preset,
    synthetic corpus, offline codec), then the exported model's masked-token accuracy on the
@@ -69,9 +69,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/audioformer-learning", help="output folder")
     p.add_argument("--mlm-steps", type=int, default=300, help="MLM optimiser steps (default: 300)")
-    p.add_argument("--ft-steps", type=int, default=200, help="fine-tuning optimiser steps (default: 200)")
-    p.add_argument("--ft-train", type=int, default=120, help="labelled training clips (default: 120)")
-    p.add_argument("--ft-valid", type=int, default=60, help="labelled validation clips (default: 60)")
+    p.add_argument("--ft-steps", type=int, default=300, help="fine-tuning optimiser steps (default: 300)")
+    p.add_argument("--corpus-clips", type=int, default=64,
+                   help="clips of the built-in 2 s corpus for MLM training (default: 64)")
+    p.add_argument("--corpus-val-clips", type=int, default=16, help="validation clips of that corpus (default: 16)")
+    p.add_argument("--ft-train", type=int, default=60, help="labelled training clips (default: 60)")
+    p.add_argument("--ft-valid", type=int, default=30, help="labelled validation clips (default: 30)")
     args = p.parse_args(argv)
 
     from hear_codec.checkpoint import load_checkpoint
@@ -82,14 +85,15 @@ def main(argv=None):
     t0 = time.time()
     mlm_dir = out / "mlm"
     pretrain.main(["--model", "audioformer", "--out", str(mlm_dir), "--max-steps", str(args.mlm_steps),
+                   "--synthetic-clips", str(args.corpus_clips), "--synthetic-val-clips", str(args.corpus_val_clips),
                    "--no-progress-bar", "--seed", "0"])
     mlm_minutes = (time.time() - t0) / 60
     model = load_checkpoint(mlm_dir / "last.ckpt.hearcodec").eval()
     from hear_codec import audioformer as af
 
     untrained = af.new_model(af.AudioFormerConfig.from_dict(model.config.to_dict()), model.codec, seed=123).eval()
-    train_tokens = corpus_tokens(mlm_dir, "train", 160, 0, 2.0, 0)
-    val_tokens = corpus_tokens(mlm_dir, "val", 32, 160, 2.0, 0)
+    train_tokens = corpus_tokens(mlm_dir, "train", args.corpus_clips, 0, 2.0, 0)
+    val_tokens = corpus_tokens(mlm_dir, "val", args.corpus_val_clips, args.corpus_clips, 2.0, 0)
     mask = mlm_mask(val_tokens, 0.25, torch.Generator().manual_seed(0))
     rows = [("MLM masked-token accuracy, trained tiny model", masked_accuracy(model, val_tokens, mask)),
             ("same, untrained model", masked_accuracy(untrained, val_tokens, mask)),
