@@ -305,8 +305,8 @@ def synth_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPLE
     noise = np.cumsum(rng.standard_normal(n)) * 1e-3
     wav = 0.003 * rng.standard_normal(n) + (noise - noise.mean()) * 0.05
     for _ in range(int(rng.integers(1, 4))):
-        start = rng.uniform(0, 0.6) * n
-        length = rng.uniform(0.25, 0.9) * (n - start)
+        start = rng.uniform(0, 0.4) * n
+        length = rng.uniform(0.5, 1.0) * (n - start)
         seg = (t >= start / sr) & (t < (start + length) / sr)
         tt = t[seg] - start / sr
         dur = length / sr
@@ -317,8 +317,8 @@ def synth_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPLE
 
 def _envelope(rng, tt, dur):
     attack = rng.uniform(0.005, 0.1)
-    decay = rng.uniform(0.1, 2.0)
-    env = np.minimum(1.0, tt / attack) * np.exp(-tt / decay * rng.uniform(0.2, 3))
+    decay = rng.uniform(0.5, 4.0)  # mostly sustained: a clip is sound more than silence
+    env = np.minimum(1.0, tt / attack) * np.exp(-tt / decay)
     release = np.clip((dur - tt) / 0.01, 0, 1)
     return env * release
 

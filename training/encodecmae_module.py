@@ -232,11 +232,13 @@ class EncodecMAEModule(L.LightningModule):
 # ---------------------------------------------------------------- CLI glue (used by training.pretrain)
 
 ENGINE_DEFAULTS = dict(max_steps=None, val_every=None, ckpt_every=None, log_every=10)
+ENGINE_DEFAULT_NOTES = dict(max_steps="300 built-in, 500000 with --data", val_every="50 built-in, 10000 with --data",
+                            ckpt_every="50 built-in, 10000 with --data")
 # Built-in default (no --data) vs paper setting (--data), for options whose default depends on it.
-SYNTHETIC_DEFAULTS = dict(max_steps=250, val_every=50, ckpt_every=50, batch_size=16, crop_seconds=2.0,
-                          codec="offline")
+SYNTHETIC_DEFAULTS = dict(max_steps=300, val_every=50, ckpt_every=50, batch_size=8, crop_seconds=2.0,
+                          codec="offline", lr=1e-3)
 PAPER_DEFAULTS = dict(max_steps=500_000, val_every=10_000, ckpt_every=10_000, batch_size=128, crop_seconds=4.0,
-                      codec="pretrained")
+                      codec="pretrained", lr=1e-4)
 
 
 def add_args(parser: argparse.ArgumentParser, model_shape: bool = True) -> None:
@@ -264,8 +266,10 @@ def add_args(parser: argparse.ArgumentParser, model_shape: bool = True) -> None:
                    help="training crop length; shorter clips are zero-padded and the padding is excluded from "
                         "the loss (default: 4.0 with --data, 2.0 synthetic)")
     g.add_argument("--batch-size", type=int, default=None,
-                   help="clips per micro-batch per device (default: 128 with --data, 16 synthetic)")
-    g.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate, constant (default: %(default)s)")
+                   help="clips per micro-batch per device (default: 128 with --data, 8 synthetic)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="AdamW learning rate, constant (default: 1e-4 with --data, the paper's; 1e-3 for the "
+                        "tiny built-in run, which has 300 steps to show that it learns)")
     g.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.95), help="AdamW betas (default: 0.9 0.95)")
     g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default: %(default)s)")
     g.add_argument("--num-workers", type=int, default=None,
@@ -275,7 +279,7 @@ def add_args(parser: argparse.ArgumentParser, model_shape: bool = True) -> None:
                         "(default: %(default)s)")
     g.add_argument("--val-max-files", type=int, default=200,
                    help="at most this many validation files (official: 200) (default: %(default)s)")
-    g.add_argument("--synthetic-clips", type=int, default=160,
+    g.add_argument("--synthetic-clips", type=int, default=128,
                    help="training clips of the built-in corpus (default: %(default)s)")
     g.add_argument("--synthetic-val-clips", type=int, default=32,
                    help="validation clips of the built-in corpus (default: %(default)s)")

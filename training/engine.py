@@ -62,9 +62,14 @@ log = logging.getLogger(__name__)
 LAST = "last.ckpt"
 
 
-def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int = 1000, val_every: int = 500,
-                    ckpt_every: int = 1000, log_every: int = 50) -> argparse._ArgumentGroup:
-    """Add the engine's options (group "engine") with the caller's defaults; returns the group."""
+def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int | None = 1000, val_every: int | None = 500,
+                    ckpt_every: int | None = 1000, log_every: int = 50,
+                    notes: dict | None = None) -> argparse._ArgumentGroup:
+    """Add the engine's options (group "engine") with the caller's defaults; returns the group.
+
+    A default of None means the caller fills it in later; ``notes`` ({"max_steps": "250 built-in,
+    500000 with --data"}) then says in --help what it will be."""
+    notes = dict(notes or {})
     g = parser.add_argument_group("engine (devices, precision, checkpoints, logs; see training/engine.py)")
     g.add_argument("--max-steps", type=int, default=max_steps,
                    help="optimiser steps to train for (default: %(default)s; None = chosen by the model/data)")
@@ -102,6 +107,9 @@ def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int = 1000, v
     g.add_argument("--no-progress-bar", action="store_true", help="turn the progress bar off (batch jobs)")
     g.add_argument("--seed", type=int, default=0,
                    help="seed for initialisation and for the data order and masks (default: %(default)s)")
+    for action in g._group_actions:
+        if action.dest in notes:
+            action.help = action.help.replace("%(default)s; None = chosen by the model/data", notes[action.dest])
     return g
 
 

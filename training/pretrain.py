@@ -15,7 +15,8 @@ Model registry
   ``training.engine`` (``make_trainer`` + ``fit``), return the exported checkpoint;
 * optionally ``ENGINE_DEFAULTS``: a dict of keyword defaults for
   ``engine.add_engine_args`` (max_steps, val_every, ckpt_every, log_every). ``None`` means the
-  module fills the value in ``train`` itself.
+  module fills the value in ``train`` itself, and ``ENGINE_DEFAULT_NOTES`` ({dest: text}) says
+  in --help what it will be.
 
 So adding ``--model audioformer`` is a matter of writing ``training/audioformer_module.py``;
 nothing here changes. ``--model encodecmae`` (the default) is ``training/encodecmae_module.py``.
@@ -58,7 +59,8 @@ def build_parser(name: str = DEFAULT_MODEL) -> argparse.ArgumentParser:
                         help="output folder: last.ckpt (resumable), last.ckpt.hearcodec (for hear_codec), logs/, "
                              "loss_curve.png, data reports (default: %(default)s)")
     module.add_args(parser)
-    engine.add_engine_args(parser, **getattr(module, "ENGINE_DEFAULTS", {}))
+    engine.add_engine_args(parser, **getattr(module, "ENGINE_DEFAULTS", {}),
+                           notes=getattr(module, "ENGINE_DEFAULT_NOTES", None))
     return parser
 
 

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output folder (as training.pretrain, plus kmeans_centroids.pt) (default: %(default)s)")
     M.add_args(parser, model_shape=False)
     add_self_train_args(parser)
-    engine.add_engine_args(parser, **M.ENGINE_DEFAULTS)
+    engine.add_engine_args(parser, **M.ENGINE_DEFAULTS, notes=dict(
+        M.ENGINE_DEFAULT_NOTES, max_steps="100 built-in, 150000 with --data"))
     return parser
 
 
