@@ -25,7 +25,9 @@ class CaptioningModule(L.LightningModule):
                  warmup_steps: int = 1000, num_beams: int = 4, max_caption_length: int = 50,
                  val_metrics: tuple = ("cider_d", "spice", "spider")):
         super().__init__()
-        self.save_hyperparameters()
+        # In the checkpoint (so it is self-contained), not in the loggers' hparams.yaml: the
+        # tokenizer JSON is megabytes for BART.
+        self.save_hyperparameters(logger=False)
         self.model = EnClapBartForConditionalGeneration(EnClapBartConfig(**config))
         self.tokenizer = tokenizer_from_json(tokenizer_json)
         self._val_outputs: list[tuple[str, str, list[str]]] = []

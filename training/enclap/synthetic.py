@@ -67,6 +67,17 @@ def synth_captions(source: str, pattern: str, rng: np.random.Generator, n: int =
     return [f"{rng.choice(SOURCES[source])} {rng.choice(PATTERNS[pattern])}" for _ in range(n)]
 
 
+def caption_class(caption: str) -> tuple[str | None, str | None]:
+    """(source, pattern) whose template phrases occur in ``caption``; None where none or several do."""
+    text = " ".join(caption.lower().split())
+
+    def find(phrases: dict[str, list[str]]) -> str | None:
+        hits = {name for name, options in phrases.items() if any(option in text for option in options)}
+        return hits.pop() if len(hits) == 1 else None
+
+    return find(SOURCES), find(PATTERNS)
+
+
 def make_synthetic_set(out_dir, sizes: dict[str, int], seed: int = 0) -> dict[str, Path]:
     """Write ``{split}.csv`` and ``audio/{split}_{i:04d}.wav`` for each split; returns split -> CSV path.
 
