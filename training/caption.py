@@ -37,7 +37,7 @@ def add_featurizer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clap-model", default="laion/clap-htsat-fused",
                    help="Hugging Face name or local folder of the pretrained CLAP (default: %(default)s)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="device for the codec and CLAP (default: %(default)s)")
+                   help="device to run on (default: %(default)s)")
 
 
 def make_featurizer(args):
@@ -397,7 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    args.func(args)
+    from hear_codec.codec import CodecWeightsUnavailable
+    from training.enclap.text import PretrainedUnavailable
+
+    try:
+        args.func(args)
+    except (PretrainedUnavailable, CodecWeightsUnavailable, FileNotFoundError) as e:
+        # Expected failures (offline, wrong path) get their message, not a traceback.
+        raise SystemExit(f"error: {e}") from e
 
 
 if __name__ == "__main__":
