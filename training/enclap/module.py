@@ -72,7 +72,8 @@ class CaptioningModule(L.LightningModule):
         if self.trainer.world_size > 1:
             torch.distributed.broadcast_object_list(scores, src=0)
         for name, value in (scores[0] or {}).items():
-            self.log(f"val/{name}", float(value), prog_bar=name == "selection", rank_zero_only=False, sync_dist=False)
+            # every rank holds the same broadcast value; sync_dist averages identical numbers
+            self.log(f"val/{name}", float(value), prog_bar=name == "selection", sync_dist=True)
 
     def configure_optimizers(self):
         """AdamW, no weight decay on biases and LayerNorm weights; inverse-sqrt schedule with warm-up."""
