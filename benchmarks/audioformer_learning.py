@@ -34,8 +34,9 @@ def masked_accuracy(model, tokens, mask, batch_size=16):
     with torch.no_grad():
         for i in range(0, len(tokens), batch_size):
             t, m = tokens[i:i + batch_size], mask[i:i + batch_size]
-            pred = model(corrupt(t, m, gen))["logits"].argmax(-1)
-            correct += ((pred == t) & m).sum(dim=(0, 2)).float()
+            logits = model(corrupt(t, m, gen), m)["logits"]
+            for c, lg in enumerate(logits):
+                correct[c] += (lg.argmax(-1) == t[:, c][m[:, c]]).sum().float()
     return correct / mask.sum(dim=(0, 2)).float()
 
 
@@ -75,7 +76,11 @@ def main(argv=None):
     p.add_argument("--corpus-val-clips", type=int, default=16, help="validation clips of that corpus (default: 16)")
     p.add_argument("--ft-train", type=int, default=60, help="labelled training clips (default: 60)")
     p.add_argument("--ft-valid", type=int, default=30, help="labelled validation clips (default: 30)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is much faster on a crowded machine)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from hear_codec.checkpoint import load_checkpoint
     from training import finetune, pretrain

@@ -58,7 +58,10 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3, help="timed repetitions (default: 3)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     import hear_codec
     from hear_codec import audioformer as af
@@ -84,7 +87,7 @@ def main(argv=None):
             tokens = af.codes_to_tokens(model.encode_codes(wav) if with_codec else codes)
             mask = mlm_mask(tokens, 0.25)
             with autocast:
-                loss = mlm_loss(model(corrupt(tokens, mask))["logits"], tokens, mask)["loss"]
+                loss = mlm_loss(model(corrupt(tokens, mask), mask)["logits"], tokens, mask)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

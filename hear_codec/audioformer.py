@@ -192,8 +192,11 @@ class AudioFormer(nn.Module):
 
     # ---- forward paths ----
     def encode_codes(self, wav: torch.Tensor) -> torch.Tensor:
-        """wav [B, S] at 24 kHz -> codes [B, n_q, ceil(S / 320)] int64 (frozen codec, no grad)."""
-        return self.codec.encode_codes(wav.float(), self.config.num_codebooks)
+        """wav [B, S] at 24 kHz -> codes [B, n_q, ceil(S / 320)] int64 (frozen codec, no grad).
+
+        Always in fp32, outside any autocast: bf16 encoder features would change the tokens."""
+        with torch.autocast(wav.device.type, enabled=False):
+            return self.codec.encode_codes(wav.float(), self.config.num_codebooks)
 
     def backbone_states(self, tokens: torch.Tensor, codebook: int, all_layers: bool = False):
         """Run codebook ``codebook``'s backbone on its sequences.
@@ -217,13 +220,19 @@ class AudioFormer(nn.Module):
                        output_hidden_states=all_layers, return_dict=True)
         return list(out.hidden_states[1:]) if all_layers else out.last_hidden_state
 
-    def forward(self, tokens: torch.Tensor, codebooks=None) -> dict:
-        """MLM forward. tokens [B, n_q, L] -> ``logits`` [B, n_q', L, 1024] and ``hidden`` [B, n_q', L, D]
-        for the codebooks listed in ``codebooks`` (default all, in order)."""
-        codebooks = range(self.config.num_codebooks) if codebooks is None else codebooks
-        hidden = [self.backbone_states(tokens[:, c], c) for c in codebooks]
-        logits = [self.mlm_heads[c](h) for c, h in zip(codebooks, hidden)]
-        return dict(logits=torch.stack(logits, 1), hidden=torch.stack(hidden, 1))
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
+        """MLM forward over every codebook. tokens [B, n_q, L] ->
+
+        ``hidden`` [B, n_q, L, D] and ``logits``: [B, n_q, L, 1024] when ``mask`` is None, else
+        (mask [B, n_q, L] bool) a list of n_q tensors [n_c, 1024] for codebook c's masked
+        positions in row-major order (the head then runs on the masked quarter only).
+        """
+        hidden = [self.backbone_states(tokens[:, c], c) for c in range(self.config.num_codebooks)]
+        if mask is None:
+            logits = torch.stack([head(h) for head, h in zip(self.mlm_heads, hidden)], 1)
+        else:
+            logits = [head(h[mask[:, c]]) for c, (head, h) in enumerate(zip(self.mlm_heads, hidden))]
+        return dict(logits=logits, hidden=torch.stack(hidden, 1))
 
     def pooled(self, tokens: torch.Tensor, codebook: int) -> torch.Tensor:
         """Mean over a clip's code positions of one backbone's last layer: tokens [B, n_q, L] -> [B, D]."""

@@ -122,6 +122,11 @@ def test_mlm_forward_shapes_and_backbone_count(offline_codec, shared):
     tokens = af.codes_to_tokens(torch.randint(0, 1024, (2, 4, 10)))
     out = model(tokens)
     assert out["logits"].shape == (2, 4, 12, 1024) and out["hidden"].shape == (2, 4, 12, 64)
+    mask = mlm_mask(tokens, 0.25, torch.Generator().manual_seed(0))
+    masked = model(tokens, mask)["logits"]  # the head only on the masked positions
+    for c in range(4):
+        assert torch.allclose(masked[c], out["logits"][:, c][mask[:, c]], atol=1e-5)
+    assert torch.allclose(mlm_loss(masked, tokens, mask)["loss"], mlm_loss(out["logits"], tokens, mask)["loss"])
     if shared:  # a shared backbone still tells codebooks apart: same codes, different codebook -> different states
         same = af.codes_to_tokens(torch.full((1, 4, 5), 7))
         states = model(same)["hidden"]
@@ -193,3 +198,9 @@ def test_hear_validator_passes(tiny_model, tmp_path):
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Looks good" in result.stdout or "successfully" in result.stdout.lower(), result.stdout[-2000:]
+
+
+def test_codes_are_computed_in_fp32_under_autocast(tiny_model, rng):
+    wav = torch.rand(1, 4800, generator=rng) - 0.5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(tiny_model.encode_codes(wav), tiny_model.encode_codes(wav.double()))

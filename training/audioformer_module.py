@@ -55,19 +55,27 @@ def corrupt(tokens: torch.Tensor, mask: torch.Tensor, generator: torch.Generator
     return torch.where(mask & (u >= mask_token) & (u < mask_token + random_token), random_codes, out)
 
 
-def mlm_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
-    """logits [B, Q, L, 1024]; tokens [B, Q, L] (uncorrupted); mask [B, Q, L] chosen positions.
+def mlm_loss(logits, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Cross-entropy on the chosen positions, averaged per codebook, then over codebooks.
 
-    loss = mean over codebooks of the mean cross-entropy on that codebook's chosen positions.
-    Also returns per-codebook ``ce`` and ``accuracy`` [Q].
+    logits: [B, Q, L, 1024], or a list of Q tensors [n_c, 1024] holding only codebook c's masked
+    positions in row-major order (``AudioFormer.forward(tokens, mask)``); tokens [B, Q, L]
+    (uncorrupted); mask [B, Q, L] chosen positions. Also returns per-codebook ``ce`` and ``accuracy`` [Q].
     """
-    targets = tokens.clamp(max=af.CODEBOOK_SIZE - 1)  # specials are never chosen; keep CE in range
-    ce = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(), reduction="none").view(tokens.shape)
-    n = mask.sum(dim=(0, 2)).clamp(min=1)
-    ce_per_codebook = (ce * mask).sum(dim=(0, 2)) / n
-    correct = (logits.argmax(-1) == tokens) & mask
-    return dict(loss=ce_per_codebook.mean(), ce=ce_per_codebook.detach(),
-                accuracy=correct.sum(dim=(0, 2)).float() / n)
+    q = tokens.shape[1]
+    if isinstance(logits, torch.Tensor):
+        logits = [logits[:, c][mask[:, c]] for c in range(q)]
+    ce, acc = [], []
+    for c in range(q):
+        target = tokens[:, c][mask[:, c]]
+        if len(target) == 0:
+            ce.append(logits[c].sum() * 0.0)
+            acc.append(torch.zeros((), device=tokens.device))
+            continue
+        ce.append(F.cross_entropy(logits[c].float(), target))
+        acc.append((logits[c].argmax(-1) == target).float().mean())
+    ce = torch.stack(ce)
+    return dict(loss=ce.mean(), ce=ce.detach(), accuracy=torch.stack(acc).detach())
 
 
 def unigram_accuracy(train_tokens: torch.Tensor, eval_tokens: torch.Tensor, eval_mask: torch.Tensor) -> torch.Tensor:
@@ -150,7 +158,7 @@ class AudioFormerMLM(L.LightningModule):
     def _step(self, batch, generator):
         tokens = tokens_for_batch(self.model, batch)
         mask = mlm_mask(tokens, self.model.config.mask_prob, generator)
-        out = self.model(corrupt(tokens, mask, generator))
+        out = self.model(corrupt(tokens, mask, generator), mask)
         return mlm_loss(out["logits"], tokens, mask), tokens.shape[0]
 
     def training_step(self, batch, batch_idx):

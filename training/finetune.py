@@ -349,6 +349,9 @@ class FineTuner(L.LightningModule):
         logits = torch.cat([x for x, _ in self._val])
         targets = torch.cat([y for _, y in self._val])
         self._val = []
+        if self.trainer.world_size > 1:  # every process scores the whole validation set
+            logits = self.all_gather(logits.to(self.device)).flatten(0, 1).cpu()
+            targets = self.all_gather(targets.to(self.device)).flatten(0, 1).cpu()
         value = score(logits, targets, self.multilabel)
         name = "mAP" if self.multilabel else "accuracy"
         self.log(f"val/{name}", value, prog_bar=True)
