@@ -126,7 +126,9 @@ class EnClapBartEncoder(BartEncoder):
         """[batch, L, num_rvq] codes -> BaseModelOutput(last_hidden_state [batch, L, d_model]).
 
         With ``output_hidden_states`` the output also has a tuple of encoder_layers + 1 states: the
-        embedding output after LayerNorm, then each layer's output.
+        embedding output after LayerNorm, then each layer's output. Other keyword arguments (the
+        output flags ``generate`` passes when it runs the encoder itself, as in the official
+        ``model.generate(input_ids=..., clap_embedding=..., encodec_mask=...)``) are ignored.
         """
         inputs_embeds, pos_embeds = self.embed_inputs(input_ids, clap_embedding, encodec_mask)
         hidden = self.layernorm_embedding(inputs_embeds + pos_embeds)
