@@ -65,6 +65,7 @@ def cmd_train(args) -> None:
     from training.enclap.data import CaptionPairs, ClipReferences, EnClapCollator
     from training.enclap.model import new_model
     from training.enclap.module import CaptioningModule
+    from training.enclap.text import tokenizer_to_json
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -75,7 +76,7 @@ def cmd_train(args) -> None:
     model = new_model(args.model, vocab_size=len(tokenizer))
     model.config.mcm_loss_scale = args.mcm_weight
     module = CaptioningModule(
-        model.config.to_dict(), _tokenizer_json(tokenizer), lr=args.lr, weight_decay=args.weight_decay,
+        model.config.to_dict(), tokenizer_to_json(tokenizer), lr=args.lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, num_beams=args.beams, max_caption_length=args.max_caption_length,
     )
     module.model = model  # the pretrained (or tiny random) weights replace the module's random init
@@ -84,6 +85,8 @@ def cmd_train(args) -> None:
     train_collate = EnClapCollator(module.model.config, tokenizer, mask_prob=mask_prob, mask_span=args.mask_span)
     eval_collate = EnClapCollator(module.model.config, tokenizer)
     pairs = CaptionPairs(train_cache.clips, train_cache.features)
+    if len(pairs) < args.batch_size:
+        raise ValueError(f"{args.train} has {len(pairs)} training captions, fewer than one batch ({args.batch_size})")
     loader_kw = dict(num_workers=args.num_workers, persistent_workers=args.num_workers > 0)
     train_loader = torch.utils.data.DataLoader(pairs, batch_size=args.batch_size, shuffle=True, drop_last=True,
                                                collate_fn=train_collate, **loader_kw)
@@ -121,12 +124,6 @@ def _training_tokenizer(args, cache):
     if args.model == "tiny":
         return build_word_tokenizer([c for clip in cache.clips for c in clip.captions])
     return load_bart_tokenizer(args.tokenizer or BART_PRESETS[args.model])
-
-
-def _tokenizer_json(tokenizer) -> str:
-    from training.enclap.text import tokenizer_to_json
-
-    return tokenizer_to_json(tokenizer)
 
 
 # --------------------------------------------------------------------------- evaluate / predict
