@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 
 def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate: int = DEFAULT_SAMPLE_RATE,
-               layer: int = -1, batch_size: int = 16, precision: str = "fp32", chunk_context: float = 0.5,
+               layer: int = -1, batch_size: int = 16, precision: str = "fp32", chunk_context: float | None = None,
                random_weights: str | None = None, seed: int = 0, published: str | None = None) -> HearModel:
     """Load a model for the HEAR API.
 
@@ -34,7 +34,8 @@ def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate:
     batch_size: chunks of training length run through the model at once (memory vs speed).
     precision: "fp32", or "bf16" (autocast; embeddings within cosine 0.999 of fp32).
     chunk_context: long audio runs in overlapping chunks of the model's training length (4 s); every
-        frame keeps at least this many seconds of context on each side of a cut.
+        frame keeps at least this many seconds of context on each side of a cut (default: an eighth
+        of a chunk, 0.5 s).
     random_weights: build an untrained model instead of loading one, e.g. "encodecmae-tiny-mel256"
         or "encodecmae-base-ec" (family-preset-front_end). For tests and smoke runs only; it is never a
         fallback for a missing file.

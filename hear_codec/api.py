@@ -8,7 +8,8 @@ A model family only has to provide (see hear_codec/encodecmae.py):
 
 Long audio is cut into chunks of the model's training length, aligned to its frame grid, that
 overlap by ``2 * chunk_context`` seconds; each output frame is taken from the chunk in which it
-lies farthest from a cut, so every frame sees at least ``chunk_context`` seconds (default 0.5) of
+lies farthest from a cut, so every frame sees at least ``chunk_context`` seconds (default: an
+eighth of a chunk, 0.5 s for 4 s chunks) of
 context on each side, except at the clip's ends. (The official wrapper cuts 4 s chunks with no
 overlap: frames next to a cut see no context across it.)
 HEAR batches hold clips of one length, so every clip has the same chunk plan and chunks of
@@ -37,7 +38,7 @@ class HearModel(nn.Module):
     """
 
     def __init__(self, model: nn.Module, sample_rate: int = DEFAULT_SAMPLE_RATE, layer: int = -1,
-                 batch_size: int = 16, precision: str = "fp32", chunk_context: float = 0.5):
+                 batch_size: int = 16, precision: str = "fp32", chunk_context: float | None = None):
         super().__init__()
         if sample_rate not in SUPPORTED_SAMPLE_RATES:
             raise ValueError(f"sample_rate must be one of {SUPPORTED_SAMPLE_RATES}, got {sample_rate}")
@@ -49,6 +50,8 @@ class HearModel(nn.Module):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         chunk_seconds = model.chunk_samples / MODEL_SAMPLE_RATE
+        if chunk_context is None:  # an eighth of a chunk: 0.5 s for the usual 4 s
+            chunk_context = chunk_seconds / 8
         if not 0 <= float(chunk_context) < chunk_seconds / 2:
             raise ValueError(f"chunk_context must be in [0, {chunk_seconds / 2}) seconds, got {chunk_context}")
         self.context_frames = round(float(chunk_context) * MODEL_SAMPLE_RATE / model.frame_hop)
