@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -407,6 +408,8 @@ def train(args, config: emae.EncodecMAEConfig | None = None, module_kwargs: dict
         module.model.load_state_dict(usable, strict=False)
         fresh = sorted(set(own) - set(usable))
         log.info("initialised %d tensors from a checkpoint; fresh: %s", len(usable), fresh)
+    # The frozen codec (and teacher) stay in eval mode on purpose (see hear_codec/codec.py).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     trainer = engine.make_trainer(args, out_dir, use_distributed_sampler=False)
     engine.fit(trainer, module, args, out_dir, train_dataloaders=train_loader, val_dataloaders=val_loader)
     exported = out_dir / EXPORT_NAME
