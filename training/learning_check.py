@@ -65,8 +65,8 @@ def majority_accuracy(train_codes: torch.Tensor, dataset: D.SyntheticCorpus, cod
     return (hits.sum(dim=(0, 2)).float() / valid.sum()).numpy()
 
 
-def scene_embeddings(path, clips: list, batch: int = 32) -> np.ndarray:
-    model = hear_codec.load_model(path, sample_rate=48000)
+def scene_embeddings(path, clips: list, batch: int = 32, layer: int = -1) -> np.ndarray:
+    model = hear_codec.load_model(path, sample_rate=48000, layer=layer)
     out = []
     for start in range(0, len(clips), batch):
         wav = torch.from_numpy(np.stack(clips[start:start + batch]))
@@ -91,6 +91,9 @@ def main(argv=None):
     p.add_argument("--draws", type=int, default=4, help="mask draws per validation clip (default: %(default)s)")
     p.add_argument("--probe-train", type=int, default=360, help="clips to fit the probe on (default: %(default)s)")
     p.add_argument("--probe-test", type=int, default=240, help="clips to score the probe on (default: %(default)s)")
+    p.add_argument("--layers", type=int, nargs="+", default=[-1],
+                   help="encoder layers to probe (hear_codec's layer option; -1 = the HEAR default, the last) "
+                        "(default: -1)")
     args = p.parse_args(argv)
     run = Path(args.run)
     t0 = time.time()
@@ -116,9 +119,11 @@ def main(argv=None):
     clips = [np.pad(c, (0, int(seconds * 48000) - len(c))) for c in clips]
     y = np.array(labels)
     probe = {}
-    for name, path in (("init", init_path), ("trained", trained_path)):
-        x = scene_embeddings(path, clips)
-        probe[name] = linear_probe(x[: args.probe_train], y[: args.probe_train], x[args.probe_train:], y[args.probe_train:])
+    for layer in args.layers:
+        for name, path in (("init", init_path), ("trained", trained_path)):
+            x = scene_embeddings(path, clips, layer=layer)
+            probe[f"{name}@{layer}"] = linear_probe(x[: args.probe_train], y[: args.probe_train],
+                                                    x[args.probe_train:], y[args.probe_train:])
     majority_class = float(np.mean(y[args.probe_train:] == np.bincount(y[: args.probe_train]).argmax()))
 
     lines = [
@@ -137,12 +142,12 @@ def main(argv=None):
         f"({', '.join(D.SYNTH_CLASSES)}), {args.probe_train} train / {args.probe_test} test clips (corpus seed "
         f"{PROBE_SEED}, never trained on):",
         "",
-        "| model | probe accuracy |",
-        "|---|---|",
-        f"| majority class | {majority_class:.3f} |",
-        f"| model at init | {probe['init']:.3f} |",
-        f"| trained | {probe['trained']:.3f} |",
+        "| layer | majority class | model at init | trained |",
+        "|---|---|---|---|",
     ]
+    for layer in args.layers:
+        label = f"{layer} (HEAR default)" if layer == -1 else str(layer)
+        lines.append(f"| {label} | {majority_class:.3f} | {probe[f'init@{layer}']:.3f} | {probe[f'trained@{layer}']:.3f} |")
     table = "\n".join(lines)
     print(table)
     print(f"\n({time.time() - t0:.0f} s)")
