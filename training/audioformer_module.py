@@ -5,7 +5,7 @@ Per batch: audio -> frozen codec -> codes [B, n_q, T] -> token sequences [BOA] c
 [MASK], 10 % random code, 10 % unchanged) -> every codebook's backbone + MLM head -> cross-
 entropy on the chosen positions, averaged over codebooks.
 
-Masks are drawn from a generator seeded by (seed, global step), so a resumed run draws the
+Masks are drawn from a generator seeded by (seed, optimiser step, micro-batch, rank), so a resumed run draws the
 same masks it would have drawn without the interruption.
 """
 from __future__ import annotations
@@ -130,7 +130,7 @@ def tokens_for_batch(model: af.AudioFormer, batch) -> torch.Tensor:
 class AudioFormerMLM(L.LightningModule):
     """Masked-LM pretraining of every codebook's backbone (the codec stays frozen).
 
-    sampler: the training StepSampler, told the resume step at ``on_train_start``.
+    sampler: the training StepSampler, told the resume step by ``on_load_checkpoint``.
     """
 
     def __init__(self, model: af.AudioFormer, lr: float = 1e-4, weight_decay: float = 0.01,
@@ -143,16 +143,24 @@ class AudioFormerMLM(L.LightningModule):
         self.sampler = sampler
         self.metadata = dict(metadata or {})
 
-    def on_train_start(self):
+    # Lightning fetches the first training batch before on_train_start, and restores
+    # trainer.global_step only after on_fit_start: the sampler learns the resume step from the
+    # checkpoint itself, and its layout at on_fit_start, both before the first fetch.
+    def on_load_checkpoint(self, checkpoint):
         if self.sampler is not None:
-            self.sampler.start_step = self.trainer.global_step
+            self.sampler.start_step = int(checkpoint["global_step"])
+
+    def on_fit_start(self):
+        if self.sampler is not None:
             self.sampler.accumulate = self.trainer.accumulate_grad_batches
             self.sampler.rank = self.trainer.global_rank
             self.sampler.world = self.trainer.world_size
 
     def _generator(self, batch_idx: int) -> torch.Generator:
-        """A function of (seed, step, micro-batch, rank): resumable, and distinct per micro-batch and rank."""
-        key = ((self.seed * 1_000_003 + self.global_step) * 1_009 + batch_idx % 1_009) * 131 + self.global_rank
+        """A function of (seed, optimiser step, micro-batch within the step, rank): a resumed run
+        draws the masks an uninterrupted one would, and micro-batches and ranks differ."""
+        micro = batch_idx % max(1, self.trainer.accumulate_grad_batches)
+        key = ((self.seed * 1_000_003 + self.global_step) * 1_009 + micro) * 131 + self.global_rank
         return torch.Generator().manual_seed(key)
 
     def _step(self, batch, generator):
