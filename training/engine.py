@@ -10,6 +10,11 @@ EnCLAP captioning) builds its own ``LightningModule`` and data, then lets this m
     trainer = engine.make_trainer(args, out_dir)
     engine.fit(trainer, module, args, out_dir, train_dataloaders=..., val_dataloaders=...)
 
+``add_engine_args(parser, max_steps=..., val_every=..., ckpt_every=..., log_every=..., notes=...)``
+takes the caller's defaults; a default of ``None`` means the caller fills it in after parsing
+(e.g. it depends on the data), and ``notes={"max_steps": "300 built-in, 500000 with --data"}``
+says so in ``--help``.
+
 What you get, with nothing EnCodecMAE-specific in it:
 
 * **Devices.** ``--accelerator/--devices/--num-nodes/--strategy`` go to Lightning unchanged, so
