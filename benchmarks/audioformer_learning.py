@@ -81,6 +81,7 @@ def main(argv=None):
     p.add_argument("--corpus-val-clips", type=int, default=16, help="validation clips of that corpus (default: 16)")
     p.add_argument("--ft-train", type=int, default=80, help="labelled training clips (default: 80)")
     p.add_argument("--ft-valid", type=int, default=40, help="labelled validation clips (default: 40)")
+    p.add_argument("--ft-test", type=int, default=40, help="labelled test clips (default: 40)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is much faster on a crowded machine)")
     args = p.parse_args(argv)
@@ -117,11 +118,12 @@ def main(argv=None):
             ("trained model, masked tokens other than the most frequent code", masked_accuracy(model, val_tokens, mask, rare)),
             ("copy left neighbour, same tokens", left_neighbour_accuracy(val_tokens, mask, rare))]
 
-    task = finetune.write_synthetic_task(out / "task", train=args.ft_train, valid=args.ft_valid, seconds=1.0, seed=7)
+    task = finetune.write_synthetic_task(out / "task", train=args.ft_train, valid=args.ft_valid,
+                                          test=args.ft_test, seconds=1.0, seed=7)
     ft_rows = []
     for mode in ("ft1", "ft2"):
         t1 = time.time()
-        r = finetune.main(["--train", str(task["train"]), "--valid", str(task["valid"]),
+        r = finetune.main(["--train", str(task["train"]), "--valid", str(task["valid"]), "--test", str(task["test"]),
                            "--init", str(mlm_dir / "last.ckpt.hearcodec"), "--mode", mode,
                            "--out", str(out / mode), "--max-steps", str(args.ft_steps), "--val-every", "25",
                            "--ckpt-every", "100", "--lr", "3e-4", "--head-lr", "3e-3", "--batch-size", "16",
@@ -135,11 +137,12 @@ def main(argv=None):
     for name, acc in rows:
         print(f"| {name} | " + " | ".join(f"{a:.3f}" for a in acc.tolist()) + f" | {acc.mean():.3f} |")
     print(f"\n| fine-tuning ({len(finetune.TASK_CLASSES)} generated classes, {args.ft_train} train / {args.ft_valid} "
-          "valid clips of 1 s) | valid accuracy | chance (majority class) | best step | minutes |")
-    print("|---|---|---|---|---|")
+          f"valid / {args.ft_test} test clips of 1 s) | test accuracy | valid accuracy (selects the step) | "
+          "chance | best step | minutes |")
+    print("|---|---|---|---|---|---|")
     for mode, r, minutes in ft_rows:
-        print(f"| {mode.upper()} from the MLM checkpoint, {args.ft_steps} steps | {r['valid_accuracy']:.3f} | "
-              f"{r['chance']:.3f} | {r['best_step']} | {minutes:.1f} |")
+        print(f"| {mode.upper()} from the MLM checkpoint, {args.ft_steps} steps | {r['test_accuracy']:.3f} | "
+              f"{r['valid_accuracy']:.3f} | {r['chance']:.3f} | {r['best_step']} | {minutes:.1f} |")
     summary = dict(mlm={name: acc.tolist() for name, acc in rows}, finetune={m: r for m, r, _ in ft_rows})
     (out / "learning.json").write_text(json.dumps(summary, indent=2))
 

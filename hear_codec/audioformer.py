@@ -134,7 +134,10 @@ class MLMHead(nn.Sequential):
 
 
 def _roformer(config: AudioFormerConfig, vocab: int, pad_id: int, type_vocab: int) -> nn.Module:
-    from transformers import RoFormerConfig, RoFormerModel
+    try:
+        from transformers import RoFormerConfig, RoFormerModel
+    except ImportError as e:
+        raise ImportError("AudioFormer needs the `transformers` package (RoFormer): pip install 'transformers>=4.40'") from e
 
     return RoFormerModel(RoFormerConfig(
         vocab_size=vocab, embedding_size=config.dim, hidden_size=config.dim,
