@@ -1,6 +1,6 @@
 """AudioFormer: token layout, MLM masking and loss, model shapes, checkpoints, HEAR (real hear-validator)."""
+import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,6 +11,15 @@ from hear_codec.checkpoint import CheckpointError, load_checkpoint, save_checkpo
 from training.audioformer_module import corrupt, mlm_loss, mlm_mask, unigram_accuracy
 
 from conftest import tool
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids oversubscription (several x faster)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # ---- token layout ----
@@ -195,7 +204,7 @@ def test_long_audio_is_chunked(tiny_model, rng):
 def test_hear_validator_passes(tiny_model, tmp_path):
     path = save_checkpoint(tmp_path / "audioformer-tiny.pt", tiny_model)
     result = subprocess.run([tool("hear-validator"), "hear_codec", "--model", str(path), "--device", "cpu"],
-                            capture_output=True, text=True, timeout=900)
+                            capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Looks good" in result.stdout or "successfully" in result.stdout.lower(), result.stdout[-2000:]
 

@@ -6,6 +6,15 @@ import hear_codec
 from training import pretrain
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids oversubscription (several x faster)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run(out, steps, *extra):
     return pretrain.main(["--model", "audioformer", "--out", str(out), "--max-steps", str(steps),
                           "--synthetic-clips", "4", "--synthetic-val-clips", "2", "--crop-seconds", "1.5",

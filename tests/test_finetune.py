@@ -10,6 +10,15 @@ from hear_codec.checkpoint import save_checkpoint
 from training import finetune as ft
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids oversubscription (several x faster)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def init_checkpoint(tmp_path_factory):
     """A tiny random AudioFormer (offline codec) to fine-tune from."""
