@@ -16,25 +16,10 @@ with the machine named in its caption. Columns:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import torch
-
-
-def machine(device: str) -> str:
-    if device.startswith("cuda"):
-        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, load average {load:.1f} "
-            f"(torch {torch.__version__})")
+from machine import describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 
 def timed(fn, repeats: int, device: str) -> float:
@@ -99,7 +84,7 @@ def main(argv=None):
                      4 * args.seconds / embed_s, args.batch_size * args.crop_seconds / codec_s,
                      args.batch_size / train_s, args.batch_size / train_codec_s))
         del model, hear, opt
-    print(f"\nAudioFormer throughput on {machine(device)}; {args.precision}; embedding: 4 x {args.seconds:g} s at 48 kHz; "
+    print(f"\nAudioFormer throughput on {describe_machine(device)}; {args.precision}; embedding: 4 x {args.seconds:g} s at 48 kHz; "
           f"training: batch {args.batch_size} x {args.crop_seconds:g} s, 4 codebook backbones\n")
     print("| preset | trainable M params | embed xRT | codec xRT | train samples/s | train+codec samples/s |")
     print("|---|---|---|---|---|---|")

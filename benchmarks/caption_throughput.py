@@ -12,14 +12,13 @@ starts from cached codes, as ``evaluate``/``predict --cache`` do.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import torch
 
 from training.enclap.data import EnClapCollator
 from training.enclap.model import EnClapBartConfig, EnClapBartForConditionalGeneration, beam_search_config, tiny_config
+from machine import describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 # BART-base / BART-large shapes (facebook/bart-*), vocabulary of the BART tokenizer.
 SHAPES = {
@@ -28,19 +27,6 @@ SHAPES = {
     "large": dict(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
                   decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096),
 }
-
-
-def machine(device: str) -> str:
-    if device.startswith("cuda"):
-        return f"GPU {torch.cuda.get_device_name(device)}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{load}"
 
 
 def main() -> None:
@@ -81,7 +67,7 @@ def main() -> None:
         run(args.batch_size)  # warm-up
         batched = run(args.batch_size)
         single = run(1)
-    print(f"machine: {machine(args.device)}")
+    print(f"machine: {describe_machine(args.device)}")
     print(f"model: EnCLAP {args.model} (random weights), {args.seconds:g} s clips, beam {args.beams}, "
           f"{args.tokens} tokens per caption, {args.clips} clips")
     print(f"batched (batch {args.batch_size}): {batched:.2f} captions/s")

@@ -15,25 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
 import torch
-
-
-def machine(device: str) -> str:
-    if device.startswith("cuda"):
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    cpu = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+from machine import describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 
 def run_one(args) -> dict:
@@ -106,7 +94,7 @@ def main(argv=None):
                 sys.exit(f"row {row} failed:\n{out.stderr[-2000:]}")
             rows.append({**row, **json.loads(out.stdout.strip().splitlines()[-1])})
 
-    print(f"machine: {machine(args.device)}")
+    print(f"machine: {describe_machine(args.device)}")
     print(f"get_scene_embeddings, EnCodecMAE-{args.preset}, {args.clips} clips x {args.seconds:g} s at 48 kHz, "
           f"batch_size {args.batch_size}\n")
     print("| front end | precision | calls | x real-time | wall s | GFLOP | GFLOP/s | peak MB |")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -40,23 +39,10 @@ from hear_codec.codec import load_codec  # noqa: E402
 from training import data as D  # noqa: E402
 from training.encodecmae_module import MaskingCollate  # noqa: E402
 from training.losses import encodecmae_loss  # noqa: E402
+from machine import describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "RTX 3090": 71e12,
              "RTX 4090": 165e12}
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({os.cpu_count()} logical cores)"
 
 
 def peak_flops(device: torch.device, override: float | None) -> float | None:
@@ -187,7 +173,7 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     peak = peak_flops(device, args.peak_tflops)
-    print(f"device: {device_name(device)}; torch {torch.__version__}; torch threads {torch.get_num_threads()}; "
+    print(f"device: {describe_machine(device)}; torch {torch.__version__}; torch threads {torch.get_num_threads()}; "
           f"precision {'bf16 autocast' if cuda and not args.fp32 else 'fp32'}; batch {args.batch_size} x "
           f"{args.seconds:g} s; front end {args.front_end}")
     codec = load_codec("offline").to(device)  # random weights: same cost as the published ones
