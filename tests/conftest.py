@@ -42,6 +42,16 @@ def tiny_checkpoints(tmp_path_factory):
     return paths
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids oversubscription (several x faster).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture()
 def rng():
     return torch.Generator().manual_seed(1234)

@@ -13,13 +13,7 @@ from training.audioformer_module import corrupt, mlm_loss, mlm_mask, unigram_acc
 from conftest import tool
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids oversubscription (several x faster)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- token layout ----
