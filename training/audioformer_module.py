@@ -223,14 +223,6 @@ def add_args(parser) -> None:
     g.add_argument("--mask-prob", type=float, default=0.25,
                    help="share of each sequence's code tokens chosen for the MLM loss (paper: 0.25) "
                         "(default: %(default)s)")
-    g.add_argument("--data", nargs="+", default=None, metavar="DIR_OR_MANIFEST",
-                   help="audio folders and/or manifests (see training/data.py); any rate and channel count. "
-                        "Without it: the built-in synthetic corpus")
-    g.add_argument("--codec", default=None, choices=["pretrained", "offline"],
-                   help="EnCodec weights that make the tokens: pretrained (published, the paper) or offline "
-                        "(random, for demos/tests) (default: offline without --data, else pretrained)")
-    g.add_argument("--codec-path", default=None,
-                   help="local copy of encodec_24khz-d7cc33bc.th (default: torch hub cache / download)")
     g.add_argument("--crop-seconds", type=float, default=None,
                    help="training crop length, also the chunk length for HEAR embeddings; shorter clips are "
                         "padded and the padding is never a target (default: 10.0 with --data, 2.0 synthetic)")
@@ -244,19 +236,7 @@ def add_args(parser) -> None:
     g.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.98), help="AdamW betas (default: 0.9 0.98)")
     g.add_argument("--weight-decay", type=float, default=0.01,
                    help="AdamW weight decay on matrices (default: %(default)s)")
-    g.add_argument("--num-workers", type=int, default=None,
-                   help="data loader processes per device (default: min(8, CPUs - 1))")
-    g.add_argument("--val-fraction", type=float, default=0.02,
-                   help="fraction of files held out for validation, chosen by a hash of the path "
-                        "(default: %(default)s)")
-    g.add_argument("--val-max-files", type=int, default=200,
-                   help="at most this many validation files (default: %(default)s)")
-    g.add_argument("--synthetic-clips", type=int, default=160,
-                   help="training clips of the built-in corpus (default: %(default)s)")
-    g.add_argument("--synthetic-val-clips", type=int, default=32,
-                   help="validation clips of the built-in corpus (default: %(default)s)")
-    g.add_argument("--probe-workers", type=int, default=16,
-                   help="threads probing audio headers at start-up (default: %(default)s)")
+    D.add_data_args(g, codec_use="the tokens", synthetic_clips=160)
 
 
 def resolve_defaults(args) -> None:

@@ -36,7 +36,6 @@ import logging
 import math
 import os
 import zlib
-from fractions import Fraction
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +43,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from scipy.signal import resample_poly
 from torch.utils.data import Dataset, Sampler
 
-from hear_codec.codec import SAMPLE_RATE
+from hear_codec.codec import SAMPLE_RATE, resample
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +182,8 @@ def read_segment(entry: AudioEntry, start_seconds: float, seconds: float) -> np.
     if data.size == 0:
         raise ValueError("no samples decoded")
     mono = data.mean(axis=1)
-    if sr != SAMPLE_RATE:
-        # scipy's polyphase filter only computes the non-zero taps (hear_codec.codec.resample uses
-        # the same filter design, as a dense torch convolution meant for the embedding path).
-        ratio = Fraction(SAMPLE_RATE, sr)
-        mono = resample_poly(mono.astype(np.float64), ratio.numerator, ratio.denominator).astype(np.float32)
+    if sr != SAMPLE_RATE:  # the one resampler of the project (scipy's polyphase filter on CPU)
+        mono = resample(torch.from_numpy(mono.astype(np.float64)), sr, SAMPLE_RATE).numpy().astype(np.float32)
     return mono[: int(round(seconds * SAMPLE_RATE))]
 
 
@@ -397,3 +392,31 @@ class SyntheticCorpus(Dataset):
 
     def labels(self) -> list:
         return [self.clip(i)[1] for i in range(self.num_clips)]
+
+
+def add_data_args(group, *, codec_use: str, synthetic_clips: int) -> None:
+    """The data and codec options every pretraining model shares (``training.pretrain --model ...``).
+
+    codec_use: what the codec makes for this model (shown in --codec's help).
+    """
+    group.add_argument("--data", nargs="+", default=None, metavar="DIR_OR_MANIFEST",
+                       help="audio folders and/or manifests (one path per line, optional tab + seconds); any rate "
+                            "and channel count. Without it: the built-in synthetic corpus")
+    group.add_argument("--codec", default=None, choices=["pretrained", "offline"],
+                       help=f"EnCodec weights that make {codec_use}: pretrained (published, the paper) or offline "
+                            "(random, for demos/tests) (default: offline without --data, else pretrained)")
+    group.add_argument("--codec-path", default=None,
+                       help="local copy of encodec_24khz-d7cc33bc.th (default: torch hub cache / download)")
+    group.add_argument("--num-workers", type=int, default=None,
+                       help="data loader processes per device (default: min(8, CPUs - 1))")
+    group.add_argument("--val-fraction", type=float, default=0.02,
+                       help="fraction of files held out for validation, chosen by a hash of the path "
+                            "(default: %(default)s)")
+    group.add_argument("--val-max-files", type=int, default=200,
+                       help="at most this many validation files (official EnCodecMAE: 200) (default: %(default)s)")
+    group.add_argument("--synthetic-clips", type=int, default=synthetic_clips,
+                       help="training clips of the built-in corpus (default: %(default)s)")
+    group.add_argument("--synthetic-val-clips", type=int, default=32,
+                       help="validation clips of the built-in corpus (default: %(default)s)")
+    group.add_argument("--probe-workers", type=int, default=16,
+                       help="threads probing audio headers at start-up (default: %(default)s)")

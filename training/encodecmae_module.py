@@ -255,14 +255,6 @@ def add_args(parser: argparse.ArgumentParser, model_shape: bool = True) -> None:
         g.add_argument("--self-train-steps", type=int, default=0,
                        help="after pretraining, run self-training (training.self_train with its defaults, "
                             "v2) for this many steps into OUT/self_train; 0 = no (default: %(default)s)")
-    g.add_argument("--data", nargs="+", default=None, metavar="DIR_OR_MANIFEST",
-                   help="audio folders and/or manifests (one path per line, optional tab + seconds); any rate "
-                        "and channel count. Without it: the built-in synthetic corpus")
-    g.add_argument("--codec", default=None, choices=["pretrained", "offline"],
-                   help="EnCodec weights for targets (and the ec front end): pretrained (published, the paper) "
-                        "or offline (random, for demos/tests) (default: offline without --data, else pretrained)")
-    g.add_argument("--codec-path", default=None,
-                   help="local copy of encodec_24khz-d7cc33bc.th (default: torch hub cache / download)")
     g.add_argument("--crop-seconds", type=float, default=None,
                    help="training crop length; shorter clips are zero-padded and the padding is excluded from "
                         "the loss (default: 4.0 with --data, 2.0 synthetic)")
@@ -273,19 +265,7 @@ def add_args(parser: argparse.ArgumentParser, model_shape: bool = True) -> None:
                         "tiny built-in run, which has 300 steps to show that it learns)")
     g.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.95), help="AdamW betas (default: 0.9 0.95)")
     g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default: %(default)s)")
-    g.add_argument("--num-workers", type=int, default=None,
-                   help="data loader processes per device (default: min(8, CPUs - 1))")
-    g.add_argument("--val-fraction", type=float, default=0.02,
-                   help="fraction of files held out for validation, chosen by a hash of the path "
-                        "(default: %(default)s)")
-    g.add_argument("--val-max-files", type=int, default=200,
-                   help="at most this many validation files (official: 200) (default: %(default)s)")
-    g.add_argument("--synthetic-clips", type=int, default=128,
-                   help="training clips of the built-in corpus (default: %(default)s)")
-    g.add_argument("--synthetic-val-clips", type=int, default=32,
-                   help="validation clips of the built-in corpus (default: %(default)s)")
-    g.add_argument("--probe-workers", type=int, default=16,
-                   help="threads probing audio headers at start-up (default: %(default)s)")
+    D.add_data_args(g, codec_use="the targets (and the ec front end's features)", synthetic_clips=128)
 
 
 def resolve_defaults(args, **overrides) -> None:
