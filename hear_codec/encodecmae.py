@@ -128,16 +128,10 @@ class CodecFrontEnd(nn.Module):
     def num_frames(self, num_samples: int) -> int:
         return codec_lib.num_frames(num_samples)
 
-    # On CPU the SEANet encoder is memory-bound: 16 x 4 s clips took 5.9 s in one call and 2.4 s in
-    # calls of 2 (2-core AMD EPYC, torch 2.13). GPUs get the whole batch at once.
-    cpu_micro_batch = 2
-
     @torch.no_grad()
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        step = self.cpu_micro_batch if wav.device.type == "cpu" else wav.shape[0]
         with _full_precision(wav):  # frozen conv + LSTM: bf16 gains nothing and is ~10x slower on CPU
-            x = wav.unsqueeze(1).float()
-            return torch.cat([self.encoder(x[i:i + step]) for i in range(0, len(x), step)]).transpose(1, 2)
+            return codec_lib.run_encoder(self.encoder, wav.float())
 
 
 def _full_precision(x: torch.Tensor):
@@ -229,12 +223,16 @@ class EncodecMAE(nn.Module):
         return streams[:-1] + [out]
 
     def forward(self, wav: torch.Tensor, mask: torch.Tensor | None = None,
-                padding_mask: torch.Tensor | None = None, features: torch.Tensor | None = None) -> dict:
+                padding_mask: torch.Tensor | None = None, features: torch.Tensor | None = None,
+                max_visible: int | None = None) -> dict:
         """Masked-autoencoder forward.
 
         wav [B, S] at 24 kHz (or precomputed front-end ``features`` [B, T, F]);
         mask [B, T] bool, True = masked (hidden from the encoder), None = nothing masked;
         padding_mask [B, T] bool, True = frame beyond the clip.
+        max_visible: the largest number of visible (unmasked, unpadded) frames in the batch, if the
+        caller knows it on the host (the training collate does); otherwise it is read back from
+        the device, one synchronisation per call.
         Returns dict with ``logits`` [B, T, streams, vocab], ``encoder_out`` [B, T_visible, D],
         ``visible_padding_mask`` [B, T_visible], ``decoder_in`` [B, T, D], ``decoder_out`` [B, T, D].
         """
@@ -248,7 +246,7 @@ class EncodecMAE(nn.Module):
         # Stable sort puts visible frames first, in time order; rows are padded to the longest.
         order = torch.argsort(hidden.to(torch.int8), dim=1, stable=True)
         n_visible = (~hidden).sum(dim=1)
-        t_visible = int(n_visible.max())
+        t_visible = int(n_visible.max()) if max_visible is None else int(max_visible)
         order = order[:, :t_visible]
         visible_padding_mask = torch.arange(t_visible, device=tokens.device)[None, :] >= n_visible[:, None]
         visible = torch.gather(tokens, 1, order.unsqueeze(-1).expand(-1, -1, d))

@@ -123,3 +123,31 @@ def test_help_explains_every_option(capsys):
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(SystemExit, match="no training/nosuch_module.py"):
         pretrain.main(["--model", "nosuch"])
+
+
+def test_learning_check_runs_on_a_short_built_in_run(tmp_path):
+    """The learning-is-real script end to end (a 2-step run: its numbers mean nothing here; the
+    measured table is in docs/pretraining.md)."""
+    from training import learning_check
+
+    out = tmp_path / "run"
+    pretrain.main(["--out", str(out), "--max-steps", "2", *TINY])
+    acc, probe = learning_check.main(["--run", str(out), "--draws", "1", "--probe-sizes", "8", "16",
+                                      "--probe-draws", "2", "--probe-test", "12"])
+    assert set(acc) == {"majority", "init", "trained"} and all(len(v) == 8 for v in acc.values())
+    assert all(0.0 <= float(x) <= 1.0 for v in acc.values() for x in v)
+    assert set(probe) == {"init@-1", "trained@-1"} and len(probe["trained@-1"][8]) == 2
+    table = (out / "learning_check.md").read_text()
+    assert "| q7 |" in table and "| -1 (HEAR default) | 16 |" in table
+    assert (out / "learning_check.png").stat().st_size > 0
+
+
+def test_probe_draws_hold_every_class_and_separate_separable_data():
+    from training.learning_check import probe_draws
+
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 4
+    separable = np.eye(4)[y] * 3 + 0.1 * rng.standard_normal((120, 4))
+    assert probe_draws(separable, y, 80, 8, draws=5).min() == 1.0
+    noise = rng.standard_normal((120, 4))
+    assert probe_draws(noise, y, 80, 8, draws=5).mean() < 0.5  # chance is 0.25

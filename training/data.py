@@ -45,7 +45,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from hear_codec.codec import SAMPLE_RATE, resample
+from hear_codec.codec import FRAME_RATE, SAMPLE_RATE, resample
 
 log = logging.getLogger(__name__)
 
@@ -280,16 +280,19 @@ class StepSampler(Sampler):
 # ---------------------------------------------------------------- the synthetic corpus
 
 SYNTH_CLASSES = ("tone", "chirp", "harmonic", "noise_burst", "am", "fm")
+CORPUS_VERSION = 2  # bump when synth_clip changes: cached codec targets are keyed on it
 
 
 def synth_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPLE_RATE,
                min_fraction: float = 1.0) -> tuple:
     """One clip of the built-in corpus: (wav float32 [<= seconds * sr], label).
 
-    The label (index into SYNTH_CLASSES) is drawn from the index; every clip holds 1-3 events of
-    its class with random pitch, timing, envelope and timbre over faint pink-ish noise, so both
-    the codes and the class are learnable from the signal. With ``min_fraction < 1`` a quarter of
-    the clips are shorter (uniform in [min_fraction, 1] of ``seconds``), to exercise padding.
+    The label (index into SYNTH_CLASSES) is drawn from the index. A clip holds 1-4 events of its
+    class one after another, with short silences between them, over faint pink-ish noise; each
+    event is a word of the sound vocabulary below (pitch, timbre, modulation, loudness) and
+    lasts 0.4-1 s (the first one less if the clip is shorter). With ``min_fraction < 1`` a
+    quarter of the clips are shorter (uniform in [min_fraction, 1] of ``seconds``), to exercise
+    padding.
     """
     rng = np.random.default_rng(_mix_seed(seed, index, 7))
     label = int(rng.integers(len(SYNTH_CLASSES)))
@@ -299,44 +302,58 @@ def synth_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPLE
     t = np.arange(n) / sr
     noise = np.cumsum(rng.standard_normal(n)) * 1e-3
     wav = 0.003 * rng.standard_normal(n) + (noise - noise.mean()) * 0.05
-    for _ in range(int(rng.integers(1, 4))):
-        start = rng.uniform(0, 0.4) * n
-        length = rng.uniform(0.5, 1.0) * (n - start)
-        seg = (t >= start / sr) & (t < (start + length) / sr)
-        tt = t[seg] - start / sr
-        dur = length / sr
-        env = _envelope(rng, tt, dur)
-        wav[seg] += rng.uniform(0.1, 0.5) * env * _event(SYNTH_CLASSES[label], rng, tt, dur, sr)
+    frame = sr / FRAME_RATE  # onsets on the codec's frame grid
+    start = rng.uniform(0.0, 0.15)
+    for k in range(4):  # as many events as fit, at most 4
+        dur = rng.uniform(0.4, 1.0)
+        room = n / sr - start
+        if room < (0.1 if k == 0 else 0.4):  # a short clip still gets one (shorter) event
+            break
+        if k == 0:
+            dur = min(dur, room)
+        a = int(round(start * sr / frame) * frame)
+        b = min(n, a + int(dur * sr))
+        tt = t[a:b] - t[a]
+        ramp = np.minimum(1.0, np.minimum(tt, tt[-1] - tt) / 0.005)  # 5 ms fades: no clicks
+        level = rng.choice(LEVELS)
+        wav[a:b] += level * ramp * _event(SYNTH_CLASSES[label], rng, t[a:b], tt, sr)
+        start = (b / sr) + rng.uniform(0.05, 0.15)
     return np.clip(wav, -1, 1).astype(np.float32), label
 
 
-def _envelope(rng, tt, dur):
-    attack = rng.uniform(0.005, 0.1)
-    decay = rng.uniform(0.5, 4.0)  # mostly sustained: a clip is sound more than silence
-    env = np.minimum(1.0, tt / attack) * np.exp(-tt / decay)
-    release = np.clip((dur - tt) / 0.01, 0, 1)
-    return env * release
+# The sound vocabulary. A random EnCodec (the offline codec) is close to a linear filter bank: its
+# codes follow each partial's phase at the frame, and they change with loudness in steps. So
+# pitches are multiples of the codec frame rate (75 Hz) with phases locked to the clip start (the
+# same phase in every frame), chirps start on the frame grid, and each event has one of two
+# loudness levels and a flat envelope: an event then keeps the same codes while it sounds (or
+# repeats them, for AM/FM), and a small vocabulary means each word recurs across clips, so a
+# model can learn its codes from a few hundred clips (tests/test_training_data.py checks this).
+# Noise bursts stay random: their codes are not predictable.
+LEVELS = (0.12, 0.35)
+TONE_HZ = (225, 450, 900, 1800, 3000)
+NOTE_HZ = (75, 150, 300, 600)
+TIMBRES = ((0.6, 1.0), (1.0, 0.3), (2.0, 0.5))  # (spectral tilt, even-partial level)
+CHIRPS = ((200, 1600), (1600, 200), (400, 3200), (3200, 400))  # (start Hz, end Hz) over 0.4 s
+CARRIER_HZ = (300, 900, 1800)
+MODULATION_PERIODS = (2, 5, 8)  # AM/FM modulators repeat every this many frames
 
 
-def _event(kind, rng, tt, dur, sr):
+def _event(kind, rng, t, tt, sr):
+    """One event's waveform. t: clip time of its samples (s), tt: time since its onset (s)."""
     nyq = sr / 2
     if kind == "tone":
-        f = 100 * 2 ** rng.uniform(0, 5)
-        return np.sin(2 * np.pi * f * tt)
-    if kind == "chirp":
-        f0, f1 = 100 * 2 ** rng.uniform(0, 5, size=2)
-        return np.sin(2 * np.pi * (f0 * tt + 0.5 * (f1 - f0) / dur * tt ** 2))
+        return np.sin(2 * np.pi * rng.choice(TONE_HZ) * t)
+    if kind == "chirp":  # a 0.4 s glide, repeated while the event lasts
+        f0, f1 = CHIRPS[rng.integers(len(CHIRPS))]
+        u = tt % 0.4
+        return np.sin(2 * np.pi * (f0 * u + 0.5 * (f1 - f0) / 0.4 * u ** 2))
     if kind == "harmonic":
-        f0 = 60 * 2 ** rng.uniform(0, 4)
-        k = np.arange(1, int(rng.integers(3, 16)) + 1)
+        f0 = rng.choice(NOTE_HZ)
+        tilt, even = TIMBRES[rng.integers(len(TIMBRES))]
+        k = np.arange(1, 13)
         k = k[k * f0 < nyq * 0.9]
-        tilt = rng.uniform(0.5, 2.0)  # timbre: spectral tilt, odd/even balance, inharmonicity
-        odd = rng.uniform(0.2, 1.0)
-        inharm = rng.uniform(0, 0.002)
-        amps = k ** -tilt * np.where(k % 2 == 1, 1.0, odd)
-        freqs = f0 * k * np.sqrt(1 + inharm * k ** 2)
-        vib = 1 + 0.005 * np.sin(2 * np.pi * rng.uniform(3, 7) * tt)
-        x = (amps[:, None] * np.sin(2 * np.pi * freqs[:, None] * tt[None, :] * vib)).sum(0)
+        amps = k ** -tilt * np.where(k % 2 == 1, 1.0, even)
+        x = (amps[:, None] * np.sin(2 * np.pi * f0 * k[:, None] * t[None, :])).sum(0)
         return x / amps.sum()
     if kind == "noise_burst":
         x = rng.standard_normal(len(tt))
@@ -347,14 +364,12 @@ def _event(kind, rng, tt, dur, sr):
         x = np.fft.irfft(spec, len(tt))
         return x / (np.abs(x).max() + 1e-8)
     if kind == "am":
-        fc = 200 * 2 ** rng.uniform(0, 4)
-        fm = rng.uniform(2, 40)
-        return (1 + 0.9 * np.sin(2 * np.pi * fm * tt)) / 1.9 * np.sin(2 * np.pi * fc * tt)
+        fc, fm = rng.choice(CARRIER_HZ), FRAME_RATE / rng.choice(MODULATION_PERIODS)
+        return (1 + 0.9 * np.sin(2 * np.pi * fm * t)) / 1.9 * np.sin(2 * np.pi * fc * t)
     if kind == "fm":
-        fc = 200 * 2 ** rng.uniform(0, 4)
-        fm = rng.uniform(2, 200)
-        beta = rng.uniform(0.5, 8)
-        return np.sin(2 * np.pi * fc * tt + beta * np.sin(2 * np.pi * fm * tt))
+        fc, fm = rng.choice(CARRIER_HZ), FRAME_RATE / rng.choice(MODULATION_PERIODS)
+        beta = rng.choice((1.0, 4.0))
+        return np.sin(2 * np.pi * fc * t + beta * np.sin(2 * np.pi * fm * t))
     raise ValueError(kind)
 
 

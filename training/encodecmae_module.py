@@ -7,7 +7,8 @@ One training step, shapes for batch B, crop S samples, T frames::
 
     batch (from the collate, on CPU in the data workers): wav [B, S], padding_mask [B, T],
           mask [B, T] (exactly floor(L/2) of each clip's L valid frames, 15-frame gaps),
-          optional codes [B, 8, T] (precomputed targets)
+          optional codes [B, 8, T] (precomputed targets), max_visible (int: the most
+          visible frames of any clip, so the model needs no device-to-host read)
     features = front end (fp32, no autocast)                        [B, T, 256 | 128]
     targets  = frozen codec in eval mode, RVQ at 6 kbps             [B, 8, T]
                (ec front end: the same encoder features are quantized, the encoder runs once)
@@ -83,6 +84,8 @@ class MaskingCollate:
             "mask": time_gap_mask(lengths, self.frames, self.prop, self.gap, generator=gen),
             "ok": torch.tensor([bool(it["ok"]) for it in items]),
         }
+        # Known here on the host, so the model need not read it back from the GPU each step.
+        batch["max_visible"] = int((~(batch["mask"] | batch["padding_mask"])).sum(1).max())
         if "codes" in items[0]:
             batch["codes"] = torch.stack([it["codes"] for it in items]).long()[..., : self.frames]
         if "label" in items[0]:
@@ -173,7 +176,8 @@ class EncodecMAEModule(L.LightningModule):
 
     def _step(self, batch, stage: str):
         features, targets = self.targets_and_features(batch)
-        out = self.model(None, batch["mask"], batch["padding_mask"], features=features)
+        out = self.model(None, batch["mask"], batch["padding_mask"], features=features,
+                         max_visible=batch.get("max_visible"))
         losses = encodecmae_loss(out["logits"], targets, batch["mask"], batch["padding_mask"],
                                  self.stream_weights, self.model.config.masked_loss_weight)
         b = features.shape[0]
@@ -233,10 +237,10 @@ class EncodecMAEModule(L.LightningModule):
 # ---------------------------------------------------------------- CLI glue (used by training.pretrain)
 
 ENGINE_DEFAULTS = dict(max_steps=None, val_every=None, ckpt_every=None, log_every=10)
-ENGINE_DEFAULT_NOTES = dict(max_steps="300 built-in, 500000 with --data", val_every="50 built-in, 10000 with --data",
-                            ckpt_every="50 built-in, 10000 with --data")
+ENGINE_DEFAULT_NOTES = dict(max_steps="600 built-in, 500000 with --data", val_every="100 built-in, 10000 with --data",
+                            ckpt_every="100 built-in, 10000 with --data")
 # Built-in default (no --data) vs paper setting (--data), for options whose default depends on it.
-SYNTHETIC_DEFAULTS = dict(max_steps=300, val_every=50, ckpt_every=50, batch_size=8, crop_seconds=2.0,
+SYNTHETIC_DEFAULTS = dict(max_steps=600, val_every=100, ckpt_every=100, batch_size=16, crop_seconds=2.0,
                           codec="offline", lr=1e-3)
 PAPER_DEFAULTS = dict(max_steps=500_000, val_every=10_000, ckpt_every=10_000, batch_size=128, crop_seconds=4.0,
                       codec="pretrained", lr=1e-4)
@@ -259,13 +263,13 @@ def add_args(parser: argparse.ArgumentParser, model_shape: bool = True) -> None:
                    help="training crop length; shorter clips are zero-padded and the padding is excluded from "
                         "the loss (default: 4.0 with --data, 2.0 synthetic)")
     g.add_argument("--batch-size", type=int, default=None,
-                   help="clips per micro-batch per device (default: 128 with --data, 8 synthetic)")
+                   help="clips per micro-batch per device (default: 128 with --data, 16 synthetic)")
     g.add_argument("--lr", type=float, default=None,
                    help="AdamW learning rate, constant (default: 1e-4 with --data, the paper's; 1e-3 for the "
-                        "tiny built-in run, which has 300 steps to show that it learns)")
+                        "tiny built-in run, which has 600 steps to show that it learns)")
     g.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.95), help="AdamW betas (default: 0.9 0.95)")
     g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default: %(default)s)")
-    D.add_data_args(g, codec_use="the targets (and the ec front end's features)", synthetic_clips=128)
+    D.add_data_args(g, codec_use="the targets (and the ec front end's features)", synthetic_clips=384)
 
 
 def resolve_defaults(args, **overrides) -> None:
@@ -292,7 +296,8 @@ def precompute_codes(dataset: D.SyntheticCorpus, codec, n_q: int, cache: Path | 
 
     On CPU the codec encoder costs several times the tiny model's step, so the built-in corpus
     (fixed clips, no random crops) encodes each clip once."""
-    key = f"{dataset.num_clips}-{dataset.offset}-{dataset.seed}-{dataset.seconds}-{codec.weights}-{n_q}"
+    key = (f"{D.CORPUS_VERSION}-{dataset.num_clips}-{dataset.offset}-{dataset.seed}-{dataset.seconds}-"
+           f"{codec.weights}-{n_q}")
     if cache is not None and cache.exists():
         stored = torch.load(cache, map_location="cpu", weights_only=True)
         if stored.get("key") == key:

@@ -6,12 +6,17 @@
    for the trained model, the same model at initialisation (``OUT/init.ckpt.hearcodec``, saved
    before the first step) and the majority-code baseline (each codebook's most frequent code in
    the training targets). Several mask draws per clip; exactly the masking used in training.
-2. A linear probe on HEAR scene embeddings (``hear_codec.get_scene_embeddings``, 48 kHz input, the
-   default layer) for a held-out synthetic classification task: the corpus generator with a
-   different seed (clips never seen in training), its six sound classes as labels, a logistic
-   regression trained on one part and scored on another — trained model vs initialisation.
+2. Linear probes on HEAR scene embeddings (``hear_codec.get_scene_embeddings``, 48 kHz input) for a
+   held-out synthetic classification task: the corpus generator with a different seed (clips
+   never seen in training), its six sound classes as labels, logistic regression fitted on
+   ``n`` labelled clips (several random draws of them) and scored on 240 other clips, for
+   ``n`` from 2 per class up to 360 -- trained model vs initialisation. Learned representations
+   show up first as label efficiency: with a few labels per class the trained model's
+   embeddings are far ahead; with hundreds, a random projection of the mel spectrogram (the
+   model at initialisation) catches up on this easy task.
 
-Prints a markdown table and writes it to ``OUT/learning_check.md`` (and ``.json``).
+Prints a markdown table and writes it to ``OUT/learning_check.md`` (and ``.json``, and the probe
+curve as ``OUT/learning_check.png``).
 """
 from __future__ import annotations
 
@@ -84,13 +89,62 @@ def linear_probe(train_x, train_y, test_x, test_y) -> float:
     return float(clf.score(test_x, test_y))
 
 
+def probe_draws(x: np.ndarray, y: np.ndarray, n_pool: int, n_train: int, draws: int) -> np.ndarray:
+    """Test accuracy of probes fitted on ``draws`` random sets of ``n_train`` clips out of the first
+    ``n_pool`` (each set holds every class), scored on the clips after the pool: [draws]."""
+    test_x, test_y = x[n_pool:], y[n_pool:]
+    classes = len(set(y[:n_pool]))
+    if n_train < classes:
+        raise ValueError(f"{n_train} labelled clips cannot hold all {classes} classes")
+    scores = []
+    for d in range(draws if n_train < n_pool else 1):
+        rng = np.random.default_rng(d)
+        for _ in range(10_000):
+            idx = rng.permutation(n_pool)[:n_train]
+            if len(set(y[idx])) == classes:
+                break
+        else:
+            raise ValueError(f"no draw of {n_train} of {n_pool} clips held every class")
+        scores.append(linear_probe(x[idx], y[idx], test_x, test_y))
+    return np.array(scores)
+
+
+def plot_probe(path: Path, sizes: list, probe: dict, layer: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, style in (("init", "o--"), ("trained", "s-")):
+        mean = [np.mean(probe[f"{name}@{layer}"][n]) for n in sizes]
+        std = [np.std(probe[f"{name}@{layer}"][n]) for n in sizes]
+        ax.errorbar(sizes, mean, yerr=std, fmt=style, capsize=3, label=f"model at {name}" if name == "init" else name)
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("labelled training clips")
+    ax.set_ylabel("test accuracy (6 classes)")
+    ax.set_title(f"Linear probe on scene embeddings (layer {layer})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m training.learning_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", default="runs/pretrain",
                    help="output folder of a built-in-corpus pretraining run (default: %(default)s)")
     p.add_argument("--draws", type=int, default=4, help="mask draws per validation clip (default: %(default)s)")
-    p.add_argument("--probe-train", type=int, default=360, help="clips to fit the probe on (default: %(default)s)")
-    p.add_argument("--probe-test", type=int, default=240, help="clips to score the probe on (default: %(default)s)")
+    p.add_argument("--probe-sizes", type=int, nargs="+", default=[12, 30, 60, 120, 360],
+                   help="numbers of labelled clips to fit probes on; the largest is the pool the others are "
+                        "drawn from (default: 12 30 60 120 360)")
+    p.add_argument("--probe-draws", type=int, default=10,
+                   help="random labelled sets per size below the pool (default: %(default)s)")
+    p.add_argument("--probe-test", type=int, default=240, help="clips to score the probes on (default: %(default)s)")
     p.add_argument("--layers", type=int, nargs="+", default=[-1],
                    help="encoder layers to probe (hear_codec's layer option; -1 = the HEAR default, the last) "
                         "(default: -1)")
@@ -114,7 +168,9 @@ def main(argv=None):
         "trained": masked_accuracy(trained, val, val_codes, args.draws),
     }
 
-    n = args.probe_train + args.probe_test
+    sizes = sorted(args.probe_sizes)
+    pool = sizes[-1]
+    n = pool + args.probe_test
     clips, labels = zip(*[D.synth_clip(i, seconds, PROBE_SEED, sr=48000) for i in range(n)])
     clips = [np.pad(c, (0, int(seconds * 48000) - len(c))) for c in clips]
     y = np.array(labels)
@@ -122,9 +178,8 @@ def main(argv=None):
     for layer in args.layers:
         for name, path in (("init", init_path), ("trained", trained_path)):
             x = scene_embeddings(path, clips, layer=layer)
-            probe[f"{name}@{layer}"] = linear_probe(x[: args.probe_train], y[: args.probe_train],
-                                                    x[args.probe_train:], y[args.probe_train:])
-    majority_class = float(np.mean(y[args.probe_train:] == np.bincount(y[: args.probe_train]).argmax()))
+            probe[f"{name}@{layer}"] = {size: probe_draws(x, y, pool, size, args.probe_draws) for size in sizes}
+    majority_class = float(np.mean(y[pool:] == np.bincount(y[:pool]).argmax()))
 
     lines = [
         f"Run: `{run}` (step {meta.get('step')}, preset {meta.get('preset')}, front end {cfg.front_end}, "
@@ -136,24 +191,30 @@ def main(argv=None):
     for q in range(len(acc["trained"])):
         lines.append(f"| q{q} | {acc['majority'][q]:.3f} | {acc['init'][q]:.3f} | {acc['trained'][q]:.3f} |")
     lines.append(f"| mean | {acc['majority'].mean():.3f} | {acc['init'].mean():.3f} | {acc['trained'].mean():.3f} |")
+    fmt = lambda v: f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
     lines += [
         "",
-        f"Linear probe on scene embeddings, {len(set(y))} synthetic sound classes "
-        f"({', '.join(D.SYNTH_CLASSES)}), {args.probe_train} train / {args.probe_test} test clips (corpus seed "
-        f"{PROBE_SEED}, never trained on):",
+        f"Linear probes on scene embeddings, {len(set(y))} synthetic sound classes "
+        f"({', '.join(D.SYNTH_CLASSES)}), fitted on n labelled clips (mean ± std over {args.probe_draws} random "
+        f"draws of them from a pool of {pool}), scored on {args.probe_test} other clips; corpus seed {PROBE_SEED}, "
+        f"never trained on; majority class {majority_class:.3f}:",
         "",
-        "| layer | majority class | model at init | trained |",
-        "|---|---|---|---|",
+        "| layer | labelled clips | model at init | trained | trained - init |",
+        "|---|---|---|---|---|",
     ]
     for layer in args.layers:
         label = f"{layer} (HEAR default)" if layer == -1 else str(layer)
-        lines.append(f"| {label} | {majority_class:.3f} | {probe[f'init@{layer}']:.3f} | {probe[f'trained@{layer}']:.3f} |")
+        for size in sizes:
+            a, b = probe[f"init@{layer}"][size], probe[f"trained@{layer}"][size]
+            lines.append(f"| {label} | {size} | {fmt(a)} | {fmt(b)} | {b.mean() - a.mean():+.3f} |")
     table = "\n".join(lines)
     print(table)
+    plot_probe(run / "learning_check.png", sizes, probe, args.layers[-1])
     print(f"\n({time.time() - t0:.0f} s)")
     (run / "learning_check.md").write_text(table + "\n")
     (run / "learning_check.json").write_text(json.dumps(
-        {"masked_accuracy": {k: v.tolist() for k, v in acc.items()}, "probe": probe,
+        {"masked_accuracy": {k: v.tolist() for k, v in acc.items()},
+         "probe": {k: {str(n): v.tolist() for n, v in d.items()} for k, d in probe.items()},
          "probe_majority_class": majority_class, "step": meta.get("step")}, indent=1))
     return acc, probe
 
