@@ -100,6 +100,10 @@ def test_data_run_skips_corrupt_file_and_passes_hear_validator(tmp_path):
     # the checkpoint loads in hear_codec and passes the real validator
     model = hear_codec.load_model(path, sample_rate=16000)
     assert hear_codec.get_scene_embeddings(torch.zeros(2, 16000), model).shape == (2, 64)
+    assert_hear_validator_passes(path)
+
+
+def assert_hear_validator_passes(path):
     validator = Path(sys.executable).parent / "hear-validator"
     if not validator.exists():
         validator = shutil.which("hear-validator")
@@ -125,13 +129,17 @@ def test_unknown_model_is_a_clear_error():
         pretrain.main(["--model", "nosuch"])
 
 
-def test_learning_check_runs_on_a_short_built_in_run(tmp_path):
-    """The learning-is-real script end to end (a 2-step run: its numbers mean nothing here; the
-    measured table is in docs/pretraining.md)."""
+@pytest.mark.slow
+def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
+    """The no-argument run, shortened (few clips, 2 steps): its checkpoint passes the real
+    hear-validator, and the learning-is-real script runs on it end to end (its numbers mean
+    nothing after 2 steps; the measured table is in docs/pretraining.md)."""
     from training import learning_check
 
     out = tmp_path / "run"
-    pretrain.main(["--out", str(out), "--max-steps", "2", *TINY])
+    path = pretrain.main(["--out", str(out), "--max-steps", "2", *TINY])
+    assert read_checkpoint(path)["metadata"]["data"] == "synthetic"
+    assert_hear_validator_passes(path)
     acc, probe = learning_check.main(["--run", str(out), "--draws", "1", "--probe-sizes", "8", "16",
                                       "--probe-draws", "2", "--probe-test", "12"])
     assert set(acc) == {"majority", "init", "trained"} and all(len(v) == 8 for v in acc.values())
