@@ -10,10 +10,13 @@ Weights
   ``~/.cache/torch/hub/checkpoints/encodec_24khz-d7cc33bc.th``), or an explicit local file
   with ``load_codec("pretrained", weights=PATH)``. Offline, this fails with a message that says
   which file to download and where to put it. It never falls back to random weights.
-* ``load_codec("offline")`` is a random encoder whose RVQ codebooks are initialised by a few
-  k-means iterations on the encoder's own output for synthetic audio, so that codes are spread
+* ``load_codec("offline")`` is a random encoder whose RVQ codebooks are built from the encoder's
+  own output on synthetic audio (see :func:`_init_codebooks_offline`), so that codes are spread
   over the codebook instead of one constant code (``pretrained=False`` leaves the codebooks at
-  zero). Tests and the built-in demo use it; nothing picks it implicitly.
+  zero). Tests and the built-in demo use it; nothing picks it implicitly. Unlike the trained
+  codec, a random SEANet is close to a linear filter bank: its codes follow each partial's phase
+  at the 320-sample hop, which is why the built-in corpus (training/data.py) keeps its pitches on
+  the 75 Hz frame grid.
 
 torchaudio
 ----------
