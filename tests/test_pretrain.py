@@ -148,6 +148,15 @@ def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
     table = (out / "learning_check.md").read_text()
     assert "| q7 |" in table and "| -1 (HEAR default) | 16 |" in table
     assert (out / "learning_check.png").stat().st_size > 0
+    # bad input: no run there, too few labels for six classes, targets of another corpus version
+    with pytest.raises(SystemExit, match="not found"):
+        learning_check.main(["--run", str(tmp_path / "nothing")])
+    with pytest.raises(SystemExit):
+        learning_check.main(["--run", str(out), "--probe-sizes", "3", "16"])
+    stale = torch.load(out / "cache" / "codes-val.pt", weights_only=True)
+    torch.save(dict(stale, key="1-" + stale["key"]), out / "cache" / "codes-val.pt")
+    with pytest.raises(SystemExit, match="another version of the built-in corpus"):
+        learning_check.main(["--run", str(out)])
 
 
 def test_probe_draws_hold_every_class_and_separate_separable_data():

@@ -327,7 +327,7 @@ def synth_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPLE
 # same phase in every frame), chirps start on the frame grid, and each event has one of two
 # loudness levels and a flat envelope: an event then keeps the same codes while it sounds (or
 # repeats them, for AM/FM), and a small vocabulary means each word recurs across clips, so a
-# model can learn its codes from a few hundred clips (tests/test_training_data.py checks this).
+# model can learn its codes from a few hundred clips (tests/test_data.py checks this).
 # Noise bursts stay random: their codes are not predictable.
 LEVELS = (0.12, 0.35)
 TONE_HZ = (225, 450, 900, 1800, 3000)

@@ -291,13 +291,18 @@ def load_frozen_codec(args):
     return load_codec(args.codec, path=args.codec_path) if args.codec == "pretrained" else load_codec("offline")
 
 
+def codes_cache_key(dataset: D.SyntheticCorpus, codec_weights: str, n_q: int) -> str:
+    """What the cached codes of a fixed corpus depend on (stored beside them, checked on reuse)."""
+    return (f"{D.CORPUS_VERSION}-{dataset.num_clips}-{dataset.offset}-{dataset.seed}-{dataset.seconds}-"
+            f"{codec_weights}-{n_q}")
+
+
 def precompute_codes(dataset: D.SyntheticCorpus, codec, n_q: int, cache: Path | None, batch: int = 16) -> torch.Tensor:
     """RVQ codes of every clip of a fixed corpus, [N, n_q, T] int16, cached on disk.
 
     On CPU the codec encoder costs several times the tiny model's step, so the built-in corpus
     (fixed clips, no random crops) encodes each clip once."""
-    key = (f"{D.CORPUS_VERSION}-{dataset.num_clips}-{dataset.offset}-{dataset.seed}-{dataset.seconds}-"
-           f"{codec.weights}-{n_q}")
+    key = codes_cache_key(dataset, codec.weights, n_q)
     if cache is not None and cache.exists():
         stored = torch.load(cache, map_location="cpu", weights_only=True)
         if stored.get("key") == key:

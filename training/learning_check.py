@@ -31,7 +31,7 @@ import torch
 import hear_codec
 from hear_codec.checkpoint import load_checkpoint, read_checkpoint
 from training import data as D
-from training.encodecmae_module import EXPORT_NAME, INIT_EXPORT_NAME, MaskingCollate
+from training.encodecmae_module import EXPORT_NAME, INIT_EXPORT_NAME, MaskingCollate, codes_cache_key
 
 PROBE_SEED = 20231  # a corpus seed that no training run uses by default
 
@@ -68,6 +68,19 @@ def majority_accuracy(train_codes: torch.Tensor, dataset: D.SyntheticCorpus, cod
     valid = ~b["padding_mask"]
     hits = (codes.long()[..., :t] == majority[None, :, None]) & valid[:, None, :]
     return (hits.sum(dim=(0, 2)).float() / valid.sum()).numpy()
+
+
+def cached_codes(run: Path, split: str, dataset: D.SyntheticCorpus, codec_weights: str, n_q: int) -> torch.Tensor:
+    """The codec targets the run cached for ``split`` [N, n_q, T], if they are of this corpus."""
+    path = run / "cache" / f"codes-{split}.pt"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: the run's cached codec targets are gone; "
+                         f"`python -m training.pretrain --out {run} --resume` rebuilds them")
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    if stored.get("key") != codes_cache_key(dataset, codec_weights, n_q):
+        raise SystemExit(f"{path} holds codes of another corpus (key {stored.get('key')!r}): the run was made "
+                         f"with another version of the built-in corpus; train it again to check it")
+    return stored["codes"]
 
 
 def scene_embeddings(path, clips: list, batch: int = 32, layer: int = -1) -> np.ndarray:
@@ -117,10 +130,10 @@ def plot_probe(path: Path, sizes: list, probe: dict, layer: int) -> None:
     import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, style in (("init", "o--"), ("trained", "s-")):
+    for name, style, label in (("init", "o--", "model at init"), ("trained", "s-", "trained")):
         mean = [np.mean(probe[f"{name}@{layer}"][n]) for n in sizes]
         std = [np.std(probe[f"{name}@{layer}"][n]) for n in sizes]
-        ax.errorbar(sizes, mean, yerr=std, fmt=style, capsize=3, label=f"model at {name}" if name == "init" else name)
+        ax.errorbar(sizes, mean, yerr=std, fmt=style, capsize=3, label=label)
     ax.set_xscale("log")
     ax.set_xticks(sizes, [str(n) for n in sizes])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
@@ -149,18 +162,25 @@ def main(argv=None):
                    help="encoder layers to probe (hear_codec's layer option; -1 = the HEAR default, the last) "
                         "(default: -1)")
     args = p.parse_args(argv)
+    if min(args.probe_sizes) < len(D.SYNTH_CLASSES) or args.probe_test < 1 or args.probe_draws < 1:
+        p.error(f"--probe-sizes must each be at least {len(D.SYNTH_CLASSES)} (one clip per class), "
+                "--probe-test and --probe-draws at least 1")
     run = Path(args.run)
     t0 = time.time()
     trained_path, init_path = run / EXPORT_NAME, run / INIT_EXPORT_NAME
+    for path in (trained_path, init_path):
+        if not path.is_file():
+            raise SystemExit(f"{path} not found: --run must be the OUT folder of `python -m training.pretrain`")
     meta = read_checkpoint(trained_path)["metadata"]
     if meta.get("data") != "synthetic":
         raise SystemExit(f"{run} was not trained on the built-in corpus; this check needs its held-out clips")
     trained, init = load_checkpoint(trained_path), load_checkpoint(init_path)
     cfg = trained.config
     seconds, seed = cfg.chunk_seconds, int(meta.get("seed", 0))
+    train = D.SyntheticCorpus(meta["train_clips"], seconds, seed=seed, offset=0)
     val = D.SyntheticCorpus(meta["val_clips"], seconds, seed=seed, offset=meta["train_clips"])
-    val_codes = torch.load(run / "cache" / "codes-val.pt", weights_only=True)["codes"]
-    train_codes = torch.load(run / "cache" / "codes-train.pt", weights_only=True)["codes"]
+    train_codes = cached_codes(run, "train", train, meta["codec"], cfg.num_codec_streams)
+    val_codes = cached_codes(run, "val", val, meta["codec"], cfg.num_codec_streams)
 
     acc = {
         "majority": majority_accuracy(train_codes, val, val_codes, cfg.front_end),
