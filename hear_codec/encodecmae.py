@@ -13,8 +13,7 @@ Embeddings for HEAR come from :meth:`EncodecMAE.embed_layers` (no masking).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn

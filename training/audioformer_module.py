@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 
 import lightning as L
@@ -267,32 +266,8 @@ class Collate:
 
 def build_data(args, out_dir: Path, n_q: int, codec) -> tuple:
     """(train_loader, val_loader or None, sampler, data metadata): the pipeline EnCodecMAE uses."""
-    from training.encodecmae_module import precompute_codes
-
     crop = int(round(args.crop_seconds * D.SAMPLE_RATE))
-    if args.data:
-        rows = D.list_sources(args.data)
-        entries, skipped = D.probe_files(rows, args.probe_workers)
-        D.write_report(out_dir, entries, skipped)
-        if skipped:
-            log.warning("skipped %d of %d audio files (unreadable or empty); see %s", len(skipped), len(rows),
-                        out_dir / "skipped_files.tsv")
-        train_entries, val_entries = D.split_train_val(entries, args.val_fraction, args.val_max_files)
-        if not train_entries:
-            raise SystemExit(f"--data: no readable audio among {len(rows)} files (see {out_dir / 'skipped_files.tsv'})")
-        train_set = D.AudioCrops(train_entries, args.crop_seconds)
-        val_set = D.AudioCrops(val_entries, args.crop_seconds) if val_entries else None
-        meta = dict(data=[str(x) for x in args.data], files=len(rows), skipped=len(skipped),
-                    train_files=len(train_entries), val_files=len(val_entries))
-    else:
-        train_set = D.SyntheticCorpus(args.synthetic_clips, args.crop_seconds, seed=args.seed, offset=0)
-        val_set = D.SyntheticCorpus(args.synthetic_val_clips, args.crop_seconds, seed=args.seed,
-                                    offset=args.synthetic_clips)
-        t0 = time.time()
-        for name, ds in (("train", train_set), ("val", val_set)):  # fixed clips: encode each once
-            ds.targets = precompute_codes(ds, codec, n_q, out_dir / "cache" / f"codes-{name}.pt")
-        log.info("codes of the synthetic corpus: %.1f s", time.time() - t0)
-        meta = dict(data="synthetic", train_clips=len(train_set), val_clips=len(val_set))
+    train_set, val_set, meta = D.build_datasets(args, out_dir, codec, n_q)
     sampler = D.StepSampler(len(train_set), args.batch_size, seed=args.seed)
     common = dict(collate_fn=Collate(crop), num_workers=args.num_workers, pin_memory=torch.cuda.is_available(),
                   persistent_workers=args.num_workers > 0)

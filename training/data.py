@@ -35,6 +35,7 @@ import hashlib
 import logging
 import math
 import os
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from hear_codec.checkpoint import atomic_torch_save
 from hear_codec.codec import FRAME_RATE, SAMPLE_RATE, resample
 
 log = logging.getLogger(__name__)
@@ -407,6 +409,62 @@ class SyntheticCorpus(Dataset):
 
     def labels(self) -> list:
         return [self.clip(i)[1] for i in range(self.num_clips)]
+
+
+def codes_cache_key(dataset: SyntheticCorpus, codec_weights: str, n_q: int) -> str:
+    """What the cached codes of a fixed corpus depend on (stored beside them, checked on reuse)."""
+    return (f"{CORPUS_VERSION}-{dataset.num_clips}-{dataset.offset}-{dataset.seed}-{dataset.seconds}-"
+            f"{codec_weights}-{n_q}")
+
+
+def precompute_codes(dataset: SyntheticCorpus, codec, n_q: int, cache: Path | None, batch: int = 16) -> torch.Tensor:
+    """RVQ codes of every clip of a fixed corpus, [N, n_q, T] int16, cached on disk.
+
+    On CPU the codec encoder costs several times the tiny model's step, so the built-in corpus
+    (fixed clips, no random crops) encodes each clip once."""
+    key = codes_cache_key(dataset, codec.weights, n_q)
+    if cache is not None and cache.exists():
+        stored = torch.load(cache, map_location="cpu", weights_only=True)
+        if stored.get("key") == key:
+            return stored["codes"]
+    parts = []
+    for start in range(0, len(dataset), batch):
+        wav = torch.stack([dataset[i]["wav"] for i in range(start, min(len(dataset), start + batch))])
+        parts.append(codec.encode_codes(wav, n_q).to(torch.int16))
+    codes = torch.cat(parts)
+    if cache is not None:
+        atomic_torch_save({"key": key, "codes": codes}, cache)
+    return codes
+
+
+def build_datasets(args, out_dir: Path, codec=None, n_q: int = 0) -> tuple:
+    """(train_set, val_set or None, data metadata) for a pretraining run, from the options of
+    :func:`add_data_args`: ``--data`` folders/manifests (probed; unreadable files skipped and
+    reported in ``OUT/skipped_files.tsv``) or the built-in corpus, whose ``n_q`` codec streams
+    are encoded once and cached in ``OUT/cache/`` (none when ``n_q`` is 0)."""
+    if args.data:
+        rows = list_sources(args.data)
+        entries, skipped = probe_files(rows, args.probe_workers)
+        write_report(out_dir, entries, skipped)
+        if skipped:
+            log.warning("skipped %d of %d audio files (unreadable or empty); see %s", len(skipped), len(rows),
+                        out_dir / "skipped_files.tsv")
+        train_entries, val_entries = split_train_val(entries, args.val_fraction, args.val_max_files)
+        if not train_entries:
+            raise SystemExit(f"--data: no readable audio among {len(rows)} files (see {out_dir / 'skipped_files.tsv'})")
+        train_set = AudioCrops(train_entries, args.crop_seconds)
+        val_set = AudioCrops(val_entries, args.crop_seconds) if val_entries else None
+        meta = dict(data=[str(x) for x in args.data], files=len(rows), skipped=len(skipped),
+                    train_files=len(train_entries), val_files=len(val_entries))
+        return train_set, val_set, meta
+    train_set = SyntheticCorpus(args.synthetic_clips, args.crop_seconds, seed=args.seed, offset=0)
+    val_set = SyntheticCorpus(args.synthetic_val_clips, args.crop_seconds, seed=args.seed, offset=args.synthetic_clips)
+    if n_q:
+        t0 = time.time()
+        for name, ds in (("train", train_set), ("val", val_set)):  # fixed clips: encode each once
+            ds.targets = precompute_codes(ds, codec, n_q, Path(out_dir) / "cache" / f"codes-{name}.pt")
+        log.info("codec targets for the synthetic corpus: %.1f s", time.time() - t0)
+    return train_set, val_set, dict(data="synthetic", train_clips=len(train_set), val_clips=len(val_set))
 
 
 def add_data_args(group, *, codec_use: str, synthetic_clips: int) -> None:

@@ -22,17 +22,15 @@ import argparse
 import logging
 import math
 import os
-import time
 import warnings
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from hear_codec import encodecmae as emae
-from hear_codec.checkpoint import atomic_torch_save, save_checkpoint
+from hear_codec.checkpoint import save_checkpoint
 from hear_codec.codec import HOP_LENGTH, load_codec
 from training import data as D
 from training import engine
@@ -291,60 +289,10 @@ def load_frozen_codec(args):
     return load_codec(args.codec, path=args.codec_path) if args.codec == "pretrained" else load_codec("offline")
 
 
-def codes_cache_key(dataset: D.SyntheticCorpus, codec_weights: str, n_q: int) -> str:
-    """What the cached codes of a fixed corpus depend on (stored beside them, checked on reuse)."""
-    return (f"{D.CORPUS_VERSION}-{dataset.num_clips}-{dataset.offset}-{dataset.seed}-{dataset.seconds}-"
-            f"{codec_weights}-{n_q}")
-
-
-def precompute_codes(dataset: D.SyntheticCorpus, codec, n_q: int, cache: Path | None, batch: int = 16) -> torch.Tensor:
-    """RVQ codes of every clip of a fixed corpus, [N, n_q, T] int16, cached on disk.
-
-    On CPU the codec encoder costs several times the tiny model's step, so the built-in corpus
-    (fixed clips, no random crops) encodes each clip once."""
-    key = codes_cache_key(dataset, codec.weights, n_q)
-    if cache is not None and cache.exists():
-        stored = torch.load(cache, map_location="cpu", weights_only=True)
-        if stored.get("key") == key:
-            return stored["codes"]
-    parts = []
-    for start in range(0, len(dataset), batch):
-        wav = torch.stack([dataset[i]["wav"] for i in range(start, min(len(dataset), start + batch))])
-        parts.append(codec.encode_codes(wav, n_q).to(torch.int16))
-    codes = torch.cat(parts)
-    if cache is not None:
-        atomic_torch_save({"key": key, "codes": codes}, cache)
-    return codes
-
-
 def build_data(args, out_dir: Path, config: emae.EncodecMAEConfig, codec) -> tuple:
     """(train_loader, val_loader or None, sampler, data metadata)."""
     crop = int(round(args.crop_seconds * D.SAMPLE_RATE))
-    if args.data:
-        rows = D.list_sources(args.data)
-        entries, skipped = D.probe_files(rows, args.probe_workers)
-        D.write_report(out_dir, entries, skipped)
-        if skipped:
-            log.warning("skipped %d of %d audio files (unreadable or empty); see %s", len(skipped), len(rows),
-                        out_dir / "skipped_files.tsv")
-        train_entries, val_entries = D.split_train_val(entries, args.val_fraction, args.val_max_files)
-        if not train_entries:
-            raise SystemExit(f"--data: no readable audio among {len(rows)} files (see {out_dir / 'skipped_files.tsv'})")
-        train_set = D.AudioCrops(train_entries, args.crop_seconds)
-        val_set = D.AudioCrops(val_entries, args.crop_seconds) if val_entries else None
-        meta = dict(data=[str(x) for x in args.data], files=len(rows), skipped=len(skipped),
-                    train_files=len(train_entries), val_files=len(val_entries))
-    else:
-        train_set = D.SyntheticCorpus(args.synthetic_clips, args.crop_seconds, seed=args.seed, offset=0)
-        val_set = D.SyntheticCorpus(args.synthetic_val_clips, args.crop_seconds, seed=args.seed,
-                                    offset=args.synthetic_clips)
-        if config.num_codec_streams:
-            t0 = time.time()
-            for name, ds in (("train", train_set), ("val", val_set)):
-                ds.targets = precompute_codes(ds, codec, config.num_codec_streams,
-                                              out_dir / "cache" / f"codes-{name}.pt")
-            log.info("codec targets for the synthetic corpus: %.1f s", time.time() - t0)
-        meta = dict(data="synthetic", train_clips=len(train_set), val_clips=len(val_set))
+    train_set, val_set, meta = D.build_datasets(args, out_dir, codec, config.num_codec_streams)
     sampler = D.StepSampler(len(train_set), args.batch_size, seed=args.seed)
     collate = MaskingCollate(config.front_end, crop, config.mask_prop, config.mask_gap)
     common = dict(collate_fn=collate, num_workers=args.num_workers, pin_memory=torch.cuda.is_available(),

@@ -211,7 +211,7 @@ def encode_examples(model: af.AudioFormer, examples: list, clip_seconds: float, 
     """Codes [N, Q, T] int16 and valid frames [N] for every example (the frozen codec, once)."""
     clip = int(round(clip_seconds * codec_lib.SAMPLE_RATE))
     codes, frames, errors = [], [], []
-    wavs, lengths = [], []
+    wavs = []
 
     def flush():
         if wavs:

@@ -31,7 +31,7 @@ import torch
 import hear_codec
 from hear_codec.checkpoint import load_checkpoint, read_checkpoint
 from training import data as D
-from training.encodecmae_module import EXPORT_NAME, INIT_EXPORT_NAME, MaskingCollate, codes_cache_key
+from training.encodecmae_module import EXPORT_NAME, INIT_EXPORT_NAME, MaskingCollate
 
 PROBE_SEED = 20231  # a corpus seed that no training run uses by default
 
@@ -77,7 +77,7 @@ def cached_codes(run: Path, split: str, dataset: D.SyntheticCorpus, codec_weight
         raise SystemExit(f"{path} not found: the run's cached codec targets are gone; "
                          f"`python -m training.pretrain --out {run} --resume` rebuilds them")
     stored = torch.load(path, map_location="cpu", weights_only=True)
-    if stored.get("key") != codes_cache_key(dataset, codec_weights, n_q):
+    if stored.get("key") != D.codes_cache_key(dataset, codec_weights, n_q):
         raise SystemExit(f"{path} holds codes of another corpus (key {stored.get('key')!r}): the run was made "
                          f"with another version of the built-in corpus; train it again to check it")
     return stored["codes"]
