@@ -245,7 +245,14 @@ class EncodecMAE(nn.Module):
         # Stable sort puts visible frames first, in time order; rows are padded to the longest.
         order = torch.argsort(hidden.to(torch.int8), dim=1, stable=True)
         n_visible = (~hidden).sum(dim=1)
-        t_visible = int(n_visible.max()) if max_visible is None else int(max_visible)
+        if max_visible is None:
+            t_visible = int(n_visible.max())
+        else:
+            t_visible = int(max_visible)
+            # Too small would silently drop visible frames. Checking costs a device read-back, the
+            # very thing max_visible avoids, so only host tensors are checked (where it is free).
+            if tokens.device.type == "cpu" and int(n_visible.max()) > t_visible:
+                raise ValueError(f"max_visible={t_visible} but a clip has {int(n_visible.max())} visible frames")
         order = order[:, :t_visible]
         visible_padding_mask = torch.arange(t_visible, device=tokens.device)[None, :] >= n_visible[:, None]
         visible = torch.gather(tokens, 1, order.unsqueeze(-1).expand(-1, -1, d))

@@ -1,5 +1,6 @@
 """training/data.py: listing, probing, skipping bad files, resampling/downmixing, padding, order."""
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -154,6 +155,8 @@ def test_collate_padding_and_mask():
     assert known["encoder_out"].shape[1] == batch["max_visible"] >= read_back["encoder_out"].shape[1]
     valid = ~batch["padding_mask"][:4]
     assert torch.allclose(known["logits"][valid], read_back["logits"][valid], atol=1e-5)
+    with pytest.raises(ValueError, match="max_visible"):
+        model(*args, features=feats, max_visible=read_back["encoder_out"].shape[1] - 1)
 
 
 def test_vocabulary_sounds_keep_their_codes_while_they_last():
