@@ -1,117 +1,324 @@
-"""Self-describing checkpoints: one file rebuilds its model with nothing else.
+"""Checkpoint files: write ours, and detect and load every format hear_codec reads.
 
-A checkpoint is a ``torch.save``d dict of plain data (loaded with ``weights_only=True``, so no
-pickled code runs)::
+Every format is recognised by its content, never by its name, and read once:
 
-    {"format": "hear_codec", "format_version": 1, "family": "encodecmae" | "audioformer",
-     "config": {...}, "state_dict": {...}, "metadata": {...}}
+* **ours, format 2** (what :func:`save_checkpoint` writes): a safetensors file holding the
+  model's state_dict. The header's metadata (JSON text, readable without loading the weights)::
 
-Model families register here by name; each exposes ``config`` (with ``to_dict``) and is rebuilt
-by its module's ``build(config_dict)``.
+      format "hear_codec", format_version "2", family "encodecmae" | "audioformer",
+      config {...}, metadata {...}, weights_sha256 {tensor name: sha256 hex}
+
+* **ours, format 1** (written before weight hashes existed): a ``torch.save``d dict
+  ``{"format", "format_version": 1, "family", "config", "state_dict", "metadata"}``, read with
+  ``weights_only=True``. It loads with a one-line notice that its weights cannot be checked.
+* **published EnCodecMAE** (habla-liaa/encodecmae): a v2 ``.pt`` file (a dict with a gin
+  ``config`` string and a ``state_dict``) or a v1 folder (``model.pt`` + ``config.gin``), read
+  here and converted to our model by hear_codec/convert.py.
+
+The weight hash: each tensor's sha256 over its dtype and shape (``"float32[768, 256]"``) and then
+its bytes (C order, little-endian), written at save time and checked on every load, so damage
+anywhere in the weights fails with :class:`DamagedCheckpointError` naming the tensors.
+
+Why safetensors for format 2 rather than a torch file with a hash field: loading our files runs no
+unpickler at all (``weights_only=True`` is a restricted unpickler, and it had a code-execution hole
+until torch 2.6, CVE-2025-32434, while we support torch >= 2.4); the config and metadata are JSON
+that any tool reads without our code or the weights; the reader checks that the header's offsets
+cover the file exactly (truncation); it is the Hugging Face hub's convention. Loading time is the
+same (see the report of issue #13 for the measurement).
+
+Model families register in :data:`FAMILIES`; each model has ``family``, ``config`` (with
+``to_dict``) and is rebuilt by its module's ``build(config_dict)``.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
+import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 
+import safetensors
+import safetensors.torch
 import torch
 
 FORMAT = "hear_codec"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # safetensors + weight hashes
+TORCH_FORMAT_VERSION = 1  # the torch.save dict written before weight hashes; still read
 # family -> module with build(config: dict) -> nn.Module
 FAMILIES = {
     "encodecmae": "hear_codec.encodecmae",
     "audioformer": "hear_codec.audioformer",
 }
+V1_WEIGHTS, V1_CONFIG = "model.pt", "config.gin"  # a published EnCodecMAE v1 folder
+
+ACCEPTED = """\
+hear_codec loads:
+  - its own checkpoints (written by save_checkpoint or `python -m hear_codec.convert`);
+  - a published EnCodecMAE v2 file (e.g. mel256-ec-base_st.pt from lpepino/encodecmae-v2): a dict with a gin
+    'config' string and a 'state_dict';
+  - a published EnCodecMAE v1 folder (e.g. a snapshot of lpepino/encodecmae-base) holding model.pt and config.gin,
+    or that model.pt with config.gin beside it."""
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
     """A file that is missing, damaged, foreign, or of an unsupported version."""
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, metadata: dict | None = None) -> Path:
-    """Write ``model`` atomically (temporary file in the same folder, then rename).
+class UnknownFormatError(CheckpointError):
+    """A file or folder that is neither a hear_codec checkpoint nor a published EnCodecMAE model."""
 
-    ``metadata`` defaults to the model's own (what load_checkpoint put on ``model.metadata``).
+
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint whose weights differ from the hashes written with them."""
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, metadata: dict | None = None) -> Path:
+    """Write ``model`` in format 2, atomically (temporary file in the same folder, then rename).
+
+    ``metadata`` (JSON data) defaults to the model's own (what load_checkpoint put on ``model.metadata``).
     """
     family = getattr(model, "family", None)
     if family not in FAMILIES:
         raise ValueError(f"cannot save a model of family {family!r}; known: {sorted(FAMILIES)}")
-    payload = {
+    metadata = dict(metadata if metadata is not None else getattr(model, "metadata", {}))
+    try:
+        metadata_json = json.dumps(metadata)
+    except TypeError as e:
+        raise ValueError(f"checkpoint metadata must be JSON data (str, numbers, bools, None, lists, dicts): {e}") from e
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    header = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": str(FORMAT_VERSION),
         "family": family,
-        "config": model.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metadata": dict(metadata if metadata is not None else getattr(model, "metadata", {})),
+        "config": json.dumps(model.config.to_dict()),
+        "metadata": metadata_json,
+        "weights_sha256": json.dumps({k: tensor_sha256(v) for k, v in state.items()}),
     }
-    return atomic_torch_save(payload, path)
+    with _atomic_path(path) as tmp:
+        safetensors.torch.save_file(state, tmp, metadata=header)
+    return Path(path)
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """torch.save to ``path`` so that a reader never sees a half-written file."""
+    with _atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def _atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; once the body has written it, fsync and rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """sha256 (hex) of ``"<dtype><shape>"``, e.g. ``"float32[768, 256]"``, then the tensor's bytes in C order."""
+    t = tensor.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{str(t.dtype).removeprefix('torch.')}{list(t.shape)}".encode())
+    digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------
+def load_checkpoint(path: str | os.PathLike, allow_pickle: bool = False) -> torch.nn.Module:
+    """The model in ``path`` (eval mode, on CPU): our checkpoint, or a published EnCodecMAE file or folder.
+
+    The file is read once. The metadata is on ``model.metadata`` (for published files, where the
+    weights came from and their gin text). ``allow_pickle`` lets a published file that holds
+    pickled Python objects run them: only for files you trust.
+    """
+    kind, payload = detect(path, allow_pickle)
+    if kind == "hear_codec":
+        return model_from_checkpoint(payload, str(path))
+    from .convert import model_from_published  # convert builds on this module
+
+    return model_from_published(kind, payload, str(path))
+
+
+def model_from_checkpoint(payload: dict, source: str) -> torch.nn.Module:
+    """The model (eval mode) rebuilt from :func:`read_checkpoint`'s dict; ``source`` names it in errors."""
+    try:
+        model = importlib.import_module(FAMILIES[payload["family"]]).build(payload["config"])
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{source}: weights do not match the stored config: {e}") from e
+    model.metadata = payload["metadata"]
+    return model.eval()
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load and validate a hear_codec checkpoint dict (no model is built)."""
+    """Our checkpoint as plain data, checked, no model built: {"format", "format_version", "family",
+    "config", "state_dict", "metadata"}."""
+    kind, payload = detect(path)
+    if kind != "hear_codec":
+        raise CheckpointError(f"{path} is a published EnCodecMAE model ({kind}), not a hear_codec checkpoint: "
+                              "load it with load_checkpoint, or convert it with `python -m hear_codec.convert`")
+    return payload
+
+
+def detect(path: str | os.PathLike, allow_pickle: bool = False) -> tuple:
+    """(kind, payload) for ``path``, read once: kind is 'hear_codec', 'encodecmae-v2' or 'encodecmae-v1'.
+
+    payload: for ours, :func:`read_checkpoint`'s dict (weights checked against their hashes); for
+    v2, the published dict; for v1, {'state_dict', 'config' (gin text), 'folder'}. A missing path
+    raises FileNotFoundError; anything unreadable, damaged or foreign a :class:`CheckpointError`.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, expected a hear_codec checkpoint file")
+        weights, config = path / V1_WEIGHTS, path / V1_CONFIG
+        if weights.is_file() and config.is_file():
+            return "encodecmae-v1", _read_v1(weights, config, allow_pickle)
+        raise UnknownFormatError(f"{path} is a folder, but neither a hear_codec checkpoint file nor a v1 folder "
+                                 f"with {V1_WEIGHTS} and {V1_CONFIG}.\n{ACCEPTED}")
+    if _is_safetensors(path):
+        return "hear_codec", _read_safetensors(path)
+    payload = _torch_load(path, allow_pickle)
+    if isinstance(payload, dict) and payload.get("format") == FORMAT:
+        return "hear_codec", _read_torch_format(path, payload)
+    if isinstance(payload, dict) and isinstance(payload.get("config"), str) and isinstance(payload.get("state_dict"), dict):
+        return "encodecmae-v2", payload
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    if _looks_like_official_state(state):
+        config = path.parent / V1_CONFIG
+        if config.is_file():
+            return "encodecmae-v1", _read_v1(path, config, allow_pickle, payload)
+        raise UnknownFormatError(
+            f"{path} holds an EnCodecMAE state_dict without its gin config: a v1 {V1_WEIGHTS} needs the "
+            f"{V1_CONFIG} from the same hub repo beside it.\n{ACCEPTED}")
+    what = type(payload).__name__ + (f" with keys {sorted(map(str, payload))[:6]}" if isinstance(payload, dict) else "")
+    raise UnknownFormatError(f"{path} is not a hear_codec checkpoint nor a published EnCodecMAE model "
+                             f"(found a {what}).\n{ACCEPTED}")
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with its header's length (8 bytes, little-endian) and then '{'."""
+    with open(path, "rb") as f:
+        start = f.read(9)
+    return len(start) == 9 and start[8:] == b"{" and int.from_bytes(start[:8], "little") < path.stat().st_size
+
+
+def _read_safetensors(path: Path) -> dict:
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(
-            f"{path} could not be read as a checkpoint (truncated, damaged, or not a torch file): {e}"
-        ) from e
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is not a hear_codec checkpoint (expected a dict with format={FORMAT!r}, "
-            f"family, config and state_dict)"
-        )
-    version = payload.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format version {version}; this hear_codec reads version {FORMAT_VERSION}"
-        )
-    if payload.get("family") not in FAMILIES:
-        raise CheckpointError(f"{path}: unknown model family {payload.get('family')!r}; known: {sorted(FAMILIES)}")
+        with safetensors.safe_open(path, framework="pt") as f:
+            header = f.metadata() or {}
+            if header.get("format") != FORMAT:
+                raise UnknownFormatError(f"{path} is a safetensors file but not a hear_codec checkpoint "
+                                         f"(its header has no format={FORMAT!r}).\n{ACCEPTED}")
+            _check_version_and_family(path, header.get("format_version"), str(FORMAT_VERSION), header.get("family"))
+            try:
+                config, metadata, hashes = (json.loads(header[k]) for k in ("config", "metadata", "weights_sha256"))
+            except (KeyError, ValueError) as e:
+                raise DamagedCheckpointError(f"damaged checkpoint {path}: its header's config, metadata or "
+                                             f"weights_sha256 is missing or not JSON ({type(e).__name__}: {e})") from e
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except CheckpointError:
+        raise
+    except Exception as e:  # the safetensors reader: a short file, offsets that do not fit, a bad header
+        raise CheckpointError(f"{path} could not be read as a checkpoint (truncated, damaged, or not a safetensors "
+                              f"file): {e}") from e
+    _verify_weights(path, state, hashes)
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "family": header["family"], "config": config,
+            "state_dict": state, "metadata": metadata}
+
+
+def _read_torch_format(path: Path, payload: dict) -> dict:
+    """Our format 1: a torch.save'd dict with no weight hashes."""
+    _check_version_and_family(path, payload.get("format_version"), TORCH_FORMAT_VERSION, payload.get("family"))
     for key in ("config", "state_dict"):
         if not isinstance(payload.get(key), dict):
             raise CheckpointError(f"{path}: checkpoint has no {key} dict")
-    return payload
+    log.warning("%s: checkpoint format 1 has no weight hashes, so damage cannot be detected; "
+                "`python -m hear_codec.convert %s NEW` rewrites it in format %d", path, path, FORMAT_VERSION)
+    return {**payload, "metadata": payload.get("metadata", {})}
 
 
-def build_model(family: str, config: dict) -> torch.nn.Module:
+def _check_version_and_family(path: Path, version, expected, family) -> None:
+    if version != expected:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}; this hear_codec reads version {FORMAT_VERSION} "
+            f"(safetensors) and version {TORCH_FORMAT_VERSION} (torch) files")
     if family not in FAMILIES:
-        raise CheckpointError(f"unknown model family {family!r}; known: {sorted(FAMILIES)}")
-    return importlib.import_module(FAMILIES[family]).build(config)
+        raise CheckpointError(f"{path}: unknown model family {family!r}; known: {sorted(FAMILIES)}")
 
 
-def load_checkpoint(path: str | os.PathLike) -> torch.nn.Module:
-    """Rebuild the model stored in ``path`` (eval mode, on CPU); metadata is on ``model.metadata``."""
-    payload = read_checkpoint(path)
+def _verify_weights(path: Path, state: dict, hashes) -> None:
+    """Raise DamagedCheckpointError unless every tensor matches the sha256 stored with it."""
+    if not isinstance(hashes, dict):
+        raise DamagedCheckpointError(f"damaged checkpoint {path}: its header's weights_sha256 is not a table")
+    changed = [k for k in state if k in hashes and tensor_sha256(state[k]) != hashes[k]]
+    unhashed = [k for k in state if k not in hashes]
+    lost = [k for k in hashes if k not in state]
+    problems = []
+    for keys, what in ((changed, "differ from the sha256 written with them"),
+                       (unhashed, "have no stored sha256"), (lost, "are listed in the header but missing")):
+        if keys:
+            problems.append(f"{len(keys)} of {len(state)} tensors {what}: {', '.join(keys[:8])}"
+                            + (", ..." if len(keys) > 8 else ""))
+    if problems:
+        raise DamagedCheckpointError(
+            f"damaged checkpoint {path}: " + "; ".join(problems)
+            + ". The file changed after it was written (disk, copy or download error): use an intact copy.")
+
+
+def _torch_load(path: Path, allow_pickle: bool = False):
+    """torch.load on CPU, memory-mapped where the file format allows it; clear errors."""
+    kwargs = dict(map_location="cpu", weights_only=not allow_pickle)
     try:
-        model = build_model(payload["family"], payload["config"])
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except (RuntimeError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: weights do not match the stored config: {e}") from e
-    model.metadata = payload.get("metadata", {})
-    return model.eval()
+        try:
+            return torch.load(path, mmap=True, **kwargs)
+        except RuntimeError as e:
+            if "mmap" not in str(e).lower():
+                raise
+        return torch.load(path, **kwargs)  # legacy (non-zip) torch files cannot be memory-mapped
+    except Exception as e:
+        if not allow_pickle and ("Unsupported global" in str(e) or "can still be loaded" in str(e)):
+            raise UnknownFormatError(
+                f"{path} could not be read safely: it holds pickled Python objects besides tensors, which hear_codec "
+                "does not execute by default. If you trust the file, convert it with "
+                "`python -m hear_codec.convert --allow-pickle SRC DST`.") from e
+        raise CheckpointError(
+            f"{path} could not be read as a checkpoint (truncated, damaged, or not a torch file): {e}\n{ACCEPTED}") from e
+
+
+def _read_v1(weights: Path, config: Path, allow_pickle: bool, payload=None) -> dict:
+    """A published v1 model: the state_dict of ``weights`` (already loaded: ``payload``) and the gin text of ``config``."""
+    if payload is None:
+        payload = _torch_load(weights, allow_pickle)
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    if not _looks_like_official_state(state):
+        raise UnknownFormatError(f"{weights} does not hold an EnCodecMAE state_dict.\n{ACCEPTED}")
+    try:
+        text = config.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{config} could not be read as gin text: {e}") from e
+    return {"state_dict": state, "config": text, "folder": str(weights.parent)}
+
+
+def _looks_like_official_state(state) -> bool:
+    return isinstance(state, dict) and any(
+        isinstance(k, str) and k.startswith(("visible_encoder.encoder_layers.", "decoder.encoder_layers.")) for k in state)

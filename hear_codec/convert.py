@@ -1,15 +1,24 @@
-"""Import published EnCodecMAE weights (official code: habla-liaa/encodecmae) into our model.
+"""Convert published EnCodecMAE weights (official code: habla-liaa/encodecmae) into our model.
 
-Two published layouts are read, each detected by its content (never by its name):
+Reading the published files, and telling them apart by content, is hear_codec/checkpoint.py's job;
+their gin text is read by hear_codec/gin.py. What is left here is the conversion itself, in the
+shape of transformers' ``convert_*_original_to_pytorch`` scripts:
+
+1. **config**: :func:`config_from_gin` reads everything about the model (front end, sizes, heads,
+   feed-forward width, target streams, mel normalisation, loss weights) from the gin text;
+   variants this package cannot reproduce exactly raise :class:`UnsupportedVariant`, whose
+   message lists what is supported;
+2. **rename keys**: :func:`convert_state_dict` maps the official names onto ours (table below);
+3. **convert**: :func:`model_from_published` builds our model and loads every weight strictly;
+4. **check on a dummy input**: :func:`convert_file` (the command line) writes our checkpoint,
+   reads it back and runs both models on the same noise (:func:`check_on_dummy_input`).
+
+Two published layouts (detected by content, never by name):
 
 * **v2** (code at 2dd6759; hub repo ``lpepino/encodecmae-v2``, files such as ``mel256-ec-base_st.pt``):
   one file holding a dict ``{'imports', 'config' (gin text), 'state_dict'}``.
 * **v1** (tag v.1.0.0; hub repos ``lpepino/encodecmae-{small,base,large,base-st,large-st}``): a folder
   with ``model.pt`` (a dict with ``'state_dict'``) and ``config.gin`` beside it.
-
-Everything about the model (front end, sizes, heads, feed-forward width, target streams, mel
-normalisation, loss weights) is read from the gin text; variants this package cannot reproduce
-exactly raise :class:`UnsupportedVariant`, whose message lists what is supported.
 
 Weight mapping (official -> ours)::
 
@@ -34,11 +43,12 @@ c = d * H + h); ours is head-major (c = h * head_dim + d), so q/k/v rows and o c
 Command line::
 
     python -m hear_codec.convert SRC DST     # SRC: a published v2 file or v1 folder; DST: our checkpoint
+
+It also rewrites one of our format-1 checkpoints (no weight hashes) in the current format.
 """
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import os
 import re
@@ -47,8 +57,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, FORMAT, load_checkpoint, save_checkpoint
+from .checkpoint import (FORMAT_VERSION, CheckpointError, detect, load_checkpoint, model_from_checkpoint,
+                         save_checkpoint)
 from .encodecmae import EncodecMAE, EncodecMAEConfig
+from .gin import GinConfig, GinError, reference
 
 OFFICIAL_COMMIT_V2 = "2dd6759c595bf20c9d836914fef5cde9a6386843"
 OFFICIAL_TAG_V1 = "v.1.0.0"
@@ -72,173 +84,9 @@ class UnsupportedVariant(CheckpointError):
     """A published EnCodecMAE file whose configuration hear_codec cannot reproduce."""
 
 
-class PublishedFormatError(CheckpointError):
-    """A file or folder that is neither a hear_codec checkpoint nor a published EnCodecMAE model."""
-
-
 # ---------------------------------------------------------------------------------------------
-# gin text
+# config
 # ---------------------------------------------------------------------------------------------
-GIN_BINDING = re.compile(r"^([A-Za-z_][\w./]*)\s*=\s*(.+)$", re.S)
-
-
-def _strip_comment(line: str) -> str:
-    """Drop a '#' comment that is not inside a string literal."""
-    quote = None
-    for i, ch in enumerate(line):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#":
-            return line[:i]
-    return line
-
-
-def _bracket_depth(text: str) -> int:
-    """Open brackets minus closed ones, outside string literals."""
-    depth, quote = 0, None
-    for ch in text:
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-    return depth
-
-
-def _logical_lines(text: str):
-    """Yield (indented, line) after joining backslash continuations and open brackets."""
-    buf, indented, depth = None, False, 0
-    for raw in text.splitlines():
-        line = _strip_comment(raw).rstrip()
-        if buf is None:
-            if not line.strip():
-                continue
-            buf, indented, depth = line.strip(), raw[:1].isspace(), 0
-        else:
-            buf = buf + " " + line.strip()
-        depth = _bracket_depth(buf)
-        if buf.endswith("\\"):
-            buf = buf[:-1].rstrip()
-            continue
-        if depth > 0:
-            continue
-        yield indented, buf
-        buf = None
-    if buf is not None:
-        yield indented, buf
-
-
-def parse_gin(text: str) -> dict:
-    """Flatten gin text into {binding: value string}; later bindings win, as in gin.
-
-    Handles macros (``MODEL_DIM=768``), dotted bindings (``scope/pkg.Class.param=1``), block
-    bindings (``pkg.Class:`` then indented ``param = value`` lines) and gin's own
-    ``config_str`` output (``Class.param = \\`` continuations, values spread over lines).
-    ``+=``, ``include``/``import`` lines and ``$`` references are ignored: no model setting uses them.
-    """
-    bindings, block = {}, None
-    for indented, line in _logical_lines(text):
-        if not indented and line.endswith(":") and "=" not in line:
-            block = line[:-1].strip()
-            continue
-        match = GIN_BINDING.match(line)
-        if not match or line.split("=", 1)[0].rstrip().endswith("+"):
-            if not indented:
-                block = None
-            continue
-        key, value = match.groups()
-        if indented and block:
-            key = f"{block}.{key}"
-        elif not indented:
-            block = None
-        bindings.pop(key, None)  # re-insert so that the newest binding is also the last one
-        bindings[key] = value.strip()
-    return bindings
-
-
-class GinConfig:
-    """Look up official gin bindings by class name, whatever module path or scope spelling was used."""
-
-    _MISSING = object()
-
-    def __init__(self, text: str):
-        self.text = text
-        self.raw = parse_gin(text)
-        self.entries = []  # (scope, class name, param, value), in binding order
-        for key, value in self.raw.items():
-            scope, _, rest = key.rpartition("/")
-            if "." not in rest:
-                continue  # a macro
-            selector, param = rest.rsplit(".", 1)
-            self.entries.append((scope, selector.rsplit(".", 1)[-1], param, value))
-
-    def macro(self, name: str, default=_MISSING):
-        if name in self.raw:
-            return self.value(self.raw[name])
-        if default is self._MISSING:
-            raise UnsupportedVariant(f"the gin config does not set the macro {name}\n{SUPPORTED}")
-        return default
-
-    def value(self, text: str):
-        """A binding's value: macros resolved, ``@refs`` kept as strings, literals evaluated."""
-        text = text.strip()
-        if text.startswith("%"):
-            return self.macro(text[1:])
-        if text.startswith("@"):
-            return text
-        try:
-            return ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            # lists of references, e.g. [@a.B, @c.D]: keep as a list of strings
-            if text.startswith("[") and text.endswith("]"):
-                return [self.value(t) for t in _split_top_level(text[1:-1])]
-            return text
-
-    def get(self, cls: str, param: str, scope: str = "", default=None):
-        """The newest binding of ``cls.param`` in ``scope`` (falling back to unscoped), resolved."""
-        for want in ([scope, ""] if scope else [""]):
-            for s, c, p, v in reversed(self.entries):
-                if c == cls and p == param and s == want:
-                    return self.value(v)
-        return default
-
-    def mentions(self, cls: str) -> bool:
-        return any(c == cls for _, c, _, _ in self.entries) or re.search(rf"[@.]{cls}\b", self.text) is not None
-
-
-def _split_top_level(text: str) -> list:
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    if cur.strip():
-        parts.append(cur)
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _ref(value):
-    """'@scope/pkg.Class' or '@pkg.Class()' -> (scope, 'Class'); anything else -> (None, None)."""
-    if not isinstance(value, str) or not value.startswith("@"):
-        return None, None
-    body = value[1:].split("(", 1)[0]
-    scope, _, selector = body.rpartition("/")
-    return scope, selector.rsplit(".", 1)[-1]
-
-
 def _unsupported(what: str):
     raise UnsupportedVariant(f"unsupported EnCodecMAE variant: {what}\n{SUPPORTED}")
 
@@ -250,13 +98,25 @@ def _check_default(gin: GinConfig, cls: str, param: str, scope: str, allowed, wh
     return value
 
 
-# ---------------------------------------------------------------------------------------------
-# config
-# ---------------------------------------------------------------------------------------------
 def gin_layout(text: str) -> str:
     """'v2' or 'v1', read from which modules the config's EncodecMAE is assembled from."""
-    gin = GinConfig(text)
-    _, wav_encoder = _ref(gin.get("EncodecMAE", "wav_encoder"))
+    return _read_gin(text, _layout)
+
+
+def config_from_gin(text: str) -> EncodecMAEConfig:
+    """Our EncodecMAEConfig from an official gin config string (v2 or v1 layout)."""
+    return _read_gin(text, _config)
+
+
+def _read_gin(text: str, read):
+    try:
+        return read(GinConfig(text))
+    except GinError as e:
+        raise UnsupportedVariant(f"{e}\n{SUPPORTED}") from e
+
+
+def _layout(gin: GinConfig) -> str:
+    _, wav_encoder = reference(gin.get("EncodecMAE", "wav_encoder"))
     if wav_encoder == "WavEncoder":
         return "v2"
     if wav_encoder is not None and gin.get("EncodecMAE", "positional_encoder") is not None:
@@ -267,7 +127,7 @@ def gin_layout(text: str) -> str:
 
 
 def _stack(gin: GinConfig, ref_value, what: str) -> dict:
-    scope, cls = _ref(ref_value)
+    scope, cls = reference(ref_value)
     if cls != "TransformerEncoder":
         _unsupported(f"{what} is {ref_value!r}, expected a TransformerEncoder")
     _check_default(gin, "TransformerEncoder", "norm_type", scope, ["ResiDual"], f"{what} normalisation")
@@ -275,7 +135,7 @@ def _stack(gin: GinConfig, ref_value, what: str) -> dict:
     _check_default(gin, "TransformerEncoder", "cross_attention_layer", scope, [None], f"{what} cross-attention")
     _check_default(gin, "TransformerEncoder", "init_values", scope, [None, 0, 0.0], f"{what} LayerScale")
     _check_default(gin, "TransformerEncoder", "pre_net", scope, [None], f"{what} pre_net")
-    att_scope, att_cls = _ref(gin.get("TransformerEncoder", "attention_layer", scope))
+    att_scope, att_cls = reference(gin.get("TransformerEncoder", "attention_layer", scope))
     if att_cls != "MultiHeadAttention":
         _unsupported(f"{what} attention layer {att_cls}")
     for param in ("qk_proj_dim", "v_proj_dim", "att_scale"):
@@ -292,7 +152,7 @@ def _stack(gin: GinConfig, ref_value, what: str) -> dict:
         _unsupported(f"{what} attention model_dim {att_dim} differs from the stack's {dim}")
     return dict(dim=int(dim), layers=int(layers), heads=int(heads),
                 ff_dim=int(gin.get("TransformerEncoder", "ff_dim", scope, OFFICIAL_FF_DIM)),
-                positional=_ref(gin.get("TransformerEncoder", "positional_encoder", scope))[1],
+                positional=reference(gin.get("TransformerEncoder", "positional_encoder", scope))[1],
                 post_net=gin.get("TransformerEncoder", "post_net", scope))
 
 
@@ -313,21 +173,19 @@ def _mel_front_end(gin: GinConfig) -> dict:
 
 
 def _ec_front_end(gin: GinConfig, ref_value) -> dict:
-    scope, _ = _ref(ref_value)
+    scope, _ = reference(ref_value)
     _check_default(gin, "EncodecEncoder", "scale", scope, [1.0, 1], "EnCodec encoder with a feature scale")
     return dict(front_end="ec")
 
 
-def config_from_gin(text: str) -> EncodecMAEConfig:
-    """Our EncodecMAEConfig from an official gin config string (v2 or v1 layout)."""
-    gin = GinConfig(text)
-    layout = gin_layout(text)
+def _config(gin: GinConfig) -> EncodecMAEConfig:
+    layout = _layout(gin)
     kwargs = {}
     # ---- front end ----
     if layout == "v2":
-        enc_scope, _ = _ref(gin.get("EncodecMAE", "wav_encoder"))
+        enc_scope, _ = reference(gin.get("EncodecMAE", "wav_encoder"))
         inner = gin.get("WavEncoder", "encoder", enc_scope)
-        _, inner_cls = _ref(inner)
+        _, inner_cls = reference(inner)
         _check_default(gin, "WavEncoder", "pre_net", enc_scope, [None], "wav encoder pre_net")
         if inner_cls == "Identity":
             kwargs.update(_mel_front_end(gin))
@@ -335,24 +193,24 @@ def config_from_gin(text: str) -> EncodecMAEConfig:
             kwargs.update(_ec_front_end(gin, inner))
         else:
             _unsupported(f"front end WavEncoder.encoder = {inner!r}")
-        proj_scope, proj_cls = _ref(gin.get("WavEncoder", "post_net", enc_scope))
+        proj_scope, proj_cls = reference(gin.get("WavEncoder", "post_net", enc_scope))
         if proj_cls != "Linear":
             _unsupported(f"input projection {proj_cls}")
         in_features = gin.get("Linear", "in_features", proj_scope)
         expected_in = 256 if kwargs["front_end"] == "mel256" else 128
         if in_features is not None and in_features != expected_in:
             _unsupported(f"input projection with in_features={in_features} for the {kwargs['front_end']} front end")
-        masker_scope, masker = _ref(gin.get("EncodecMAE", "masker"))
+        masker_scope, masker = reference(gin.get("EncodecMAE", "masker"))
         if masker != "PatchoutMask":
             _unsupported(f"masker {masker}")
-        if _ref(gin.get("PatchoutMask", "positional_encoder", masker_scope))[1] != "SinusoidalPositionalEmbeddings":
+        if reference(gin.get("PatchoutMask", "positional_encoder", masker_scope))[1] != "SinusoidalPositionalEmbeddings":
             _unsupported("no sinusoidal positional encoding before masking")
     else:
         wav_encoder = gin.get("EncodecMAE", "wav_encoder")
-        if _ref(wav_encoder)[1] != "EncodecEncoder":
+        if reference(wav_encoder)[1] != "EncodecEncoder":
             _unsupported(f"v1 wav_encoder {wav_encoder!r}")
         kwargs.update(_ec_front_end(gin, wav_encoder))
-        if _ref(gin.get("EncodecMAE", "positional_encoder"))[1] != "SinusoidalPositionalEmbeddings":
+        if reference(gin.get("EncodecMAE", "positional_encoder"))[1] != "SinusoidalPositionalEmbeddings":
             _unsupported("v1 positional encoder other than SinusoidalPositionalEmbeddings")
     # ---- transformers ----
     enc = _stack(gin, gin.get("EncodecMAE", "visible_encoder"), "visible encoder")
@@ -364,17 +222,17 @@ def config_from_gin(text: str) -> EncodecMAEConfig:
     if layout == "v2":
         if dec["positional"] != "SinusoidalPositionalEmbeddings":
             _unsupported("a v2 decoder without its sinusoidal positional encoder")
-        if _ref(enc["post_net"])[1] != "Linear":
+        if reference(enc["post_net"])[1] != "Linear":
             _unsupported("a v2 visible encoder without its Linear post_net (decoder projection)")
     elif dec["positional"] is not None:
         _unsupported("a v1 decoder with a positional encoder of its own")
     # ---- targets and head ----
-    head_scope, head_cls = _ref(gin.get("EncodecMAE", "head"))
+    head_scope, head_cls = reference(gin.get("EncodecMAE", "head"))
     if head_cls != "FrameLevelClassificationHead":
         _unsupported(f"head {head_cls}")
     head_streams = gin.get("FrameLevelClassificationHead", "num_streams", head_scope, 8)
     vocab = gin.get("FrameLevelClassificationHead", "num_tokens", head_scope)
-    _, target = _ref(gin.get("EncodecMAE", "target_encoder"))
+    _, target = reference(gin.get("EncodecMAE", "target_encoder"))
     if target == "EncodecQuantizer":
         if gin.get("EncodecQuantizer", "return_only_last", "", False):
             _unsupported("EncodecQuantizer.return_only_last=True (only the last codebook as target)")
@@ -529,94 +387,10 @@ def build_published_model(config: EncodecMAEConfig, state: dict, source: str = "
 
 
 # ---------------------------------------------------------------------------------------------
-# files: detection and reading
+# a published file -> our model, checked
 # ---------------------------------------------------------------------------------------------
-ACCEPTED = """\
-hear_codec loads:
-  - its own checkpoints (written by save_checkpoint or `python -m hear_codec.convert`);
-  - a published EnCodecMAE v2 file (e.g. mel256-ec-base_st.pt from lpepino/encodecmae-v2): a dict with a gin
-    'config' string and a 'state_dict';
-  - a published EnCodecMAE v1 folder (e.g. a snapshot of lpepino/encodecmae-base) holding model.pt and config.gin,
-    or that model.pt with config.gin beside it."""
-
-V1_WEIGHTS, V1_CONFIG = "model.pt", "config.gin"
-
-
-def _torch_load(path: Path, allow_pickle: bool = False):
-    """torch.load on CPU; memory-mapped where the file format allows it (cheap content sniffing)."""
-    kwargs = dict(map_location="cpu", weights_only=not allow_pickle)
-    try:
-        return torch.load(path, mmap=True, **kwargs)
-    except RuntimeError as e:
-        if "mmap" not in str(e).lower():
-            raise
-    return torch.load(path, **kwargs)
-
-
-def _looks_like_official_state(state) -> bool:
-    return isinstance(state, dict) and any(
-        isinstance(k, str) and k.startswith(("visible_encoder.encoder_layers.", "decoder.encoder_layers.")) for k in state)
-
-
-def detect(path: str | os.PathLike, allow_pickle: bool = False):
-    """(kind, payload) for ``path``: kind is 'hear_codec', 'encodecmae-v2' or 'encodecmae-v1'.
-
-    payload is the loaded dict (for v1: {'state_dict', 'config', 'folder'}). Files that cannot be
-    read or are foreign raise :class:`~hear_codec.checkpoint.CheckpointError` (or FileNotFoundError).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        weights, config = path / V1_WEIGHTS, path / V1_CONFIG
-        if weights.is_file() and config.is_file():
-            return "encodecmae-v1", _read_v1(weights, config, allow_pickle)
-        raise PublishedFormatError(f"{path} is a folder, but neither a hear_codec checkpoint file nor a v1 folder "
-                                   f"with {V1_WEIGHTS} and {V1_CONFIG}.\n{ACCEPTED}")
-    try:
-        payload = _torch_load(path, allow_pickle)
-    except Exception as e:
-        if not allow_pickle and ("Unsupported global" in str(e) or "can still be loaded" in str(e)):
-            raise PublishedFormatError(
-                f"{path} holds pickled Python objects besides tensors, which hear_codec does not execute by default. "
-                "If you trust the file, convert it with `python -m hear_codec.convert --allow-pickle SRC DST`.") from e
-        raise CheckpointError(
-            f"{path} could not be read as a checkpoint (truncated, damaged, or not a torch file): {e}\n{ACCEPTED}") from e
-    if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        return "hear_codec", payload
-    if isinstance(payload, dict) and isinstance(payload.get("config"), str) and isinstance(payload.get("state_dict"), dict):
-        return "encodecmae-v2", payload
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
-    if _looks_like_official_state(state):
-        config = path.parent / V1_CONFIG
-        if config.is_file():
-            return "encodecmae-v1", _read_v1(path, config, allow_pickle, payload)
-        raise PublishedFormatError(
-            f"{path} holds an EnCodecMAE state_dict without its gin config: a v1 {V1_WEIGHTS} needs the "
-            f"{V1_CONFIG} from the same hub repo beside it.\n{ACCEPTED}")
-    what = type(payload).__name__ + (f" with keys {sorted(map(str, payload))[:6]}" if isinstance(payload, dict) else "")
-    raise PublishedFormatError(f"{path} is not a hear_codec checkpoint nor a published EnCodecMAE model "
-                               f"(found a {what}).\n{ACCEPTED}")
-
-
-def _read_v1(weights: Path, config: Path, allow_pickle: bool, payload=None) -> dict:
-    if payload is None:
-        try:
-            payload = _torch_load(weights, allow_pickle)
-        except Exception as e:
-            raise CheckpointError(f"{weights} could not be read (truncated, damaged, or not a torch file): {e}") from e
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
-    if not _looks_like_official_state(state):
-        raise PublishedFormatError(f"{weights} does not hold an EnCodecMAE state_dict.\n{ACCEPTED}")
-    try:
-        text = config.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{config} could not be read as gin text: {e}") from e
-    return {"state_dict": state, "config": text, "folder": str(weights.parent)}
-
-
 def model_from_published(kind: str, payload: dict, source: str) -> EncodecMAE:
-    """Build our model from a detected published payload (kind 'encodecmae-v2' or 'encodecmae-v1')."""
+    """Our model from what checkpoint.detect read (kind 'encodecmae-v2' or 'encodecmae-v1')."""
     layout = {"encodecmae-v2": "v2", "encodecmae-v1": "v1"}[kind]
     text = payload["config"]
     config = config_from_gin(text)
@@ -631,29 +405,40 @@ def model_from_published(kind: str, payload: dict, source: str) -> EncodecMAE:
     return model
 
 
-def load_any(path: str | os.PathLike, allow_pickle: bool = False) -> torch.nn.Module:
-    """A model from our checkpoint, a published v2 file or a published v1 folder (detected by content)."""
-    try:
-        kind, payload = detect(path, allow_pickle)
-    except PublishedFormatError:
-        raise
-    except CheckpointError:
-        # Unreadable: let the checkpoint reader report it exactly as it always has.
-        return load_checkpoint(path)
-    if kind == "hear_codec":
-        del payload
-        return load_checkpoint(path)
-    return model_from_published(kind, payload, str(path))
+def check_on_dummy_input(converted: EncodecMAE, written: EncodecMAE, source: str) -> None:
+    """One second of noise through both models: finite logits [1, frames, streams, vocab], and the same."""
+    wav = torch.randn(1, converted.sample_rate, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        expected, got = converted(wav)["logits"], written(wav)["logits"]
+    c = converted.config
+    shape = (1, converted.num_frames(wav.shape[-1]), c.num_streams, c.vocab_size)
+    if tuple(expected.shape) != shape or not torch.isfinite(expected).all():
+        raise CheckpointError(f"{source}: on a dummy input the converted model gives logits of shape "
+                              f"{tuple(expected.shape)} (finite: {bool(torch.isfinite(expected).all())}); "
+                              f"expected finite logits of shape {shape}")
+    if not torch.equal(expected, got):
+        raise CheckpointError(f"the checkpoint written from {source} does not reproduce the converted model")
 
 
 def convert_file(src: str | os.PathLike, dst: str | os.PathLike, allow_pickle: bool = False,
-                 metadata: dict | None = None) -> Path:
-    """Convert a published EnCodecMAE file/folder to a hear_codec checkpoint at ``dst``."""
+                 metadata: dict | None = None) -> torch.nn.Module:
+    """Write the published EnCodecMAE file/folder ``src`` as our checkpoint ``dst``; return the model read back.
+
+    ``src`` may also be one of our format-1 checkpoints, rewritten in the current format.
+    """
     kind, payload = detect(src, allow_pickle)
     if kind == "hear_codec":
-        raise PublishedFormatError(f"{src} is already a hear_codec checkpoint; nothing to convert")
+        if payload["format_version"] == FORMAT_VERSION:
+            raise CheckpointError(f"{src} is already a hear_codec checkpoint in format {FORMAT_VERSION}; "
+                                  "nothing to convert")
+        model = model_from_checkpoint(payload, str(src))
+        save_checkpoint(dst, model, {**model.metadata, **(metadata or {})})
+        return load_checkpoint(dst)
     model = model_from_published(kind, payload, str(src))
-    return save_checkpoint(dst, model, {**model.metadata, **(metadata or {})})
+    save_checkpoint(dst, model, {**model.metadata, **(metadata or {})})
+    written = load_checkpoint(dst)
+    check_on_dummy_input(model, written, str(src))
+    return written
 
 
 def main(argv=None) -> int:
@@ -661,7 +446,8 @@ def main(argv=None) -> int:
         prog="python -m hear_codec.convert",
         description="Convert a published EnCodecMAE model (habla-liaa/encodecmae) into a hear_codec checkpoint. "
                     "The format is detected from the content: a v2 file (dict with a gin 'config' and a "
-                    "'state_dict', e.g. mel256-ec-base_st.pt) or a v1 folder with model.pt and config.gin.",
+                    "'state_dict', e.g. mel256-ec-base_st.pt) or a v1 folder with model.pt and config.gin. "
+                    "A hear_codec checkpoint of format 1 is rewritten in the current format (with weight hashes).",
         epilog="Example: python -m hear_codec.convert mel256-ec-base_st.pt encodecmae-base-st.ckpt && "
                "hear-validator hear_codec --model encodecmae-base-st.ckpt")
     parser.add_argument("src", help="published v2 .pt file, or v1 folder (or its model.pt with config.gin beside it)")
@@ -673,14 +459,16 @@ def main(argv=None) -> int:
     if Path(args.dst).exists() and not args.force:
         parser.error(f"{args.dst} exists; pass --force to overwrite it")
     try:
-        out = convert_file(args.src, args.dst, allow_pickle=args.allow_pickle)
+        model = convert_file(args.src, args.dst, allow_pickle=args.allow_pickle)
     except (CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    model = load_checkpoint(out)
     c = model.config
-    print(f"wrote {out}: EnCodecMAE {c.front_end}, {c.num_layers} layers, dim {c.dim}, {c.num_heads} heads, "
-          f"{c.num_codec_streams} EnCodec + {c.num_kmeans_streams} k-means target streams")
+    if model.family == "encodecmae":
+        print(f"wrote {args.dst}: EnCodecMAE {c.front_end}, {c.num_layers} layers, dim {c.dim}, {c.num_heads} heads, "
+              f"{c.num_codec_streams} EnCodec + {c.num_kmeans_streams} k-means target streams")
+    else:
+        print(f"wrote {args.dst}: {model.family} {c}")
     return 0
 
 

@@ -10,7 +10,7 @@ the usual Hugging Face cache. Offline, :class:`PublishedWeightsUnavailable` says
 download and where to put it, or how to pass a path instead. Nothing falls back to random weights.
 
 The model's sizes, heads and front end are always read from the file's own gin config
-(hear_codec/convert.py); this table only says where files are and under which terms.
+(hear_codec/convert.py, through hear_codec/gin.py); this table only says where files are and under which terms.
 
     python -m hear_codec.published          # print the table
 """

@@ -1,4 +1,6 @@
 """AudioFormer: token layout, MLM masking and loss, model shapes, checkpoints, HEAR (real hear-validator)."""
+import copy
+import dataclasses
 import os
 import subprocess
 
@@ -178,9 +180,9 @@ def test_checkpoint_round_trip_and_hear(tiny_model, tmp_path, rng):
     with pytest.raises(ValueError, match="NaN"):
         hear_codec.get_scene_embeddings(torch.full((1, 100), float("nan")), hear)
     # weights that do not fit the stored config are a clear error
-    payload = torch.load(path, weights_only=True)
-    payload["config"]["dim"] = 32
-    torch.save(payload, tmp_path / "bad.pt")
+    mislabelled = copy.copy(tiny_model)  # the same weights, saved under a config with another width
+    mislabelled.config = dataclasses.replace(tiny_model.config, dim=32)
+    save_checkpoint(tmp_path / "bad.pt", mislabelled)
     with pytest.raises(CheckpointError, match="do not match"):
         load_checkpoint(tmp_path / "bad.pt")
 

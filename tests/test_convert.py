@@ -17,9 +17,10 @@ import pytest
 import torch
 
 import hear_codec
-from hear_codec.checkpoint import CheckpointError, load_checkpoint
-from hear_codec.convert import (PublishedFormatError, UnsupportedVariant, config_from_gin, convert_file,
-                                convert_state_dict, detect, gin_layout, main, parse_gin)
+from hear_codec.checkpoint import CheckpointError, UnknownFormatError, detect, load_checkpoint
+from hear_codec.convert import (UnsupportedVariant, check_on_dummy_input, config_from_gin, convert_file,
+                                convert_state_dict, gin_layout, main)
+from hear_codec.gin import parse_gin
 from hear_codec.encodecmae import EncodecMAE, EncodecMAEConfig
 from official_encodecmae_helpers import (ENCODECMAE_FIXTURES, REPO, official_attention, official_state, v1_block_gin,
                                          v1_gin, v2_gin, v2_to_v1_state)
@@ -80,7 +81,8 @@ def test_published_v2_file_reproduces_official_activations(variant, encodec_stat
     assert rel_err(torch.stack(streams[:-1] + [final]), ref["encoder_activations"]) < TOL
     assert rel_err(out["logits"], ref["eval_logits"]) < TOL
     # ... and again after `convert` wrote our format and load_model read it back: same weights.
-    dst = convert_file(src, tmp_path / "ours.ckpt")
+    dst = tmp_path / "ours.ckpt"
+    convert_file(src, dst)
     assert detect(dst)[0] == "hear_codec"
     again = hear_codec.load_model(dst).model
     assert again.metadata["layout"] == "v2" and "MODEL_DIM=64" in again.metadata["gin_config"]
@@ -226,15 +228,15 @@ def test_damaged_and_foreign_files_give_clear_errors(tmp_path):
         hear_codec.load_model(text)
     foreign = tmp_path / "foreign.pt"
     torch.save({"model": {"layer.weight": torch.zeros(2)}}, foreign)
-    with pytest.raises(PublishedFormatError, match="not a hear_codec checkpoint nor a published EnCodecMAE") as err:
+    with pytest.raises(UnknownFormatError, match="not a hear_codec checkpoint nor a published EnCodecMAE") as err:
         hear_codec.load_model(foreign)
     assert "published EnCodecMAE v2 file" in str(err.value) and "v1 folder" in str(err.value)
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     torch.save({"state_dict": official_state("v1", 32, 2, 1, 64, 128, streams=8)}, lonely / "model.pt")
-    with pytest.raises(PublishedFormatError, match="config.gin"):
+    with pytest.raises(UnknownFormatError, match="config.gin"):
         hear_codec.load_model(lonely / "model.pt")
-    with pytest.raises(PublishedFormatError, match="model.pt and config.gin"):
+    with pytest.raises(UnknownFormatError, match="model.pt and config.gin"):
         hear_codec.load_model(tmp_path)
 
 
@@ -267,6 +269,25 @@ def test_cli_help_and_refusal_to_overwrite(tmp_path, capsys):
         main([str(existing), str(existing)])
     assert main([str(tmp_path / "missing.pt"), str(tmp_path / "out.ckpt")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_conversion_ends_with_a_check_on_a_dummy_input(tmp_path):
+    """The written checkpoint must reproduce the converted model; non-finite outputs are refused."""
+    config = config_from_gin(v2_gin("mel256", dim=32, heads=4, st=True))
+    torch.manual_seed(0)
+    converted, other = EncodecMAE(config).eval(), EncodecMAE(config).eval()
+    check_on_dummy_input(converted, converted, "same.pt")
+    with pytest.raises(CheckpointError, match="does not reproduce the converted model"):
+        check_on_dummy_input(converted, other, "src.pt")
+    with torch.no_grad():
+        other.head.bias[0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"src.pt: on a dummy input .*finite: False"):
+        check_on_dummy_input(other, other, "src.pt")
+    src = write_v2(tmp_path / "st.pt", v2_gin("mel256", dim=32, heads=4, st=True),
+                   official_state("v2", 32, 2, 1, 64, 256, streams=1))
+    convert_file(src, tmp_path / "ours.ckpt")
+    with pytest.raises(CheckpointError, match="already a hear_codec checkpoint"):
+        convert_file(tmp_path / "ours.ckpt", tmp_path / "again.ckpt")
 
 
 def test_cli_converted_checkpoint_passes_hear_validator(tmp_path):
