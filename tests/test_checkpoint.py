@@ -15,7 +15,8 @@ import torch
 import hear_codec
 from hear_codec.checkpoint import (FORMAT_VERSION, CheckpointError, DamagedCheckpointError, UnknownFormatError,
                                    load_checkpoint, read_checkpoint, save_checkpoint)
-from official_encodecmae_helpers import REPO, official_state, v2_gin
+from hear_codec.codec import build_encoder
+from official_encodecmae_helpers import REPO, official_state, v1_gin, v2_gin
 
 # Written by save_checkpoint at commit dfec59c (format 1, before weight hashes): a micro mel256
 # EnCodecMAE (dim 16, 1 + 1 layers, vocab 16, torch.manual_seed(0)); it must load as it did then.
@@ -78,16 +79,22 @@ def test_loads_without_running_pickled_code(tiny_checkpoints, tmp_path):
         load_checkpoint(evil)
 
 
-@pytest.mark.parametrize("kind", ["format 2", "format 1", "published v2"])
+@pytest.mark.parametrize("kind", ["format 2", "format 1", "published v2", "published v1"])
 def test_a_load_reads_the_file_once(kind, tiny_checkpoints, tmp_path, monkeypatch):
     if kind == "format 2":
         path = tiny_checkpoints["mel256"]
     elif kind == "format 1":
         path = FORMAT_1_FILE
-    else:
+    elif kind == "published v2":
         path = tmp_path / "published.pt"
         torch.save({"config": v2_gin("mel256", dim=32, heads=4, st=True),
                     "state_dict": official_state("v2", 32, 2, 1, 64, 256, streams=1)}, path)
+    else:
+        path = tmp_path / "encodecmae-base"
+        path.mkdir()
+        torch.save({"state_dict": official_state("v1", 32, 2, 1, 64, 128, streams=8,
+                                                 codec_encoder_state=build_encoder().state_dict())}, path / "model.pt")
+        (path / "config.gin").write_text(v1_gin(dim=32, heads=4))
     reads = []
 
     def counting(reader, name):

@@ -9,7 +9,6 @@ fixture's) are checked by round trips with official key names and shapes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import subprocess
 import sys
 
@@ -20,8 +19,8 @@ import hear_codec
 from hear_codec.checkpoint import CheckpointError, UnknownFormatError, detect, load_checkpoint
 from hear_codec.convert import (UnsupportedVariant, check_on_dummy_input, config_from_gin, convert_file,
                                 convert_state_dict, gin_layout, main)
+from hear_codec.encodecmae import EncodecMAE
 from hear_codec.gin import parse_gin
-from hear_codec.encodecmae import EncodecMAE, EncodecMAEConfig
 from official_encodecmae_helpers import (ENCODECMAE_FIXTURES, REPO, official_attention, official_state, v1_block_gin,
                                          v1_gin, v2_gin, v2_to_v1_state)
 
