@@ -20,11 +20,12 @@ its bytes (C order, little-endian), written at save time and checked on every lo
 anywhere in the weights fails with :class:`DamagedCheckpointError` naming the tensors.
 
 Why safetensors for format 2 rather than a torch file with a hash field: loading our files runs no
-unpickler at all (``weights_only=True`` is a restricted unpickler, and it had a code-execution hole
-until torch 2.6, CVE-2025-32434, while we support torch >= 2.4); the config and metadata are JSON
-that any tool reads without our code or the weights; the reader checks that the header's offsets
-cover the file exactly (truncation); it is the Hugging Face hub's convention. Loading time is the
-same (see the report of issue #13 for the measurement).
+unpickler at all (``weights_only=True`` is a restricted unpickler whose code-execution holes were
+fixed in torch 2.6, CVE-2025-32434, and 2.10, CVE-2026-24747, while we support torch >= 2.4); the
+config and metadata are JSON that any tool reads without our code or the weights; the reader checks
+that the header's offsets cover the file exactly (truncation); it is the Hugging Face hub's
+convention. Peak memory is the same as for the torch file; the price of either format with hashes
+is one sha256 pass over the weights per load, less than building the model takes.
 
 Model families register in :data:`FAMILIES`; each model has ``family``, ``config`` (with
 ``to_dict``) and is rebuilt by its module's ``build(config_dict)``.
