@@ -135,8 +135,9 @@ def bench_loader(args, crop_seconds: float) -> float:
         for i in range(16):
             sf.write(Path(tmp) / f"{i}.flac", (0.1 * rng.standard_normal((44100 * 10, 2))).astype(np.float32), 44100)
         entries, _ = D.probe_files(D.list_sources(tmp))
-        sampler = D.StepSampler(len(entries), args.batch_size)
-        loader = DataLoader(_Seeded(D.AudioCrops(entries, crop_seconds)), batch_size=args.batch_size, sampler=sampler,
+        crops = D.AudioCrops(entries, crop_seconds)
+        sampler = D.StepSampler(crops.draws_per_epoch, args.batch_size)
+        loader = DataLoader(_Seeded(crops), batch_size=args.batch_size, sampler=sampler,
                             collate_fn=MaskingCollate(args.front_end, int(crop_seconds * 24000)),
                             num_workers=args.workers, prefetch_factor=4 if args.workers else None)
         it = iter(loader)

@@ -268,7 +268,7 @@ def build_data(args, out_dir: Path, n_q: int, codec) -> tuple:
     """(train_loader, val_loader or None, sampler, data metadata): the pipeline EnCodecMAE uses."""
     crop = int(round(args.crop_seconds * D.SAMPLE_RATE))
     train_set, val_set, meta = D.build_datasets(args, out_dir, codec, n_q)
-    sampler = D.StepSampler(len(train_set), args.batch_size, seed=args.seed)
+    sampler = D.StepSampler(train_set.draws_per_epoch, args.batch_size, seed=args.seed)
     common = dict(collate_fn=Collate(crop), num_workers=args.num_workers, pin_memory=torch.cuda.is_available(),
                   persistent_workers=args.num_workers > 0)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler,

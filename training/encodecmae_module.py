@@ -293,7 +293,7 @@ def build_data(args, out_dir: Path, config: emae.EncodecMAEConfig, codec) -> tup
     """(train_loader, val_loader or None, sampler, data metadata)."""
     crop = int(round(args.crop_seconds * D.SAMPLE_RATE))
     train_set, val_set, meta = D.build_datasets(args, out_dir, codec, config.num_codec_streams)
-    sampler = D.StepSampler(len(train_set), args.batch_size, seed=args.seed)
+    sampler = D.StepSampler(train_set.draws_per_epoch, args.batch_size, seed=args.seed)
     collate = MaskingCollate(config.front_end, crop, config.mask_prop, config.mask_gap)
     common = dict(collate_fn=collate, num_workers=args.num_workers, pin_memory=torch.cuda.is_available(),
                   persistent_workers=args.num_workers > 0)
