@@ -12,7 +12,7 @@ One training step, shapes for batch B, crop S samples, T frames::
     features = front end (fp32, no autocast)                        [B, T, 256 | 128]
     targets  = frozen codec in eval mode, RVQ at 6 kbps             [B, 8, T]
                (ec front end: the same encoder features are quantized, the encoder runs once)
-             | k-means stream: nearest centroid of the teacher's last-layer x0 stream  [B, 1, T]
+             | k-means stream: nearest centroid of the teacher's last-layer x0 stream, fp32  [B, 1, T]
     logits   = EncodecMAE(features, mask, padding_mask)             [B, T, streams, 1024]
     loss     = training.losses.encodecmae_loss (0.9 masked / 0.1 unmasked, padding excluded)
 """
@@ -166,8 +166,7 @@ class EncodecMAEModule(L.LightningModule):
                 else:
                     codes = self.codec.encode_codes(wav.float(), cfg.num_codec_streams)
                 targets.append(codes[..., :t])
-        if cfg.num_kmeans_streams:
-            with torch.no_grad():
+            if cfg.num_kmeans_streams:  # in fp32, the precision the centroids were fitted in
                 hidden = last_layer_x0(self.teacher, features, batch["padding_mask"])
                 targets.append(nearest_centroid(hidden, self.centroids).unsqueeze(1))
         return features, torch.cat(targets, dim=1)

@@ -2,10 +2,12 @@
 
 1. Features: the teacher's last encoder layer *before* the final ResiDual combination (the x0
    stream of the last layer, ``encoder(..., return_layers=True)``) on ``--segments`` random crops
-   (default 10 000) of the training data; ``--kmeans-frames`` frames (default 10 000) are drawn
-   from them, spread evenly over the segments, padding excluded.
-2. k-means with k = ``--clusters`` (default 1024) in torch (training/kmeans.py; runs on the GPU
-   when there is one); centroids saved to ``OUT/kmeans_centroids.pt``.
+   (default 10 000) of the training data, drawn as training draws them (length-proportional);
+   ``--kmeans-frames`` frames (default 10 000) are drawn uniformly from all their valid frames,
+   padding excluded, as the official code does.
+2. k-means with k = ``--clusters`` (default 1024): scikit-learn's KMeans algorithm (the official
+   one) in torch, fp32 (training/kmeans.py; on the GPU when there is one); centroids saved to
+   ``OUT/kmeans_centroids.pt``.
 3. Continued training (default 150 000 steps with --data) of a student initialised from the
    teacher, on the k-means stream computed on the fly by the frozen teacher + centroids: v2
    (default) predicts that stream alone (num_codec_streams=0, num_kmeans_streams=1); with
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -45,7 +46,11 @@ def add_self_train_args(parser: argparse.ArgumentParser) -> None:
                    help="frames drawn from those crops for k-means (default: %(default)s)")
     g.add_argument("--clusters", type=int, default=1024,
                    help="k of k-means = vocabulary of the k-means stream (default: %(default)s)")
-    g.add_argument("--kmeans-iters", type=int, default=100, help="at most this many Lloyd iterations (default: %(default)s)")
+    g.add_argument("--kmeans-iters", type=int, default=300,
+                   help="at most this many Lloyd iterations per seeding (scikit-learn's max_iter) (default: %(default)s)")
+    g.add_argument("--kmeans-inits", type=int, default=10,
+                   help="k-means++ seedings; the lowest inertia wins (scikit-learn 1.3's n_init, the official setting) "
+                        "(default: %(default)s)")
     g.add_argument("--keep-codec-streams", action="store_true",
                    help="v1 variant: also keep predicting the 8 EnCodec streams (default: v2, k-means stream only)")
     g.add_argument("--feature-batch", type=int, default=32,
@@ -70,31 +75,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @torch.no_grad()
-def collect_features(teacher, loader, segments: int, frames: int, device) -> torch.Tensor:
-    """[frames, D] teacher last-layer x0 features from the first ``segments`` crops of ``loader``."""
-    per_segment = max(1, math.ceil(2 * frames / segments))  # a surplus (short clips), trimmed to ``frames`` below
-    gen = torch.Generator().manual_seed(1234)
-    out, seen = [], 0
+def collect_features(teacher, loader, segments: int, frames: int, device, seed: int = 1234) -> torch.Tensor:
+    """[min(frames, all valid frames), D]: teacher last-layer x0 features of frames drawn uniformly
+    without replacement from all valid (non-padding) frames of the first ``segments`` crops of
+    ``loader``, as the official ``create_st_dataset`` (which concatenates every frame of its
+    segments, then draws ``kmeans_samples`` of them).
+
+    Streaming, so memory stays at ``frames`` rows plus one batch: every frame gets a uniform random
+    key and the ``frames`` smallest keys are kept (a uniform sample without replacement)."""
+    gen = torch.Generator().manual_seed(seed)
+    kept, kept_keys, seen = None, None, 0
     for batch in loader:
-        wav = batch["wav"].to(device)
-        padding = batch["padding_mask"].to(device)
-        t = padding.shape[1]
-        features = teacher.input_features(wav)[:, :t]
+        take = min(len(batch["wav"]), segments - seen)
+        wav = batch["wav"][:take].to(device)
+        padding = batch["padding_mask"][:take].to(device)
+        features = teacher.input_features(wav)[:, : padding.shape[1]]
         hidden = M.last_layer_x0(teacher, features, padding).float().cpu()
-        for row, pad in zip(hidden, padding.cpu()):
-            valid = row[~pad]
-            if len(valid):
-                pick = torch.randperm(len(valid), generator=gen)[:per_segment]
-                out.append(valid[pick])
-            seen += 1
-            if seen >= segments:
-                break
+        valid = hidden[~padding.cpu()]  # [valid frames of the batch, D]
+        keys = torch.rand(len(valid), generator=gen)
+        pool = valid if kept is None else torch.cat([kept, valid])
+        pool_keys = keys if kept_keys is None else torch.cat([kept_keys, keys])
+        if len(pool) > frames:
+            keep = torch.topk(pool_keys, frames, largest=False).indices
+            pool, pool_keys = pool[keep], pool_keys[keep]
+        kept, kept_keys = pool, pool_keys
+        seen += take
         if seen >= segments:
             break
-    x = torch.cat(out)
-    if len(x) > frames:
-        x = x[torch.randperm(len(x), generator=gen)[:frames]]
-    return x
+    if kept is None or not len(kept):
+        raise ValueError("no valid frames in the self-training segments")
+    return kept
 
 
 def run(args, teacher_path: str | Path | None = None) -> Path:
@@ -133,7 +143,7 @@ def run(args, teacher_path: str | Path | None = None) -> Path:
         x = collect_features(teacher, loader, segments, args.kmeans_frames, device)
         teacher.cpu()
         log.info("k-means on %d frames of dim %d (k=%d)", x.shape[0], x.shape[1], args.clusters)
-        result = kmeans(x.to(device), args.clusters, iters=args.kmeans_iters, seed=args.seed)
+        result = kmeans(x.to(device), args.clusters, iters=args.kmeans_iters, n_init=args.kmeans_inits, seed=args.seed)
         centroids = result["centroids"].cpu()
         atomic_torch_save({"centroids": centroids, "teacher": str(teacher_path), "frames": int(x.shape[0]),
                            "inertia": result["inertia"], "iterations": result["iterations"],
