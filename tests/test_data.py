@@ -5,7 +5,7 @@ import soundfile as sf
 import torch
 
 from training import data as D
-from training.encodecmae_module import MaskingCollate, frames_for
+from training.encodecmae.masking import MaskingCollate, frames_for
 
 
 def sine(freq, seconds, sr, channels=1):
@@ -135,7 +135,7 @@ def official_compensate_lengths(seconds, chunk_length=4.0):
 def test_length_proportional_draws_follow_the_official_rule(tmp_path):
     """Files of 2, 4, 40 and 400 s: one epoch of the training stream draws them 1, 1, 10 and 100
     times (a file shorter than the 4 s crop still once), and OUT/data_index.tsv says so."""
-    from training.encodecmae_module import build_data
+    from training.encodecmae.train import build_loaders
 
     audio = tmp_path / "audio"
     audio.mkdir()
@@ -144,8 +144,7 @@ def test_length_proportional_draws_follow_the_official_rule(tmp_path):
         sf.write(audio / name, np.zeros(8000 * seconds, dtype=np.int16), 8000, subtype="PCM_16")
     expected = [official_compensate_lengths(s) for s in durations.values()]
     assert expected == [1, 1, 10, 100]
-    args = _data_args(data=[str(audio)], val_fraction=0.0)
-    loader, _, sampler, meta = build_data(args, tmp_path / "out", _mae_config(), None)
+    loader, _, sampler, meta = build_loaders(_data_config([str(audio)]), tmp_path / "out", _mae_config(), None)
     names = [e.path.split("/")[-1] for e in loader.dataset.dataset.entries]
     assert names == list(durations)
     stream = take(sampler, 2 * sum(expected))
@@ -165,15 +164,14 @@ def test_length_proportional_draws_follow_the_official_rule(tmp_path):
 
 def test_long_files_are_capped_or_dropped(tmp_path):
     """Longer than --max-file-seconds: kept with draws capped (default) or dropped (official)."""
-    from training.encodecmae_module import build_data
+    from training.encodecmae.train import build_loaders
 
     manifest = tmp_path / "list.tsv"
     manifest.write_text("short.wav\t8\nlong.wav\t12000\nhuge.wav\t99999\n")  # durations trusted, not probed
-    args = _data_args(data=[str(manifest)], val_fraction=0.0)
-    loader, _, sampler, _ = build_data(args, tmp_path / "crop", _mae_config(), None)
+    loader, _, sampler, _ = build_loaders(_data_config([str(manifest)]), tmp_path / "crop", _mae_config(), None)
     assert loader.dataset.dataset.draws_per_epoch == [2, 2500, 2500]
-    args = _data_args(data=[str(manifest)], val_fraction=0.0, long_files="drop")
-    loader, _, sampler, meta = build_data(args, tmp_path / "drop", _mae_config(), None)
+    drop = _data_config([str(manifest)], long_files="drop")
+    loader, _, sampler, meta = build_loaders(drop, tmp_path / "drop", _mae_config(), None)
     assert [e.path for e in loader.dataset.dataset.entries] == [str(tmp_path / "short.wav")]
     assert meta["skipped"] == 2
     skipped = (tmp_path / "drop" / "skipped_files.tsv").read_text()
@@ -181,14 +179,9 @@ def test_long_files_are_capped_or_dropped(tmp_path):
     assert D.draws_per_epoch(99999, 4.0, max_file_seconds=0) == 24999  # 0 = no cap
 
 
-def _data_args(**overrides):
-    import argparse
-
-    p = argparse.ArgumentParser()
-    D.add_data_args(p, codec_use="targets", synthetic_clips=4)
-    args = p.parse_args([])
-    vars(args).update(dict(crop_seconds=4.0, batch_size=4, num_workers=0, seed=0, **overrides))
-    return args
+def _data_config(sources, **overrides):
+    return D.DataConfig(sources=sources, codec="offline", crop_seconds=4.0, batch_size=4, num_workers=0,
+                        val_fraction=0.0, **overrides)
 
 
 def _mae_config():

@@ -1,10 +1,10 @@
-"""Invariants of EnCodecMAE's time-gap masking (training/masking.py)."""
+"""Invariants of EnCodecMAE's time-gap masking (training/encodecmae/masking.py)."""
 import time
 
 import pytest
 import torch
 
-from training.masking import time_gap_mask
+from training.encodecmae.masking import time_gap_mask
 
 
 def runs(row):

@@ -5,8 +5,9 @@ import torch
 import hear_codec
 from hear_codec import encodecmae as emae
 from hear_codec.checkpoint import read_checkpoint, save_checkpoint
-from training import encodecmae_module, self_train
-from training.kmeans import kmeans
+from training.encodecmae import masking, self_train
+from training.encodecmae import module as encodecmae_module
+from training.encodecmae.kmeans import kmeans
 
 TINY = ["--synthetic-clips", "16", "--synthetic-val-clips", "2", "--batch-size", "4", "--num-workers", "0",
         "--no-progress-bar", "--log-every", "1", "--max-steps", "2", "--val-every", "1", "--ckpt-every", "1"]
@@ -88,7 +89,7 @@ def test_kmeans_frames_are_uniform_over_all_frames_of_the_segments(monkeypatch):
             seg = wav[:, :1].expand(-1, t)
             return torch.stack([seg, torch.arange(t, dtype=torch.float32).expand_as(seg)], dim=-1)
 
-    monkeypatch.setattr(encodecmae_module, "last_layer_x0", lambda teacher, features, padding: features)
+    monkeypatch.setattr(self_train, "last_layer_x0", lambda teacher, features, padding: features)
     padding = torch.arange(t)[None, :] >= torch.tensor(lengths)[:, None]
     batches = [{"wav": torch.arange(8, dtype=torch.float32)[i:i + 3, None].expand(-1, 10), "padding_mask": padding[i:i + 3]}
                for i in range(0, 8, 3)] + [{"wav": torch.full((3, 10), 99.0), "padding_mask": padding[:3]}]  # past --segments
@@ -114,7 +115,7 @@ def test_teacher_kmeans_targets_are_computed_in_fp32(teacher):
     gen = torch.Generator().manual_seed(0)
     module = encodecmae_module.EncodecMAEModule(cfg, None, teacher=t, centroids=torch.randn(16, 64, generator=gen))
     wav = torch.randn(2, 24000, generator=gen) * 0.1
-    frames = encodecmae_module.frames_for("mel256", 24000)
+    frames = masking.frames_for("mel256", 24000)
     batch = {"wav": wav, "mask": torch.zeros(2, frames, dtype=torch.bool),
              "padding_mask": torch.zeros(2, frames, dtype=torch.bool)}
     dtypes = []

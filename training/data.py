@@ -55,7 +55,7 @@ import os
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -64,13 +64,43 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from hear_codec.checkpoint import atomic_torch_save
-from hear_codec.codec import FRAME_RATE, SAMPLE_RATE, resample
+from hear_codec.codec import FRAME_RATE, SAMPLE_RATE, load_codec, resample
 
 log = logging.getLogger(__name__)
 
 MAX_FILE_SECONDS = 10_000.0  # official FILTER_AUDIO_LENGTH (configs/base/unsupervised_pretrain.gin)
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".snd",
                     ".caf", ".w64", ".rf64", ".wv"}
+
+
+@dataclass
+class DataConfig:
+    """Data and codec of a pretraining run (the options of :func:`add_data_args`).
+
+    ``sources``: folders / manifests / audio files, or None for the built-in synthetic corpus.
+    ``seed`` seeds the data order, crops and masks, and the built-in corpus."""
+
+    sources: list | None
+    codec: str  # "pretrained" (published EnCodec) or "offline" (random weights, demos and tests)
+    crop_seconds: float
+    batch_size: int  # clips per micro-batch per device
+    num_workers: int
+    seed: int = 0
+    codec_path: str | None = None
+    val_fraction: float = 0.02
+    val_max_files: int = 200
+    synthetic_clips: int = 384
+    synthetic_val_clips: int = 32
+    probe_workers: int = 16
+    max_file_seconds: float = MAX_FILE_SECONDS
+    long_files: str = "crop"  # or "drop"
+
+    @classmethod
+    def from_args(cls, args) -> "DataConfig":
+        """From the options of :func:`add_data_args` (``--num-workers`` None: min(8, CPUs - 1))."""
+        names = {f.name for f in fields(cls)} - {"sources", "num_workers"}
+        workers = args.num_workers if args.num_workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
+        return cls(sources=args.data, num_workers=workers, **{k: getattr(args, k) for k in names})
 
 
 @dataclass
@@ -230,7 +260,8 @@ def read_segment(entry: AudioEntry, start_seconds: float, seconds: float) -> np.
     return mono[: int(round(seconds * SAMPLE_RATE))]
 
 
-def _mix_seed(*values) -> int:
+def mix_seed(*values) -> int:
+    """A 31-bit seed from integers (the crop, mask and permutation seeds of every run)."""
     return zlib.crc32(np.asarray(values, dtype=np.int64).tobytes()) & 0x7FFFFFFF
 
 
@@ -290,8 +321,8 @@ class StepSampler(Sampler):
     length-compensated index). Global sample ``g`` is draw ``perm_e[g % N]`` of epoch ``e = g // N``,
     i.e. the item that draw belongs to, with crop seed ``mix(seed, g)``. Micro-batch ``m`` of rank
     ``r`` holds global samples ``(m * world + r) * batch_size + j``. Set ``start_step`` (optimiser
-    steps already taken), ``accumulate``, ``rank`` and ``world`` before iterating; the training
-    module does this before Lightning creates the iterator. Yields ``(item_index, crop_seed)``.
+    steps already taken), ``accumulate``, ``rank`` and ``world`` before iterating
+    (``training.engine.StepSamplerCallback`` does). Yields ``(item_index, crop_seed)``.
     """
 
     def __init__(self, draws_per_item, batch_size: int, seed: int = 0):
@@ -311,7 +342,7 @@ class StepSampler(Sampler):
     def _item(self, g: int) -> int:
         e = g // self.epoch_draws
         if self._perm_epoch != e:
-            gen = torch.Generator().manual_seed(_mix_seed(self.seed, e, 1))
+            gen = torch.Generator().manual_seed(mix_seed(self.seed, e, 1))
             self._perm, self._perm_epoch = torch.randperm(self.epoch_draws, generator=gen), e
         draw = self._perm[g % self.epoch_draws]
         return int(torch.searchsorted(self.item_ends, draw, right=True))
@@ -321,7 +352,7 @@ class StepSampler(Sampler):
         while True:
             base = (m * self.world + self.rank) * self.batch_size
             for g in range(base, base + self.batch_size):
-                yield self._item(g), _mix_seed(self.seed, g, 2)
+                yield self._item(g), mix_seed(self.seed, g, 2)
             m += 1
 
 
@@ -342,7 +373,7 @@ def synth_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPLE
     quarter of the clips are shorter (uniform in [min_fraction, 1] of ``seconds``), to exercise
     padding.
     """
-    rng = np.random.default_rng(_mix_seed(seed, index, 7))
+    rng = np.random.default_rng(mix_seed(seed, index, 7))
     label = int(rng.integers(len(SYNTH_CLASSES)))
     n = int(round(seconds * sr))
     if min_fraction < 1.0 and rng.random() < 0.25:
@@ -484,57 +515,86 @@ def precompute_codes(dataset: SyntheticCorpus, codec, n_q: int, cache: Path | No
     return codes
 
 
-def build_datasets(args, out_dir: Path, codec=None, n_q: int = 0) -> tuple:
-    """(train_set, val_set or None, data metadata) for a pretraining run, from the options of
-    :func:`add_data_args`: ``--data`` folders/manifests (probed; unreadable files skipped and
-    reported in ``OUT/skipped_files.tsv``) or the built-in corpus, whose ``n_q`` codec streams
-    are encoded once and cached in ``OUT/cache/`` (none when ``n_q`` is 0)."""
-    if args.data:
-        rows = list_sources(args.data)
-        entries, skipped = probe_files(rows, args.probe_workers)
-        if args.long_files == "drop":
-            entries, too_long = drop_long_files(entries, args.max_file_seconds)
+def frozen_codec(cfg: DataConfig):
+    """The frozen EnCodec that makes the targets: published weights or the offline (random) codec."""
+    return load_codec(cfg.codec, path=cfg.codec_path) if cfg.codec == "pretrained" else load_codec("offline")
+
+
+def build_datasets(cfg: DataConfig, out_dir: Path, codec=None, n_q: int = 0) -> tuple:
+    """(train_set, val_set or None, data metadata) for a pretraining run: ``cfg.sources``
+    (probed; unreadable files skipped and reported in ``OUT/skipped_files.tsv``, the rest in
+    ``OUT/data_index.tsv`` with their draws per epoch) or the built-in corpus, whose ``n_q`` codec
+    streams are encoded once and cached in ``OUT/cache/`` (none when ``n_q`` is 0)."""
+    out_dir = Path(out_dir)
+    if cfg.sources:
+        rows = list_sources(cfg.sources)
+        entries, skipped = probe_files(rows, cfg.probe_workers)
+        if cfg.long_files == "drop":
+            entries, too_long = drop_long_files(entries, cfg.max_file_seconds)
             skipped += too_long
         if skipped:
             log.warning("skipped %d of %d audio files (unreadable, empty or too long); see %s", len(skipped),
                         len(rows), out_dir / "skipped_files.tsv")
-        train_entries, val_entries = split_train_val(entries, args.val_fraction, args.val_max_files)
+        train_entries, val_entries = split_train_val(entries, cfg.val_fraction, cfg.val_max_files)
         if not train_entries:
             write_report(out_dir, entries, skipped)
             raise SystemExit(f"--data: no readable audio among {len(rows)} files (see {out_dir / 'skipped_files.tsv'})")
-        cap = args.max_file_seconds if args.long_files == "crop" else 0.0
-        train_set = AudioCrops(train_entries, args.crop_seconds, cap)
-        val_set = AudioCrops(val_entries, args.crop_seconds) if val_entries else None
+        cap = cfg.max_file_seconds if cfg.long_files == "crop" else 0.0
+        train_set = AudioCrops(train_entries, cfg.crop_seconds, cap)
+        val_set = AudioCrops(val_entries, cfg.crop_seconds) if val_entries else None
         draws = dict(zip((id(e) for e in train_entries), train_set.draws_per_epoch))
         write_report(out_dir, entries, skipped, [draws.get(id(e), 0) for e in entries])
         epoch = sum(train_set.draws_per_epoch)
         log.info("one epoch: %d draws of %g s from %d training files (%.1f h); draws per file in %s", epoch,
-                 args.crop_seconds, len(train_entries), sum(e.seconds for e in train_entries) / 3600,
+                 cfg.crop_seconds, len(train_entries), sum(e.seconds for e in train_entries) / 3600,
                  out_dir / "data_index.tsv")
-        meta = dict(data=[str(x) for x in args.data], files=len(rows), skipped=len(skipped),
+        meta = dict(data=[str(x) for x in cfg.sources], files=len(rows), skipped=len(skipped),
                     train_files=len(train_entries), val_files=len(val_entries), draws_per_epoch=epoch)
         return train_set, val_set, meta
-    train_set = SyntheticCorpus(args.synthetic_clips, args.crop_seconds, seed=args.seed, offset=0)
-    val_set = SyntheticCorpus(args.synthetic_val_clips, args.crop_seconds, seed=args.seed, offset=args.synthetic_clips)
+    train_set = SyntheticCorpus(cfg.synthetic_clips, cfg.crop_seconds, seed=cfg.seed, offset=0)
+    val_set = SyntheticCorpus(cfg.synthetic_val_clips, cfg.crop_seconds, seed=cfg.seed, offset=cfg.synthetic_clips)
     if n_q:
         t0 = time.time()
         for name, ds in (("train", train_set), ("val", val_set)):  # fixed clips: encode each once
-            ds.targets = precompute_codes(ds, codec, n_q, Path(out_dir) / "cache" / f"codes-{name}.pt")
+            ds.targets = precompute_codes(ds, codec, n_q, out_dir / "cache" / f"codes-{name}.pt")
         log.info("codec targets for the synthetic corpus: %.1f s", time.time() - t0)
     return train_set, val_set, dict(data="synthetic", train_clips=len(train_set), val_clips=len(val_set))
 
 
-def add_data_args(group, *, codec_use: str, synthetic_clips: int) -> None:
+def make_loaders(train_set, val_set, collate, cfg: DataConfig) -> tuple:
+    """(train_loader, val_loader or None, sampler): the training stream in :class:`StepSampler`
+    order (``train_set.draws_per_epoch`` draws per item and epoch), validation in file order."""
+    sampler = StepSampler(train_set.draws_per_epoch, cfg.batch_size, seed=cfg.seed)
+    common = dict(collate_fn=collate, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
+                  persistent_workers=cfg.num_workers > 0)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
+                                               prefetch_factor=4 if cfg.num_workers else None, **common)
+    val_loader = None
+    if val_set is not None and len(val_set):
+        val_loader = torch.utils.data.DataLoader(val_set, batch_size=min(cfg.batch_size, 32), shuffle=False, **common)
+    return train_loader, val_loader, sampler
+
+
+# ---------------------------------------------------------------- command-line options
+
+def add_data_args(group, *, codec_use: str, defaults: "DataDependentDefaults", synthetic_clips: int) -> None:
     """The data and codec options every pretraining model shares (``training.pretrain --model ...``).
 
-    codec_use: what the codec makes for this model (shown in --codec's help).
+    codec_use: what the codec makes for this model (shown in --codec's help); ``defaults``: the
+    model's data-dependent defaults (shown in the help of --crop-seconds, --batch-size, --codec).
     """
     group.add_argument("--data", nargs="+", default=None, metavar="DIR_OR_MANIFEST",
                        help="audio folders and/or manifests (one path per line, optional tab + seconds); any rate "
                             "and channel count. Without it: the built-in synthetic corpus")
+    group.add_argument("--crop-seconds", type=float, default=None,
+                       help="training crop length, also the model's chunk length for HEAR embeddings; shorter clips "
+                            f"are zero-padded and the padding is excluded from the loss "
+                            f"(default: {defaults.note('crop_seconds')})")
+    group.add_argument("--batch-size", type=int, default=None,
+                       help=f"clips per micro-batch per device (default: {defaults.note('batch_size')})")
     group.add_argument("--codec", default=None, choices=["pretrained", "offline"],
                        help=f"EnCodec weights that make {codec_use}: pretrained (published, the paper) or offline "
-                            "(random, for demos/tests) (default: offline without --data, else pretrained)")
+                            f"(random, for demos/tests) (default: {defaults.note('codec')})")
     group.add_argument("--codec-path", default=None,
                        help="local copy of encodec_24khz-d7cc33bc.th (default: torch hub cache / download)")
     group.add_argument("--num-workers", type=int, default=None,
@@ -557,3 +617,27 @@ def add_data_args(group, *, codec_use: str, synthetic_clips: int) -> None:
     group.add_argument("--long-files", default="crop", choices=["crop", "drop"],
                        help="what to do with files longer than --max-file-seconds: keep them with capped draws and "
                             "random crops, or drop them (official) (default: %(default)s)")
+
+
+@dataclass(frozen=True)
+class DataDependentDefaults:
+    """Defaults of the options that depend on whether ``--data`` is given: the tiny built-in run
+    (``builtin``) or the paper's setting (``paper``). Options whose default is None in the parser
+    take them; ``note(name)`` says so in --help (``notes``: the text for an option whose default
+    the CLI takes from elsewhere, e.g. self-training's teacher)."""
+
+    builtin: dict
+    paper: dict
+    notes: dict = field(default_factory=dict)
+
+    def fill(self, args, **overrides) -> None:
+        """Set every option still None in ``args`` (``overrides`` first) - the one place a CLI's
+        data-dependent defaults are resolved, before the typed configs are built."""
+        for key, value in {**(self.paper if args.data else self.builtin), **overrides}.items():
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
+
+    def note(self, name: str) -> str:
+        if name in self.notes:
+            return self.notes[name]
+        return f"{self.paper[name]} with --data, {self.builtin[name]} built-in"
