@@ -583,6 +583,7 @@ def add_data_args(group, *, codec_use: str, defaults: "DataDependentDefaults", s
     codec_use: what the codec makes for this model (shown in --codec's help); ``defaults``: the
     model's data-dependent defaults (shown in the help of --crop-seconds, --batch-size, --codec).
     """
+    d = {f.name: f.default for f in fields(DataConfig)}
     group.add_argument("--data", nargs="+", default=None, metavar="DIR_OR_MANIFEST",
                        help="audio folders and/or manifests (one path per line, optional tab + seconds); any rate "
                             "and channel count. Without it: the built-in synthetic corpus")
@@ -599,22 +600,22 @@ def add_data_args(group, *, codec_use: str, defaults: "DataDependentDefaults", s
                        help="local copy of encodec_24khz-d7cc33bc.th (default: torch hub cache / download)")
     group.add_argument("--num-workers", type=int, default=None,
                        help="data loader processes per device (default: min(8, CPUs - 1))")
-    group.add_argument("--val-fraction", type=float, default=0.02,
+    group.add_argument("--val-fraction", type=float, default=d["val_fraction"],
                        help="fraction of files held out for validation, chosen by a hash of the path "
                             "(default: %(default)s)")
-    group.add_argument("--val-max-files", type=int, default=200,
+    group.add_argument("--val-max-files", type=int, default=d["val_max_files"],
                        help="at most this many validation files (official EnCodecMAE: 200) (default: %(default)s)")
     group.add_argument("--synthetic-clips", type=int, default=synthetic_clips,
                        help="training clips of the built-in corpus (default: %(default)s)")
-    group.add_argument("--synthetic-val-clips", type=int, default=32,
+    group.add_argument("--synthetic-val-clips", type=int, default=d["synthetic_val_clips"],
                        help="validation clips of the built-in corpus (default: %(default)s)")
-    group.add_argument("--probe-workers", type=int, default=16,
+    group.add_argument("--probe-workers", type=int, default=d["probe_workers"],
                        help="threads probing audio headers at start-up (default: %(default)s)")
-    group.add_argument("--max-file-seconds", type=float, default=MAX_FILE_SECONDS,
+    group.add_argument("--max-file-seconds", type=float, default=d["max_file_seconds"],
                        help="files at least this long: their draws per epoch are capped as if they were this long "
                             "(--long-files crop) or they are skipped as in the official code (--long-files drop); "
                             "0 = no cap (default: %(default)g, the official limit)")
-    group.add_argument("--long-files", default="crop", choices=["crop", "drop"],
+    group.add_argument("--long-files", default=d["long_files"], choices=["crop", "drop"],
                        help="what to do with files longer than --max-file-seconds: keep them with capped draws and "
                             "random crops, or drop them (official) (default: %(default)s)")
 

@@ -42,8 +42,10 @@ def add_train_args(group) -> None:
                             f"(default: {DEFAULTS.note('lr')}; the paper's with --data)")
     group.add_argument("--warmup-steps", type=int, default=None,
                        help=f"linear learning-rate warm-up (default: {DEFAULTS.note('warmup_steps')})")
-    group.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.98), help="AdamW betas (default: 0.9 0.98)")
-    group.add_argument("--weight-decay", type=float, default=0.01,
+    d = TrainConfig()
+    group.add_argument("--betas", type=float, nargs=2, default=d.betas,
+                       help=f"AdamW betas (default: {d.betas[0]} {d.betas[1]})")
+    group.add_argument("--weight-decay", type=float, default=d.weight_decay,
                        help="AdamW weight decay on matrices (default: %(default)s)")
 
 

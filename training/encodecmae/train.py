@@ -43,9 +43,12 @@ class TrainConfig:
 
 def add_train_args(group, *, lr_note: str) -> None:
     """The options of :class:`TrainConfig`; ``lr_note`` says what --lr defaults to."""
+    d = TrainConfig()
     group.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate, constant (default: {lr_note})")
-    group.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.95), help="AdamW betas (default: 0.9 0.95)")
-    group.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default: %(default)s)")
+    group.add_argument("--betas", type=float, nargs=2, default=d.betas,
+                       help=f"AdamW betas (default: {d.betas[0]} {d.betas[1]})")
+    group.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                       help="AdamW weight decay (default: %(default)s)")
 
 
 def build_loaders(data: D.DataConfig, out_dir: Path, config: emae.EncodecMAEConfig, codec) -> tuple:
