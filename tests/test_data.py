@@ -124,6 +124,7 @@ def test_step_sampler_resumes_and_shards():
     assert ranks[0][:2] + ranks[1][:2] + ranks[0][2:] + ranks[1][2:] == single
     with pytest.raises(ValueError, match="at least 1"):
         D.StepSampler([1, 0], batch_size=2)
+    assert take(D.StepSampler(10, batch_size=2, seed=3), 12) == take(D.StepSampler([1] * 10, batch_size=2, seed=3), 12)
 
 
 def official_compensate_lengths(seconds, chunk_length=4.0):

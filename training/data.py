@@ -316,16 +316,19 @@ class AudioCrops(Dataset):
 class StepSampler(Sampler):
     """An endless, resumable training order: a pure function of (seed, step, rank).
 
-    ``draws_per_item[i]`` is how often one epoch draws item i; an epoch is the ``N = sum(draws)``
-    draws in a seeded random permutation (the official DataLoader's ``shuffle=True`` over its
-    length-compensated index). Global sample ``g`` is draw ``perm_e[g % N]`` of epoch ``e = g // N``,
-    i.e. the item that draw belongs to, with crop seed ``mix(seed, g)``. Micro-batch ``m`` of rank
+    ``draws_per_item[i]`` is how often one epoch draws item i (an int ``n``: ``n`` items drawn once
+    each, e.g. a dataset of fixed clips); an epoch is the ``N = sum(draws)`` draws in a seeded
+    random permutation (the official DataLoader's ``shuffle=True`` over its length-compensated
+    index). Global sample ``g`` is draw ``perm_e[g % N]`` of epoch ``e = g // N``, i.e. the item
+    that draw belongs to, with crop seed ``mix(seed, g)``. Micro-batch ``m`` of rank
     ``r`` holds global samples ``(m * world + r) * batch_size + j``. Set ``start_step`` (optimiser
     steps already taken), ``accumulate``, ``rank`` and ``world`` before iterating
     (``training.engine.StepSamplerCallback`` does). Yields ``(item_index, crop_seed)``.
     """
 
     def __init__(self, draws_per_item, batch_size: int, seed: int = 0):
+        if isinstance(draws_per_item, int):
+            draws_per_item = [1] * draws_per_item
         draws = torch.as_tensor(list(draws_per_item), dtype=torch.int64)
         if draws.ndim != 1 or len(draws) == 0 or bool((draws < 1).any()):
             raise ValueError("draws_per_item must hold at least one count, each at least 1")
