@@ -140,3 +140,21 @@ def test_kmeans_inertia_matches_sklearn():
     ours = kmeans(x, 16, n_init=10, seed=0)
     assert abs(ours["inertia"] - reference) <= 2e-3 * reference, (ours["inertia"], reference)
     assert ours["iterations"] <= 300
+
+
+@pytest.mark.slow
+def test_self_training_as_a_stage_of_pretraining(tmp_path):
+    """``training.pretrain --self-train-steps N``: pretraining, then self-training (v2, its own
+    defaults) into OUT/self_train with the pretraining's data and engine options."""
+    from training import pretrain
+
+    out = tmp_path / "run"
+    path = pretrain.main(["--out", str(out), "--synthetic-clips", "16", "--synthetic-val-clips", "2",
+                          "--crop-seconds", "1.0", "--batch-size", "4", "--num-workers", "0", "--no-progress-bar",
+                          "--max-steps", "1", "--val-every", "0", "--self-train-steps", "2"])
+    assert path == out / "self_train" / "last.ckpt.hearcodec"
+    payload = read_checkpoint(path)
+    assert payload["metadata"]["teacher"] == str(out / "last.ckpt.hearcodec")
+    assert payload["metadata"]["step"] == 2 and payload["metadata"]["variant"] == "v2"
+    assert (payload["config"]["num_kmeans_streams"], payload["config"]["vocab_size"]) == (1, 1024)
+    assert read_checkpoint(out / "last.ckpt.hearcodec")["metadata"]["step"] == 1
