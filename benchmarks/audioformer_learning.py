@@ -9,8 +9,8 @@
    codebook's most frequent training code) and "copy the nearest visible left neighbour" (codes
    repeat across adjacent 13.3 ms frames, so a model that only learned that would not be
    learning much).
-2. ``python -m training.finetune`` FT1 and FT2 from that checkpoint on a generated task
-   (training/finetune.py: ``write_synthetic_task``, four balanced classes: hum, whistle, hiss,
+2. ``python -m training.audioformer.finetune`` FT1 and FT2 from that checkpoint on a generated task
+   (training/audioformer/finetune.py: ``write_synthetic_task``, four balanced classes: hum, whistle, hiss,
    clicks), validation accuracy against chance.
 
 Prints a markdown table; docs/audioformer.md quotes it with the command that made it.
@@ -29,7 +29,7 @@ import torch
 
 def masked_accuracy(model, tokens, mask, scored=None, batch_size=16):
     """Accuracy on the ``scored`` positions (default: all masked ones) with ``mask`` corrupted."""
-    from training.audioformer_module import corrupt
+    from training.audioformer.masking import corrupt
 
     scored = mask if scored is None else scored
     gen = torch.Generator().manual_seed(1)
@@ -89,8 +89,10 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     from hear_codec.checkpoint import load_checkpoint
-    from training import finetune, pretrain
-    from training.audioformer_module import mlm_mask, unigram_accuracy
+    from training import pretrain
+    from training.audioformer import finetune
+    from training.audioformer.losses import unigram_accuracy
+    from training.audioformer.masking import mlm_mask
 
     out = Path(args.out)
     t0 = time.time()

@@ -51,7 +51,8 @@ def main(argv=None):
     import hear_codec
     from hear_codec import audioformer as af
     from hear_codec.codec import load_codec
-    from training.audioformer_module import corrupt, mlm_loss, mlm_mask
+    from training.audioformer.losses import mlm_loss
+    from training.audioformer.masking import corrupt, mlm_mask
 
     device = args.device
     codec = load_codec("offline")

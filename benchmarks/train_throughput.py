@@ -11,7 +11,7 @@ For each preset it times, separately and then together:
 and the data loader (``training.data.AudioCrops`` over 44.1 kHz stereo files, so reading,
 downmixing and resampling are included) in batches/s with ``--workers`` processes.
 
-The step mirrors training/encodecmae_module.py: the mask and padding are built on the CPU by the
+The step mirrors training/encodecmae/module.py: the mask and padding are built on the CPU by the
 collate (in loader workers), targets come from the codec under ``no_grad`` in fp32, and the step
 itself has no host synchronisation (no ``.item()``); timings synchronise only around the timed
 loop. Attention runs through ``scaled_dot_product_attention`` (flash / memory-efficient kernels
@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hear_codec import encodecmae as emae  # noqa: E402
 from hear_codec.codec import load_codec  # noqa: E402
 from training import data as D  # noqa: E402
-from training.encodecmae_module import MaskingCollate  # noqa: E402
-from training.losses import encodecmae_loss  # noqa: E402
+from training.encodecmae.losses import encodecmae_loss  # noqa: E402
+from training.encodecmae.masking import MaskingCollate, Seeded  # noqa: E402
 from machine import describe_machine  # noqa: E402  (benchmarks/machine.py)
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "RTX 3090": 71e12,
@@ -126,8 +126,6 @@ def bench_loader(args, crop_seconds: float) -> float:
     """Batches/s of AudioCrops + MaskingCollate over 44.1 kHz stereo files with --workers processes."""
     from torch.utils.data import DataLoader
 
-    from training.encodecmae_module import _Seeded
-
     with tempfile.TemporaryDirectory() as tmp:
         import soundfile as sf
 
@@ -135,8 +133,9 @@ def bench_loader(args, crop_seconds: float) -> float:
         for i in range(16):
             sf.write(Path(tmp) / f"{i}.flac", (0.1 * rng.standard_normal((44100 * 10, 2))).astype(np.float32), 44100)
         entries, _ = D.probe_files(D.list_sources(tmp))
-        sampler = D.StepSampler(len(entries), args.batch_size)
-        loader = DataLoader(_Seeded(D.AudioCrops(entries, crop_seconds)), batch_size=args.batch_size, sampler=sampler,
+        crops = D.AudioCrops(entries, crop_seconds)
+        sampler = D.StepSampler(crops.draws_per_epoch, args.batch_size)
+        loader = DataLoader(Seeded(crops), batch_size=args.batch_size, sampler=sampler,
                             collate_fn=MaskingCollate(args.front_end, int(crop_seconds * 24000)),
                             num_workers=args.workers, prefetch_factor=4 if args.workers else None)
         it = iter(loader)

@@ -10,7 +10,8 @@ import torch
 import hear_codec
 from hear_codec import audioformer as af
 from hear_codec.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from training.audioformer_module import corrupt, mlm_loss, mlm_mask, unigram_accuracy
+from training.audioformer.losses import mlm_loss, unigram_accuracy
+from training.audioformer.masking import corrupt, mlm_mask
 
 from conftest import tool
 

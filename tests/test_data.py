@@ -5,7 +5,7 @@ import soundfile as sf
 import torch
 
 from training import data as D
-from training.encodecmae_module import MaskingCollate, frames_for
+from training.encodecmae.masking import MaskingCollate, frames_for
 
 
 def sine(freq, seconds, sr, channels=1):
@@ -96,27 +96,99 @@ def test_split_is_stable_and_disjoint():
     assert len(val2) == 5 and len({e.path for e in val} - {e.path for e in val2}) <= 1  # adding a file moves at most one
 
 
-def test_step_sampler_resumes_and_shards():
-    def take(sampler, n):
-        it = iter(sampler)
-        return [next(it) for _ in range(n)]
+def take(sampler, n):
+    it = iter(sampler)
+    return [next(it) for _ in range(n)]
 
-    full = D.StepSampler(10, batch_size=4, seed=3)
+
+def test_step_sampler_resumes_and_shards():
+    draws = [1, 3, 1, 2, 1, 1, 4, 1, 1, 1]  # 16 draws per epoch
+    full = D.StepSampler(draws, batch_size=4, seed=3)
     full.accumulate = 2
-    stream = take(full, 4 * 2 * 6)  # 6 optimiser steps
-    resumed = D.StepSampler(10, batch_size=4, seed=3)
+    stream = take(full, 4 * 2 * 6)  # 6 optimiser steps: three epochs
+    resumed = D.StepSampler(draws, batch_size=4, seed=3)
     resumed.accumulate, resumed.start_step = 2, 4
     assert take(resumed, 16) == stream[32:48]
-    # every file once per epoch
-    assert sorted(i for i, _ in stream[:10]) == list(range(10))
+    # every item as often as it is drawn, in every epoch; epochs in different orders
+    for epoch in range(3):
+        items = [i for i, _ in stream[16 * epoch: 16 * (epoch + 1)]]
+        assert np.bincount(items, minlength=10).tolist() == draws
+    assert stream[:16] != stream[16:32]
     # two ranks split each micro-batch: together they are the single-process stream
     ranks = []
     for r in range(2):
-        s = D.StepSampler(10, batch_size=2, seed=3)
+        s = D.StepSampler(draws, batch_size=2, seed=3)
         s.rank, s.world = r, 2
         ranks.append(take(s, 4))
-    single = take(D.StepSampler(10, batch_size=2, seed=3), 8)
+    single = take(D.StepSampler(draws, batch_size=2, seed=3), 8)
     assert ranks[0][:2] + ranks[1][:2] + ranks[0][2:] + ranks[1][2:] == single
+    with pytest.raises(ValueError, match="at least 1"):
+        D.StepSampler([1, 0], batch_size=2)
+    assert take(D.StepSampler(10, batch_size=2, seed=3), 12) == take(D.StepSampler([1] * 10, batch_size=2, seed=3), 12)
+
+
+def official_compensate_lengths(seconds, chunk_length=4.0):
+    """habla-liaa/encodecmae tasks/data/__init__.py at 2dd6759 (compensate_lengths), per file:
+    ``int(max(1, row['duration'] // chunk_length))`` indices per epoch (MAX_AUDIO_DURATION = 4)."""
+    return int(max(1, seconds // chunk_length))
+
+
+def test_length_proportional_draws_follow_the_official_rule(tmp_path):
+    """Files of 2, 4, 40 and 400 s: one epoch of the training stream draws them 1, 1, 10 and 100
+    times (a file shorter than the 4 s crop still once), and OUT/data_index.tsv says so."""
+    from training.encodecmae.train import build_loaders
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    durations = {"a2.wav": 2, "b4.wav": 4, "c40.wav": 40, "d400.flac": 400}
+    for name, seconds in durations.items():
+        sf.write(audio / name, np.zeros(8000 * seconds, dtype=np.int16), 8000, subtype="PCM_16")
+    expected = [official_compensate_lengths(s) for s in durations.values()]
+    assert expected == [1, 1, 10, 100]
+    loader, _, sampler, meta = build_loaders(_data_config([str(audio)]), tmp_path / "out", _mae_config(), None)
+    names = [e.path.split("/")[-1] for e in loader.dataset.dataset.entries]
+    assert names == list(durations)
+    stream = take(sampler, 2 * sum(expected))
+    for epoch in range(2):
+        items = [i for i, _ in stream[epoch * sum(expected): (epoch + 1) * sum(expected)]]
+        assert np.bincount(items, minlength=4).tolist() == expected
+    assert meta["draws_per_epoch"] == sum(expected) == sampler.epoch_draws
+    # the draws of a long file are crops at different offsets (each draw its own crop seed)
+    long_seeds = {seed for i, seed in stream if i == 3}
+    assert len(long_seeds) == 200
+    index = (tmp_path / "out" / "data_index.tsv").read_text().splitlines()
+    assert index[0].startswith("#")
+    rows = {line.split("\t")[0].split("/")[-1]: line.split("\t")[1:] for line in index[1:]}
+    assert {name: int(r[1]) for name, r in rows.items()} == dict(zip(durations, expected))
+    assert {name: float(r[0]) for name, r in rows.items()} == {k: float(v) for k, v in durations.items()}
+
+
+def test_long_files_are_capped_or_dropped(tmp_path):
+    """Longer than --max-file-seconds: kept with draws capped (default) or dropped (official)."""
+    from training.encodecmae.train import build_loaders
+
+    manifest = tmp_path / "list.tsv"
+    manifest.write_text("short.wav\t8\nlong.wav\t12000\nhuge.wav\t99999\n")  # durations trusted, not probed
+    loader, _, sampler, _ = build_loaders(_data_config([str(manifest)]), tmp_path / "crop", _mae_config(), None)
+    assert loader.dataset.dataset.draws_per_epoch == [2, 2500, 2500]
+    drop = _data_config([str(manifest)], long_files="drop")
+    loader, _, sampler, meta = build_loaders(drop, tmp_path / "drop", _mae_config(), None)
+    assert [e.path for e in loader.dataset.dataset.entries] == [str(tmp_path / "short.wav")]
+    assert meta["skipped"] == 2
+    skipped = (tmp_path / "drop" / "skipped_files.tsv").read_text()
+    assert "long.wav\t12000 s, not shorter than --max-file-seconds 10000" in skipped and "huge.wav" in skipped
+    assert D.draws_per_epoch(99999, 4.0, max_file_seconds=0) == 24999  # 0 = no cap
+
+
+def _data_config(sources, **overrides):
+    return D.DataConfig(sources=sources, codec="offline", crop_seconds=4.0, batch_size=4, num_workers=0,
+                        val_fraction=0.0, **overrides)
+
+
+def _mae_config():
+    from hear_codec import encodecmae as emae
+
+    return emae.preset("tiny", chunk_seconds=4.0, num_codec_streams=0, num_kmeans_streams=1)
 
 
 def test_synthetic_corpus_has_classes_and_short_clips():

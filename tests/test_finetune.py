@@ -7,7 +7,7 @@ import torch
 import hear_codec
 from hear_codec import audioformer as af
 from hear_codec.checkpoint import save_checkpoint
-from training import finetune as ft
+from training.audioformer import finetune as ft
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,10 +1,10 @@
-"""EnCodecMAE's loss (training/losses.py) against a hand computation."""
+"""EnCodecMAE's loss (training/encodecmae/losses.py) against a hand computation."""
 import math
 
 import pytest
 import torch
 
-from training.losses import encodecmae_loss
+from training.encodecmae.losses import encodecmae_loss
 
 
 def ce(logits, target):

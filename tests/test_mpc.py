@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from training.mpc import ft2_loss, mpc_loss
+from training.audioformer.mpc import ft2_loss, mpc_loss
 
 
 def test_mpc_equals_hand_computation():

@@ -12,7 +12,7 @@ from conftest import ENCODECMAE_FIXTURES, assert_log_mel_close, require_fixture
 from hear_codec import codec as codec_lib
 from hear_codec.convert import config_from_gin, convert_state_dict
 from hear_codec.encodecmae import EncodecMAE
-from training.losses import encodecmae_loss
+from training.encodecmae.losses import encodecmae_loss
 
 TOL = 1e-4
 

@@ -5,8 +5,9 @@ import torch
 import hear_codec
 from hear_codec import encodecmae as emae
 from hear_codec.checkpoint import read_checkpoint, save_checkpoint
-from training import encodecmae_module, self_train
-from training.kmeans import kmeans
+from training.encodecmae import masking, self_train
+from training.encodecmae import module as encodecmae_module
+from training.encodecmae.kmeans import kmeans
 
 TINY = ["--synthetic-clips", "16", "--synthetic-val-clips", "2", "--batch-size", "4", "--num-workers", "0",
         "--no-progress-bar", "--log-every", "1", "--max-steps", "2", "--val-every", "1", "--ckpt-every", "1"]
@@ -75,3 +76,85 @@ def test_nearest_centroid_matches_brute_force():
     c = torch.randn(5, 6, generator=gen)
     expected = torch.cdist(x.reshape(-1, 6), c).argmin(1).view(2, 7)
     assert torch.equal(encodecmae_module.nearest_centroid(x, c), expected)
+
+
+def test_kmeans_frames_are_uniform_over_all_frames_of_the_segments(monkeypatch):
+    """As the official create_st_dataset: the k-means frames are a uniform sample (without
+    replacement) of every valid frame of the segments, so a long segment gives more of them."""
+    lengths = [5, 5, 5, 5, 5, 5, 5, 85]  # valid frames of 8 segments of at most 100 frames
+    t = 100
+
+    class Teacher:  # each frame's feature is (segment, frame index): where it came from
+        def input_features(self, wav):
+            seg = wav[:, :1].expand(-1, t)
+            return torch.stack([seg, torch.arange(t, dtype=torch.float32).expand_as(seg)], dim=-1)
+
+    monkeypatch.setattr(self_train, "last_layer_x0", lambda teacher, features, padding: features)
+    padding = torch.arange(t)[None, :] >= torch.tensor(lengths)[:, None]
+    batches = [{"wav": torch.arange(8, dtype=torch.float32)[i:i + 3, None].expand(-1, 10), "padding_mask": padding[i:i + 3]}
+               for i in range(0, 8, 3)] + [{"wav": torch.full((3, 10), 99.0), "padding_mask": padding[:3]}]  # past --segments
+    x = self_train.collect_features(Teacher(), batches, segments=8, frames=60, device="cpu")
+    assert x.shape == (60, 2)
+    seg, frame = x[:, 0].long(), x[:, 1].long()
+    assert len({(int(a), int(b)) for a, b in zip(seg, frame)}) == 60  # without replacement
+    assert bool((frame < torch.tensor(lengths)[seg]).all())  # never a padding frame, never past --segments
+    # 85 of the 120 valid frames are the long segment's: 42.5 expected (hypergeometric sd 2.5)
+    assert 32 <= int((seg == 7).sum()) <= 53
+    # fewer valid frames than asked: all of them
+    assert len(self_train.collect_features(Teacher(), batches, segments=8, frames=500, device="cpu")) == 120
+
+
+def test_teacher_kmeans_targets_are_computed_in_fp32(teacher):
+    """Under the step's bf16 autocast the teacher still runs in fp32, the precision its centroids
+    were fitted in, so the targets are those of an fp32 teacher."""
+    from hear_codec.checkpoint import load_checkpoint
+
+    t = load_checkpoint(teacher)
+    cfg = emae.EncodecMAEConfig.from_dict({**t.config.to_dict(), "num_codec_streams": 0, "num_kmeans_streams": 1,
+                                           "vocab_size": 16})
+    gen = torch.Generator().manual_seed(0)
+    module = encodecmae_module.EncodecMAEModule(cfg, None, teacher=t, centroids=torch.randn(16, 64, generator=gen))
+    wav = torch.randn(2, 24000, generator=gen) * 0.1
+    frames = masking.frames_for("mel256", 24000)
+    batch = {"wav": wav, "mask": torch.zeros(2, frames, dtype=torch.bool),
+             "padding_mask": torch.zeros(2, frames, dtype=torch.bool)}
+    dtypes = []
+    hook = t.encoder.register_forward_hook(lambda m, i, out: dtypes.append(out[0].dtype))
+    _, fp32_targets = module.targets_and_features(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, targets = module.targets_and_features(batch)
+    hook.remove()
+    assert dtypes == [torch.float32, torch.float32]
+    assert torch.equal(targets, fp32_targets)
+
+
+def test_kmeans_inertia_matches_sklearn():
+    """Our torch k-means is scikit-learn's KMeans algorithm (the official self-training's): on
+    overlapping blobs, the best of 10 greedy k-means++ seedings reaches scikit-learn's inertia."""
+    from sklearn.cluster import KMeans
+
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(16, 8, generator=gen) * 2
+    x = centres[torch.randint(16, (2000,), generator=gen)] + torch.randn(2000, 8, generator=gen)
+    reference = KMeans(16, n_init=10, random_state=0).fit(x.numpy()).inertia_ / len(x)  # sum -> mean
+    ours = kmeans(x, 16, n_init=10, seed=0)
+    assert abs(ours["inertia"] - reference) <= 2e-3 * reference, (ours["inertia"], reference)
+    assert ours["iterations"] <= 300
+
+
+@pytest.mark.slow
+def test_self_training_as_a_stage_of_pretraining(tmp_path):
+    """``training.pretrain --self-train-steps N``: pretraining, then self-training (v2, its own
+    defaults) into OUT/self_train with the pretraining's data and engine options."""
+    from training import pretrain
+
+    out = tmp_path / "run"
+    path = pretrain.main(["--out", str(out), "--synthetic-clips", "16", "--synthetic-val-clips", "2",
+                          "--crop-seconds", "1.0", "--batch-size", "4", "--num-workers", "0", "--no-progress-bar",
+                          "--max-steps", "1", "--val-every", "0", "--self-train-steps", "2"])
+    assert path == out / "self_train" / "last.ckpt.hearcodec"
+    payload = read_checkpoint(path)
+    assert payload["metadata"]["teacher"] == str(out / "last.ckpt.hearcodec")
+    assert payload["metadata"]["step"] == 2 and payload["metadata"]["variant"] == "v2"
+    assert (payload["config"]["num_kmeans_streams"], payload["config"]["vocab_size"]) == (1, 1024)
+    assert read_checkpoint(out / "last.ckpt.hearcodec")["metadata"]["step"] == 1

@@ -98,8 +98,9 @@ def cmd_train(args) -> None:
              len(pairs), len(train_cache.clips), len(val_cache.clips), args.max_steps)
     best = ModelCheckpoint(dirpath=out, filename="best", monitor="val/selection", mode="max", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False, save_last=False)
-    trainer = engine.make_trainer(args, out, callbacks=[best], enable_checkpointing=True)
-    engine.fit(trainer, module, args, out, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    run = engine.EngineConfig.from_args(args)
+    trainer = engine.make_trainer(run, out, callbacks=[best], enable_checkpointing=True)
+    engine.fit(trainer, module, run, out, train_dataloaders=train_loader, val_dataloaders=val_loader)
     if trainer.is_global_zero:
         log.info("best checkpoint: %s (val/selection %s); last: %s", best.best_model_path or "none yet",
                  None if best.best_model_score is None else round(float(best.best_model_score), 4), out / engine.LAST)

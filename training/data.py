@@ -5,7 +5,8 @@ Sources
 * a folder: every file below it whose extension soundfile reads (wav, flac, ogg, mp3, aiff, ...);
 * a manifest: a text file with one audio path per line (relative paths are relative to the
   manifest's folder); an optional second tab-separated column gives the duration in seconds,
-  which skips probing (``OUT/data_index.tsv``, written by every run, is such a manifest);
+  which skips probing, and further columns are ignored (``OUT/data_index.tsv``, written by every
+  run, is such a manifest);
 * several of either, joined.
 
 Every file is probed once (``soundfile.info``, header only, in threads). Files that cannot be
@@ -22,12 +23,28 @@ unreadable file}``. Clips shorter than the crop are zero-padded and ``length`` s
 padding starts; the training module turns it into a frame padding mask so the padding never
 counts in the loss. The synthetic corpus adds ``"label"`` (its sound class).
 
+Mix
+---
+As the official EnCodecMAE pretraining (``compensate_lengths`` with ``chunk_length`` = the crop),
+an epoch draws each training file ``max(1, floor(seconds / crop_seconds))`` times, each draw a
+fresh random crop: a file's share of the training stream is proportional to its length (a
+10 s AudioSet clip counts 2 draws of 4 s, a 30 min audiobook chapter 450), and a file no longer
+than a crop still counts once. ``OUT/data_index.tsv`` lists every file's ``draws_per_epoch``.
+
+Long files: the official code drops files of 10 000 s or more (its comment: their length, as
+reported, may be wrong). Here they are kept and cropped at random like any other, with their
+draws capped at ``floor(max_file_seconds / crop_seconds)`` (``--max-file-seconds``, default
+10 000): a genuinely long recording is still training data, and a header that claims an absurd
+length cannot take over the mix (crops past a file's real end fail to decode and are replaced,
+as any unreadable crop). ``--long-files drop`` is the official rule (listed in
+``OUT/skipped_files.tsv``).
+
 Order
 -----
 :class:`StepSampler` makes the training stream a pure function of (seed, optimiser step): each
-global sample index picks a file from a per-epoch permutation and seeds its crop, and each rank
-takes its own slice of every micro-batch. A run resumed at step k therefore sees exactly the
-samples an uninterrupted run sees after step k (Lightning does not save RNG states).
+global sample index picks a draw from a per-epoch permutation of all draws and seeds its crop,
+and each rank takes its own slice of every micro-batch. A run resumed at step k therefore sees
+exactly the samples an uninterrupted run sees after step k (Lightning does not save RNG states).
 """
 from __future__ import annotations
 
@@ -38,7 +55,7 @@ import os
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +64,43 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from hear_codec.checkpoint import atomic_torch_save
-from hear_codec.codec import FRAME_RATE, SAMPLE_RATE, resample
+from hear_codec.codec import FRAME_RATE, SAMPLE_RATE, load_codec, resample
 
 log = logging.getLogger(__name__)
 
+MAX_FILE_SECONDS = 10_000.0  # official FILTER_AUDIO_LENGTH (configs/base/unsupervised_pretrain.gin)
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".snd",
                     ".caf", ".w64", ".rf64", ".wv"}
+
+
+@dataclass
+class DataConfig:
+    """Data and codec of a pretraining run (the options of :func:`add_data_args`).
+
+    ``sources``: folders / manifests / audio files, or None for the built-in synthetic corpus.
+    ``seed`` seeds the data order, crops and masks, and the built-in corpus."""
+
+    sources: list | None
+    codec: str  # "pretrained" (published EnCodec) or "offline" (random weights, demos and tests)
+    crop_seconds: float
+    batch_size: int  # clips per micro-batch per device
+    num_workers: int
+    seed: int = 0
+    codec_path: str | None = None
+    val_fraction: float = 0.02
+    val_max_files: int = 200
+    synthetic_clips: int = 384
+    synthetic_val_clips: int = 32
+    probe_workers: int = 16
+    max_file_seconds: float = MAX_FILE_SECONDS
+    long_files: str = "crop"  # or "drop"
+
+    @classmethod
+    def from_args(cls, args) -> "DataConfig":
+        """From the options of :func:`add_data_args` (``--num-workers`` None: min(8, CPUs - 1))."""
+        names = {f.name for f in fields(cls)} - {"sources", "num_workers"}
+        workers = args.num_workers if args.num_workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
+        return cls(sources=args.data, num_workers=workers, **{k: getattr(args, k) for k in names})
 
 
 @dataclass
@@ -63,7 +111,25 @@ class AudioEntry:
 
     @property
     def seconds(self) -> float:
-        return self.frames / self.sample_rate
+        """Duration; a manifest duration (sample_rate 0) is stored as frames at 24 kHz."""
+        return self.frames / (self.sample_rate or SAMPLE_RATE)
+
+
+def draws_per_epoch(seconds: float, crop_seconds: float, max_file_seconds: float = MAX_FILE_SECONDS) -> int:
+    """Training draws of a file per epoch: the official ``compensate_lengths`` rule,
+    ``max(1, seconds // crop_seconds)``, with ``seconds`` capped at ``max_file_seconds`` (0 = no cap)."""
+    if max_file_seconds > 0:
+        seconds = min(seconds, max_file_seconds)
+    return int(max(1, seconds // crop_seconds))
+
+
+def drop_long_files(entries, max_file_seconds: float = MAX_FILE_SECONDS) -> tuple:
+    """The official rule (``remove_long_audios``): keep files shorter than ``max_file_seconds``.
+    Returns (kept, skipped [(path, reason)])."""
+    kept = [e for e in entries if e.seconds < max_file_seconds]
+    skipped = [(e.path, f"{e.seconds:.0f} s, not shorter than --max-file-seconds {max_file_seconds:g} "
+                        "(--long-files drop)") for e in entries if e.seconds >= max_file_seconds]
+    return kept, skipped
 
 
 # ---------------------------------------------------------------- listing and probing
@@ -145,13 +211,18 @@ def probe_files(rows, workers: int = 8) -> tuple:
     return entries, skipped
 
 
-def write_report(out_dir, entries, skipped) -> None:
-    """OUT/data_index.tsv (a reusable manifest with durations) and OUT/skipped_files.tsv."""
+def write_report(out_dir, entries, skipped, draws=None) -> None:
+    """OUT/data_index.tsv and OUT/skipped_files.tsv.
+
+    The index is a reusable manifest: ``path<TAB>seconds<TAB>draws_per_epoch``, the training draws
+    of each file per epoch (``draws``, aligned with ``entries``; 0 = a validation file)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    draws = [0] * len(entries) if draws is None else list(draws)
     with open(out_dir / "data_index.tsv", "w", encoding="utf-8") as f:
-        for e in entries:
-            f.write(f"{e.path}\t{e.seconds:.3f}\n" if e.sample_rate else f"{e.path}\t{e.frames / SAMPLE_RATE:.3f}\n")
+        f.write("# path\tseconds\tdraws_per_epoch (training draws of the file per epoch; 0 = validation)\n")
+        for e, n in zip(entries, draws, strict=True):
+            f.write(f"{e.path}\t{e.seconds:.3f}\t{n}\n")
     with open(out_dir / "skipped_files.tsv", "w", encoding="utf-8") as f:
         f.write("path\treason\n")
         for path, reason in skipped:
@@ -189,7 +260,8 @@ def read_segment(entry: AudioEntry, start_seconds: float, seconds: float) -> np.
     return mono[: int(round(seconds * SAMPLE_RATE))]
 
 
-def _mix_seed(*values) -> int:
+def mix_seed(*values) -> int:
+    """A 31-bit seed from integers (the crop, mask and permutation seeds of every run)."""
     return zlib.crc32(np.asarray(values, dtype=np.int64).tobytes()) & 0x7FFFFFFF
 
 
@@ -198,14 +270,16 @@ class AudioCrops(Dataset):
 
     Indexed by ``(file_index, crop_seed)`` pairs (what :class:`StepSampler` yields) for random
     crops, or by a plain int for the fixed validation crop of that file (its middle).
+    ``draws_per_epoch[i]``: how often an epoch draws file i (:func:`draws_per_epoch`).
     """
 
-    def __init__(self, entries, crop_seconds: float):
+    def __init__(self, entries, crop_seconds: float, max_file_seconds: float = MAX_FILE_SECONDS):
         if not entries:
             raise ValueError("no readable audio files")
         self.entries = list(entries)
         self.crop_seconds = float(crop_seconds)
         self.crop_samples = int(round(self.crop_seconds * SAMPLE_RATE))
+        self.draws_per_epoch = [draws_per_epoch(e.seconds, self.crop_seconds, max_file_seconds) for e in self.entries]
 
     def __len__(self):
         return len(self.entries)
@@ -225,8 +299,7 @@ class AudioCrops(Dataset):
         raise RuntimeError("none of the audio files could be read")
 
     def _crop(self, entry: AudioEntry, seed):
-        seconds = entry.seconds if entry.sample_rate else entry.frames / SAMPLE_RATE
-        room = max(0.0, seconds - self.crop_seconds)
+        room = max(0.0, entry.seconds - self.crop_seconds)
         if seed is None:
             start = room / 2
         else:
@@ -243,18 +316,26 @@ class AudioCrops(Dataset):
 class StepSampler(Sampler):
     """An endless, resumable training order: a pure function of (seed, step, rank).
 
-    Global sample ``g`` is file ``perm_e[g % n]`` of epoch ``e = g // n`` (a seeded permutation
-    per epoch) with crop seed ``mix(seed, g)``. Micro-batch ``m`` of rank ``r`` holds global
-    samples ``(m * world + r) * batch_size + j``. Set ``start_step`` (optimiser steps already
-    taken), ``accumulate``, ``rank`` and ``world`` before iterating; the training module does this
-    in ``on_train_start``. Yields ``(file_index, crop_seed)``.
+    ``draws_per_item[i]`` is how often one epoch draws item i (an int ``n``: ``n`` items drawn once
+    each, e.g. a dataset of fixed clips); an epoch is the ``N = sum(draws)`` draws in a seeded
+    random permutation (the official DataLoader's ``shuffle=True`` over its length-compensated
+    index). Global sample ``g`` is draw ``perm_e[g % N]`` of epoch ``e = g // N``, i.e. the item
+    that draw belongs to, with crop seed ``mix(seed, g)``. Micro-batch ``m`` of rank
+    ``r`` holds global samples ``(m * world + r) * batch_size + j``. Set ``start_step`` (optimiser
+    steps already taken), ``accumulate``, ``rank`` and ``world`` before iterating
+    (``training.engine.StepSamplerCallback`` does). Yields ``(item_index, crop_seed)``.
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int = 0, shuffle: bool = True):
-        self.n = int(num_items)
+    def __init__(self, draws_per_item, batch_size: int, seed: int = 0):
+        if isinstance(draws_per_item, int):
+            draws_per_item = [1] * draws_per_item
+        draws = torch.as_tensor(list(draws_per_item), dtype=torch.int64)
+        if draws.ndim != 1 or len(draws) == 0 or bool((draws < 1).any()):
+            raise ValueError("draws_per_item must hold at least one count, each at least 1")
+        self.item_ends = torch.cumsum(draws, 0)  # draws of items 0..i end before item_ends[i]
+        self.epoch_draws = int(self.item_ends[-1])
         self.batch_size = int(batch_size)
         self.seed = int(seed)
-        self.shuffle = shuffle
         self.start_step = 0
         self.accumulate = 1
         self.rank = 0
@@ -262,20 +343,19 @@ class StepSampler(Sampler):
         self._perm_epoch, self._perm = None, None
 
     def _item(self, g: int) -> int:
-        if not self.shuffle:
-            return g % self.n
-        e = g // self.n
+        e = g // self.epoch_draws
         if self._perm_epoch != e:
-            gen = torch.Generator().manual_seed(_mix_seed(self.seed, e, 1))
-            self._perm, self._perm_epoch = torch.randperm(self.n, generator=gen).tolist(), e
-        return self._perm[g % self.n]
+            gen = torch.Generator().manual_seed(mix_seed(self.seed, e, 1))
+            self._perm, self._perm_epoch = torch.randperm(self.epoch_draws, generator=gen), e
+        draw = self._perm[g % self.epoch_draws]
+        return int(torch.searchsorted(self.item_ends, draw, right=True))
 
     def __iter__(self):
         m = self.start_step * self.accumulate
         while True:
             base = (m * self.world + self.rank) * self.batch_size
             for g in range(base, base + self.batch_size):
-                yield self._item(g), _mix_seed(self.seed, g, 2)
+                yield self._item(g), mix_seed(self.seed, g, 2)
             m += 1
 
 
@@ -296,7 +376,7 @@ def synth_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPLE
     quarter of the clips are shorter (uniform in [min_fraction, 1] of ``seconds``), to exercise
     padding.
     """
-    rng = np.random.default_rng(_mix_seed(seed, index, 7))
+    rng = np.random.default_rng(mix_seed(seed, index, 7))
     label = int(rng.integers(len(SYNTH_CLASSES)))
     n = int(round(seconds * sr))
     if min_fraction < 1.0 and rng.random() < 0.25:
@@ -386,6 +466,7 @@ class SyntheticCorpus(Dataset):
         self.num_clips, self.seconds, self.seed, self.offset = int(num_clips), float(seconds), int(seed), int(offset)
         self.min_fraction = min_fraction
         self.crop_samples = int(round(self.seconds * SAMPLE_RATE))
+        self.draws_per_epoch = [1] * self.num_clips  # every clip fits in one crop
         self.targets = None
         self._cache: dict = {}
 
@@ -437,59 +518,130 @@ def precompute_codes(dataset: SyntheticCorpus, codec, n_q: int, cache: Path | No
     return codes
 
 
-def build_datasets(args, out_dir: Path, codec=None, n_q: int = 0) -> tuple:
-    """(train_set, val_set or None, data metadata) for a pretraining run, from the options of
-    :func:`add_data_args`: ``--data`` folders/manifests (probed; unreadable files skipped and
-    reported in ``OUT/skipped_files.tsv``) or the built-in corpus, whose ``n_q`` codec streams
-    are encoded once and cached in ``OUT/cache/`` (none when ``n_q`` is 0)."""
-    if args.data:
-        rows = list_sources(args.data)
-        entries, skipped = probe_files(rows, args.probe_workers)
-        write_report(out_dir, entries, skipped)
+def frozen_codec(cfg: DataConfig):
+    """The frozen EnCodec that makes the targets: published weights or the offline (random) codec."""
+    return load_codec(cfg.codec, path=cfg.codec_path) if cfg.codec == "pretrained" else load_codec("offline")
+
+
+def build_datasets(cfg: DataConfig, out_dir: Path, codec=None, n_q: int = 0) -> tuple:
+    """(train_set, val_set or None, data metadata) for a pretraining run: ``cfg.sources``
+    (probed; unreadable files skipped and reported in ``OUT/skipped_files.tsv``, the rest in
+    ``OUT/data_index.tsv`` with their draws per epoch) or the built-in corpus, whose ``n_q`` codec
+    streams are encoded once and cached in ``OUT/cache/`` (none when ``n_q`` is 0)."""
+    out_dir = Path(out_dir)
+    if cfg.sources:
+        rows = list_sources(cfg.sources)
+        entries, skipped = probe_files(rows, cfg.probe_workers)
+        if cfg.long_files == "drop":
+            entries, too_long = drop_long_files(entries, cfg.max_file_seconds)
+            skipped += too_long
         if skipped:
-            log.warning("skipped %d of %d audio files (unreadable or empty); see %s", len(skipped), len(rows),
-                        out_dir / "skipped_files.tsv")
-        train_entries, val_entries = split_train_val(entries, args.val_fraction, args.val_max_files)
+            log.warning("skipped %d of %d audio files (unreadable, empty or too long); see %s", len(skipped),
+                        len(rows), out_dir / "skipped_files.tsv")
+        train_entries, val_entries = split_train_val(entries, cfg.val_fraction, cfg.val_max_files)
         if not train_entries:
+            write_report(out_dir, entries, skipped)
             raise SystemExit(f"--data: no readable audio among {len(rows)} files (see {out_dir / 'skipped_files.tsv'})")
-        train_set = AudioCrops(train_entries, args.crop_seconds)
-        val_set = AudioCrops(val_entries, args.crop_seconds) if val_entries else None
-        meta = dict(data=[str(x) for x in args.data], files=len(rows), skipped=len(skipped),
-                    train_files=len(train_entries), val_files=len(val_entries))
+        cap = cfg.max_file_seconds if cfg.long_files == "crop" else 0.0
+        train_set = AudioCrops(train_entries, cfg.crop_seconds, cap)
+        val_set = AudioCrops(val_entries, cfg.crop_seconds) if val_entries else None
+        draws = dict(zip((id(e) for e in train_entries), train_set.draws_per_epoch))
+        write_report(out_dir, entries, skipped, [draws.get(id(e), 0) for e in entries])
+        epoch = sum(train_set.draws_per_epoch)
+        log.info("one epoch: %d draws of %g s from %d training files (%.1f h); draws per file in %s", epoch,
+                 cfg.crop_seconds, len(train_entries), sum(e.seconds for e in train_entries) / 3600,
+                 out_dir / "data_index.tsv")
+        meta = dict(data=[str(x) for x in cfg.sources], files=len(rows), skipped=len(skipped),
+                    train_files=len(train_entries), val_files=len(val_entries), draws_per_epoch=epoch)
         return train_set, val_set, meta
-    train_set = SyntheticCorpus(args.synthetic_clips, args.crop_seconds, seed=args.seed, offset=0)
-    val_set = SyntheticCorpus(args.synthetic_val_clips, args.crop_seconds, seed=args.seed, offset=args.synthetic_clips)
+    train_set = SyntheticCorpus(cfg.synthetic_clips, cfg.crop_seconds, seed=cfg.seed, offset=0)
+    val_set = SyntheticCorpus(cfg.synthetic_val_clips, cfg.crop_seconds, seed=cfg.seed, offset=cfg.synthetic_clips)
     if n_q:
         t0 = time.time()
         for name, ds in (("train", train_set), ("val", val_set)):  # fixed clips: encode each once
-            ds.targets = precompute_codes(ds, codec, n_q, Path(out_dir) / "cache" / f"codes-{name}.pt")
+            ds.targets = precompute_codes(ds, codec, n_q, out_dir / "cache" / f"codes-{name}.pt")
         log.info("codec targets for the synthetic corpus: %.1f s", time.time() - t0)
     return train_set, val_set, dict(data="synthetic", train_clips=len(train_set), val_clips=len(val_set))
 
 
-def add_data_args(group, *, codec_use: str, synthetic_clips: int) -> None:
+def make_loaders(train_set, val_set, collate, cfg: DataConfig) -> tuple:
+    """(train_loader, val_loader or None, sampler): the training stream in :class:`StepSampler`
+    order (``train_set.draws_per_epoch`` draws per item and epoch), validation in file order."""
+    sampler = StepSampler(train_set.draws_per_epoch, cfg.batch_size, seed=cfg.seed)
+    common = dict(collate_fn=collate, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
+                  persistent_workers=cfg.num_workers > 0)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
+                                               prefetch_factor=4 if cfg.num_workers else None, **common)
+    val_loader = None
+    if val_set is not None and len(val_set):
+        val_loader = torch.utils.data.DataLoader(val_set, batch_size=min(cfg.batch_size, 32), shuffle=False, **common)
+    return train_loader, val_loader, sampler
+
+
+# ---------------------------------------------------------------- command-line options
+
+def add_data_args(group, *, codec_use: str, defaults: "DataDependentDefaults", synthetic_clips: int) -> None:
     """The data and codec options every pretraining model shares (``training.pretrain --model ...``).
 
-    codec_use: what the codec makes for this model (shown in --codec's help).
+    codec_use: what the codec makes for this model (shown in --codec's help); ``defaults``: the
+    model's data-dependent defaults (shown in the help of --crop-seconds, --batch-size, --codec).
     """
+    d = {f.name: f.default for f in fields(DataConfig)}
     group.add_argument("--data", nargs="+", default=None, metavar="DIR_OR_MANIFEST",
                        help="audio folders and/or manifests (one path per line, optional tab + seconds); any rate "
                             "and channel count. Without it: the built-in synthetic corpus")
+    group.add_argument("--crop-seconds", type=float, default=None,
+                       help="training crop length, also the model's chunk length for HEAR embeddings; shorter clips "
+                            f"are zero-padded and the padding is excluded from the loss "
+                            f"(default: {defaults.note('crop_seconds')})")
+    group.add_argument("--batch-size", type=int, default=None,
+                       help=f"clips per micro-batch per device (default: {defaults.note('batch_size')})")
     group.add_argument("--codec", default=None, choices=["pretrained", "offline"],
                        help=f"EnCodec weights that make {codec_use}: pretrained (published, the paper) or offline "
-                            "(random, for demos/tests) (default: offline without --data, else pretrained)")
+                            f"(random, for demos/tests) (default: {defaults.note('codec')})")
     group.add_argument("--codec-path", default=None,
                        help="local copy of encodec_24khz-d7cc33bc.th (default: torch hub cache / download)")
     group.add_argument("--num-workers", type=int, default=None,
                        help="data loader processes per device (default: min(8, CPUs - 1))")
-    group.add_argument("--val-fraction", type=float, default=0.02,
+    group.add_argument("--val-fraction", type=float, default=d["val_fraction"],
                        help="fraction of files held out for validation, chosen by a hash of the path "
                             "(default: %(default)s)")
-    group.add_argument("--val-max-files", type=int, default=200,
+    group.add_argument("--val-max-files", type=int, default=d["val_max_files"],
                        help="at most this many validation files (official EnCodecMAE: 200) (default: %(default)s)")
     group.add_argument("--synthetic-clips", type=int, default=synthetic_clips,
                        help="training clips of the built-in corpus (default: %(default)s)")
-    group.add_argument("--synthetic-val-clips", type=int, default=32,
+    group.add_argument("--synthetic-val-clips", type=int, default=d["synthetic_val_clips"],
                        help="validation clips of the built-in corpus (default: %(default)s)")
-    group.add_argument("--probe-workers", type=int, default=16,
+    group.add_argument("--probe-workers", type=int, default=d["probe_workers"],
                        help="threads probing audio headers at start-up (default: %(default)s)")
+    group.add_argument("--max-file-seconds", type=float, default=d["max_file_seconds"],
+                       help="files at least this long: their draws per epoch are capped as if they were this long "
+                            "(--long-files crop) or they are skipped as in the official code (--long-files drop); "
+                            "0 = no cap (default: %(default)g, the official limit)")
+    group.add_argument("--long-files", default=d["long_files"], choices=["crop", "drop"],
+                       help="what to do with files longer than --max-file-seconds: keep them with capped draws and "
+                            "random crops, or drop them (official) (default: %(default)s)")
+
+
+@dataclass(frozen=True)
+class DataDependentDefaults:
+    """Defaults of the options that depend on whether ``--data`` is given: the tiny built-in run
+    (``builtin``) or the paper's setting (``paper``). Options whose default is None in the parser
+    take them; ``note(name)`` says so in --help (``notes``: the text for an option whose default
+    the CLI takes from elsewhere, e.g. self-training's teacher)."""
+
+    builtin: dict
+    paper: dict
+    notes: dict = field(default_factory=dict)
+
+    def fill(self, args, **overrides) -> None:
+        """Set every option still None in ``args`` (``overrides`` first) - the one place a CLI's
+        data-dependent defaults are resolved, before the typed configs are built."""
+        for key, value in {**(self.paper if args.data else self.builtin), **overrides}.items():
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
+
+    def note(self, name: str) -> str:
+        if name in self.notes:
+            return self.notes[name]
+        return f"{self.paper[name]} with --data, {self.builtin[name]} built-in"

@@ -1,14 +1,16 @@
 """The shared Lightning engine: one place for devices, precision, checkpoints, resume and logs.
 
-Every training CLI in ``training/`` (EnCodecMAE pretraining and self-training, AudioFormer,
-EnCLAP captioning) builds its own ``LightningModule`` and data, then lets this module run it::
+Every training CLI in ``training/`` (EnCodecMAE pretraining and self-training, AudioFormer
+pretraining and fine-tuning, EnCLAP captioning) builds its own ``LightningModule`` and data, then
+lets this module run it::
 
     parser = argparse.ArgumentParser()
     ...your own options...
     engine.add_engine_args(parser)            # --max-steps, --devices, --precision, --resume, ...
     args = parser.parse_args()
-    trainer = engine.make_trainer(args, out_dir)
-    engine.fit(trainer, module, args, out_dir, train_dataloaders=..., val_dataloaders=...)
+    run = engine.EngineConfig.from_args(args)  # the typed options; library code never sees args
+    trainer = engine.make_trainer(run, out_dir, sampler=step_sampler)
+    engine.fit(trainer, module, run, out_dir, train_dataloaders=..., val_dataloaders=...)
 
 ``add_engine_args(parser, max_steps=..., val_every=..., ckpt_every=..., log_every=..., notes=...)``
 takes the caller's defaults; a default of ``None`` means the caller fills it in after parsing
@@ -26,6 +28,10 @@ What you get, with nothing EnCodecMAE-specific in it:
 * **Steps.** ``--max-steps`` counts optimiser steps; ``--accumulate-grad-batches`` micro-batches
   make one step. ``--val-every`` counts *training batches* (Lightning's ``val_check_interval``),
   and validation is step-based (``check_val_every_n_epoch=None``) so infinite samplers work.
+* **Data order.** ``make_trainer(..., sampler=s)`` wires a resumable step sampler
+  (``training.data.StepSampler``) with :class:`StepSamplerCallback`: it learns the rank layout and
+  the step a resumed run starts at before Lightning creates the training iterator, and the
+  distributed sampler is left out (the step sampler shards by rank itself).
 * **Checkpoints.** ``OUT/last.ckpt`` (full Lightning state: weights, optimiser, loop counters) is
   rewritten every ``--ckpt-every`` optimiser steps and at the end; with ``--keep-checkpoints N``
   the last N periodic ones are also kept as ``OUT/checkpoints/step-XXXXXXXX.ckpt``. Every write is
@@ -33,14 +39,14 @@ What you get, with nothing EnCodecMAE-specific in it:
   the system temp folder and ``shutil.move``, which is a non-atomic copy when /tmp is another
   file system, so the engine installs :class:`AtomicCheckpointIO`.
 * **Exports.** If the module defines ``export(out_dir)``, the engine calls it on global rank 0
-  after every checkpoint and at the end (e.g. EnCodecMAE writes ``OUT/last.ckpt.hearcodec``,
-  the file ``hear_codec.load_model`` reads). Exports must be atomic too
+  after every checkpoint and at the end (the pretraining modules write ``OUT/last.ckpt.hearcodec``,
+  :data:`EXPORT`, the file ``hear_codec.load_model`` reads). Exports must be atomic too
   (:func:`hear_codec.checkpoint.atomic_torch_save`).
 * **Resume.** ``--resume`` continues from ``OUT/last.ckpt``; ``--resume PATH`` from a given file;
   ``--resume auto`` resumes when ``OUT/last.ckpt`` exists and starts fresh otherwise (for
   preemptible cluster jobs that are simply resubmitted). Lightning restores weights, optimiser
   and step counters; *exact* resumption also needs the data order and any randomness in the step
-  to be functions of the step (see ``training/data.py: StepSampler``; RNG states are not saved).
+  to be functions of the step (the step sampler above; RNG states are not saved).
 * **Logs.** CSV and TensorBoard under ``OUT/logs/version_N/`` (a new version per resume), a
   progress bar (``--no-progress-bar`` to turn it off, e.g. in batch jobs) and, at the end,
   ``OUT/loss_curve.png``: every logged metric whose name contains ``loss`` against the step,
@@ -52,6 +58,7 @@ import argparse
 import csv
 import logging
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import lightning as L
@@ -65,6 +72,35 @@ from hear_codec.checkpoint import atomic_torch_save
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
+EXPORT = "last.ckpt.hearcodec"  # what the pretraining modules' export writes: hear_codec.load_model reads it
+
+
+@dataclass
+class EngineConfig:
+    """The engine's options (see :func:`add_engine_args` for what each means)."""
+
+    max_steps: int = 1000
+    accelerator: str = "auto"
+    devices: str | int | list = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str | None = None
+    accumulate_grad_batches: int = 1
+    gradient_clip: float = 0.0
+    val_every: int = 500
+    val_batches: int | None = None
+    ckpt_every: int = 1000
+    keep_checkpoints: int = 0
+    resume: str | None = None
+    log_every: int = 50
+    progress_bar: bool = True
+    seed: int = 0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "EngineConfig":
+        """From the options :func:`add_engine_args` declared (after the caller filled its ``None`` defaults)."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if f.name != "progress_bar"}
+        return cls(**values, progress_bar=not args.no_progress_bar)
 
 
 def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int | None = 1000, val_every: int | None = 500,
@@ -118,16 +154,16 @@ def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int | None = 
     return g
 
 
-def on_gpu(args) -> bool:
+def on_gpu(run: EngineConfig) -> bool:
     """Whether --accelerator resolves to a CUDA device."""
-    acc = str(args.accelerator).lower()
+    acc = str(run.accelerator).lower()
     return acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
 
 
-def resolve_precision(args) -> str:
-    if args.precision:
-        return args.precision
-    return "bf16-mixed" if on_gpu(args) else "32-true"
+def resolve_precision(run: EngineConfig) -> str:
+    if run.precision:
+        return run.precision
+    return "bf16-mixed" if on_gpu(run) else "32-true"
 
 
 def _parse_devices(devices):
@@ -141,14 +177,14 @@ def _parse_devices(devices):
     return int(text)
 
 
-def resume_path(args, out_dir) -> str | None:
+def resume_path(run: EngineConfig, out_dir) -> str | None:
     """The checkpoint --resume names, or None for a fresh start."""
     last = Path(out_dir) / LAST
-    if args.resume is None:
+    if run.resume is None:
         return None
-    if args.resume == "auto":
+    if run.resume == "auto":
         return str(last) if last.exists() else None
-    path = last if args.resume == "last" else Path(args.resume)
+    path = last if run.resume == "last" else Path(run.resume)
     if not path.exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
     return str(path)
@@ -200,6 +236,34 @@ class PeriodicCheckpoint(Callback):
 
     def on_train_end(self, trainer, pl_module):
         self._save(trainer, pl_module)
+
+
+class StepSamplerCallback(Callback):
+    """Tells a resumable step sampler (``training.data.StepSampler``: attributes ``start_step``,
+    ``accumulate``, ``rank``, ``world``) where the run is, before its first batch is drawn.
+
+    Lightning creates (and prefetches from) the training iterator before ``on_train_start``, and
+    restores ``trainer.global_step`` only after ``on_fit_start``. So the rank layout is set in
+    ``setup`` and the resume step is read from the checkpoint itself in ``on_load_checkpoint``,
+    both of which run before the iterator exists; ``on_train_start`` checks the result.
+    """
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def setup(self, trainer, pl_module, stage):
+        if stage == "fit":
+            self.sampler.accumulate = trainer.accumulate_grad_batches
+            self.sampler.rank = trainer.global_rank
+            self.sampler.world = trainer.world_size
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        self.sampler.start_step = int(checkpoint["global_step"])
+
+    def on_train_start(self, trainer, pl_module):
+        if self.sampler.start_step != trainer.global_step:
+            raise RuntimeError(f"data order was set up for step {self.sampler.start_step}, "
+                               f"training resumes at {trainer.global_step}")
 
 
 class LossCurve(Callback):
@@ -285,18 +349,18 @@ def _tensorboard_without_tensorflow() -> None:
         sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 
-def make_trainer(args, out_dir, callbacks=(), *, use_distributed_sampler: bool = True,
-                 **trainer_kwargs) -> L.Trainer:
+def make_trainer(run: EngineConfig, out_dir, callbacks=(), *, sampler=None, **trainer_kwargs) -> L.Trainer:
     """A Lightning Trainer configured from the engine's options.
 
-    ``use_distributed_sampler=False`` when the caller's sampler shards by rank itself (as
-    ``training.data.StepSampler`` does). Extra keyword arguments go to ``L.Trainer``.
+    ``sampler``: the training data's resumable step sampler, wired by :class:`StepSamplerCallback`
+    (Lightning's distributed sampler is then left out: the step sampler shards by rank itself).
+    Extra keyword arguments go to ``L.Trainer``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    devices = _parse_devices(args.devices)
-    strategy = args.strategy
-    multi = args.num_nodes > 1 or (isinstance(devices, int) and (devices > 1 or devices == -1)) or \
+    devices = _parse_devices(run.devices)
+    strategy = run.strategy
+    multi = run.num_nodes > 1 or (isinstance(devices, int) and (devices > 1 or devices == -1)) or \
         (isinstance(devices, list) and len(devices) > 1)
     if strategy == "auto" and multi:
         strategy = "ddp"
@@ -304,55 +368,51 @@ def make_trainer(args, out_dir, callbacks=(), *, use_distributed_sampler: bool =
     version = _next_log_version(out_dir / "logs")  # one folder for both loggers, a new one per resume
     loggers = [CSVLogger(out_dir, name="logs", version=version),
                TensorBoardLogger(out_dir, name="logs", version=version, default_hp_metric=False)]
-    cbs = [PeriodicCheckpoint(out_dir, args.ckpt_every, args.keep_checkpoints), LossCurve(out_dir),
+    cbs = [PeriodicCheckpoint(out_dir, run.ckpt_every, run.keep_checkpoints), LossCurve(out_dir),
            LearningRateMonitor(logging_interval="step")]
-    if not args.no_progress_bar:
-        cbs.append(TQDMProgressBar(refresh_rate=max(1, min(args.log_every, 10))))
+    if sampler is not None:
+        cbs.append(StepSamplerCallback(sampler))
+    if run.progress_bar:
+        cbs.append(TQDMProgressBar(refresh_rate=max(1, min(run.log_every, 10))))
     cbs.extend(callbacks)
     kwargs = dict(
-        accelerator=args.accelerator,
+        accelerator=run.accelerator,
         devices=devices,
-        num_nodes=args.num_nodes,
+        num_nodes=run.num_nodes,
         strategy=strategy,
-        precision=resolve_precision(args),
-        max_steps=args.max_steps,
+        precision=resolve_precision(run),
+        max_steps=run.max_steps,
         max_epochs=-1,
-        accumulate_grad_batches=args.accumulate_grad_batches,
-        gradient_clip_val=args.gradient_clip or None,
-        val_check_interval=args.val_every if args.val_every > 0 else None,
-        check_val_every_n_epoch=None if args.val_every > 0 else 1,
-        limit_val_batches=(args.val_batches if args.val_batches is not None else 1.0) if args.val_every > 0 else 0,
+        accumulate_grad_batches=run.accumulate_grad_batches,
+        gradient_clip_val=run.gradient_clip or None,
+        val_check_interval=run.val_every if run.val_every > 0 else None,
+        check_val_every_n_epoch=None if run.val_every > 0 else 1,
+        limit_val_batches=(run.val_batches if run.val_batches is not None else 1.0) if run.val_every > 0 else 0,
         num_sanity_val_steps=0,
-        log_every_n_steps=max(1, args.log_every),
+        log_every_n_steps=max(1, run.log_every),
         enable_checkpointing=False,  # PeriodicCheckpoint does it, atomically
-        enable_progress_bar=not args.no_progress_bar,
+        enable_progress_bar=run.progress_bar,
         enable_model_summary=True,
         logger=loggers,
         callbacks=cbs,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(out_dir),
-        use_distributed_sampler=use_distributed_sampler,
+        use_distributed_sampler=sampler is None,
     )
     kwargs.update(trainer_kwargs)
-    L.seed_everything(args.seed, workers=True, verbose=False)
+    L.seed_everything(run.seed, workers=True, verbose=False)
     return L.Trainer(**kwargs)
 
 
-def fit(trainer: L.Trainer, module: L.LightningModule, args, out_dir, **fit_kwargs):
+def fit(trainer: L.Trainer, module: L.LightningModule, run: EngineConfig, out_dir, **fit_kwargs):
     """``trainer.fit`` with ``--resume`` resolved; returns the checkpoint path it resumed from (or None)."""
-    ckpt = resume_path(args, out_dir)
+    ckpt = resume_path(run, out_dir)
     if ckpt and trainer.is_global_zero:
         log.info("resuming from %s", ckpt)
     trainer.fit(module, ckpt_path=ckpt, **fit_kwargs)
     return ckpt
 
 
-def effective_batch(args, batch_size: int, trainer: L.Trainer | None = None) -> int:
-    """Samples per optimiser step across all processes."""
-    world = trainer.world_size if trainer is not None else 1
-    return batch_size * args.accumulate_grad_batches * world
-
-
-__all__ = ["add_engine_args", "make_trainer", "fit", "resume_path", "resolve_precision", "on_gpu",
-           "AtomicCheckpointIO", "PeriodicCheckpoint", "LossCurve", "read_metrics", "plot_loss_curve",
-           "effective_batch", "LAST"]
+__all__ = ["EngineConfig", "add_engine_args", "make_trainer", "fit", "resume_path", "resolve_precision", "on_gpu",
+           "AtomicCheckpointIO", "PeriodicCheckpoint", "StepSamplerCallback", "LossCurve", "read_metrics",
+           "plot_loss_curve", "LAST", "EXPORT"]

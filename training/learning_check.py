@@ -31,7 +31,9 @@ import torch
 import hear_codec
 from hear_codec.checkpoint import load_checkpoint, read_checkpoint
 from training import data as D
-from training.encodecmae_module import EXPORT_NAME, INIT_EXPORT_NAME, MaskingCollate
+from training.encodecmae.masking import MaskingCollate
+from training.encodecmae.module import INIT_EXPORT_NAME
+from training.engine import EXPORT
 
 PROBE_SEED = 20231  # a corpus seed that no training run uses by default
 
@@ -46,7 +48,7 @@ def masked_accuracy(model, dataset: D.SyntheticCorpus, codes: torch.Tensor, draw
     for draw in range(draws):
         for start in range(0, len(dataset), batch):
             idx = range(start, min(len(dataset), start + batch))
-            b = collate([dict(dataset[i], seed=D._mix_seed(i, draw, 11)) for i in idx])
+            b = collate([dict(dataset[i], seed=D.mix_seed(i, draw, 11)) for i in idx])
             t = b["mask"].shape[1]
             feats = model.input_features(b["wav"])[:, :t]
             logits = model(None, b["mask"], b["padding_mask"], features=feats)["logits"]
@@ -167,7 +169,7 @@ def main(argv=None):
                 "--probe-test and --probe-draws at least 1")
     run = Path(args.run)
     t0 = time.time()
-    trained_path, init_path = run / EXPORT_NAME, run / INIT_EXPORT_NAME
+    trained_path, init_path = run / EXPORT, run / INIT_EXPORT_NAME
     for path in (trained_path, init_path):
         if not path.is_file():
             raise SystemExit(f"{path} not found: --run must be the OUT folder of `python -m training.pretrain`")

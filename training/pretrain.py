@@ -8,59 +8,47 @@ docs/pretraining.md for single-GPU and multi-GPU/multi-node commands).
 
 Model registry
 --------------
-``--model NAME`` imports ``training.NAME_module``, which must provide:
+:data:`MODELS` maps ``--model NAME`` to the family's command-line pieces,
+``training/<family>/pretrain.py``, each of which provides:
 
-* ``add_args(parser)``: its own options (an argument group);
-* ``train(args) -> Path``: build data and a LightningModule, run them with
-  ``training.engine`` (``make_trainer`` + ``fit``), return the exported checkpoint;
-* optionally ``ENGINE_DEFAULTS``: a dict of keyword defaults for
-  ``engine.add_engine_args`` (max_steps, val_every, ckpt_every, log_every). ``None`` means the
-  module fills the value in ``train`` itself, and ``ENGINE_DEFAULT_NOTES`` ({dest: text}) says
-  in --help what it will be.
+* ``add_args(parser)``: its own options (an argument group, the shared data options included);
+* ``ENGINE_DEFAULTS`` and ``ENGINE_DEFAULT_NOTES``: its defaults for ``engine.add_engine_args``
+  (``None`` = depends on --data; the note says what it will be in --help);
+* ``run(args) -> Path``: turn the options into typed configs (its ``configs(args)``), train with
+  ``training/<family>/train.py``, return the exported checkpoint.
 
-So adding ``--model audioformer`` is a matter of writing ``training/audioformer_module.py``;
-nothing here changes. ``--model encodecmae`` (the default) is ``training/encodecmae_module.py``.
+A new family is a ``training/<family>/`` package with those files and one line here.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 import time
 
 from training import engine
+from training.audioformer import pretrain as audioformer
+from training.encodecmae import pretrain as encodecmae
 
+MODELS = {"encodecmae": encodecmae, "audioformer": audioformer}
 DEFAULT_MODEL = "encodecmae"
 
 
-def model_module(name: str):
-    if not name.replace("_", "").isalnum():
-        raise SystemExit(f"--model: invalid name {name!r}")
-    try:
-        return importlib.import_module(f"training.{name}_module")
-    except ModuleNotFoundError as e:
-        if e.name == f"training.{name}_module":
-            raise SystemExit(f"--model {name}: there is no training/{name}_module.py") from e
-        raise
-
-
 def build_parser(name: str = DEFAULT_MODEL) -> argparse.ArgumentParser:
-    module = model_module(name)
+    family = MODELS[name]
     parser = argparse.ArgumentParser(
         prog="python -m training.pretrain",
         description="Pretrain a hear_codec model with the shared Lightning engine. Without arguments: the "
                     "built-in tiny EnCodecMAE on a synthetic corpus with the offline codec (minutes on a CPU). "
                     "Options whose default says 'with --data' take the paper's setting when --data is given.",
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="model family to train: imports training.<model>_module (default: %(default)s)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS),
+                        help="model family to train (default: %(default)s)")
     parser.add_argument("--out", default="runs/pretrain",
                         help="output folder: last.ckpt (resumable), last.ckpt.hearcodec (for hear_codec), logs/, "
                              "loss_curve.png, data reports (default: %(default)s)")
-    module.add_args(parser)
-    engine.add_engine_args(parser, **getattr(module, "ENGINE_DEFAULTS", {}),
-                           notes=getattr(module, "ENGINE_DEFAULT_NOTES", None))
+    family.add_args(parser)
+    engine.add_engine_args(parser, **family.ENGINE_DEFAULTS, notes=family.ENGINE_DEFAULT_NOTES)
     return parser
 
 
@@ -69,11 +57,12 @@ def main(argv=None):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--model", default=DEFAULT_MODEL)
     known, _ = pre.parse_known_args(argv)
-    parser = build_parser(known.model)
+    # An unknown --model falls through to the full parser's choices, which names the valid ones.
+    parser = build_parser(known.model if known.model in MODELS else DEFAULT_MODEL)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.time()
-    path = model_module(args.model).train(args)
+    path = MODELS[args.model].run(args)
     print(f"wrote {path} in {time.time() - t0:.0f} s")
     return path
 

@@ -1,6 +1,6 @@
-"""AudioFormer fine-tuning: ``python -m training.finetune`` (FT1 and FT2, SPEC.md §3).
+"""AudioFormer fine-tuning: ``python -m training.audioformer.finetune`` (FT1 and FT2, SPEC.md §3).
 
-    python -m training.finetune --init runs/pretrain/last.ckpt.hearcodec \\
+    python -m training.audioformer.finetune --init runs/pretrain/last.ckpt.hearcodec \\
         --train train.csv --valid valid.csv [--test test.csv] --mode ft2 --out runs/ft
 
 FT1: the clip embedding (mean over frames of the embedding backbone(s), as the HEAR scene
@@ -49,7 +49,7 @@ from hear_codec import audioformer as af
 from hear_codec import codec as codec_lib
 from hear_codec.checkpoint import load_checkpoint, save_checkpoint
 from training import engine
-from training.mpc import ft2_loss, mpc_loss
+from training.audioformer.mpc import ft2_loss, mpc_loss
 
 log = logging.getLogger(__name__)
 BEST = "best.hearcodec"
@@ -482,7 +482,7 @@ def write_synthetic_task(out_dir, train: int = 48, valid: int = 24, test: int = 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m training.finetune",
+        prog="python -m training.audioformer.finetune",
         description="Fine-tune an AudioFormer on labelled audio: FT1 (mean-pool + linear head) or FT2 "
                     "(FT1 on the codebook-1 backbone plus the multi-positive contrastive term against the frozen "
                     "codebook 2..n backbones). Writes OUT/best.hearcodec (best on validation) and OUT/results.json.")
@@ -572,8 +572,9 @@ def main(argv=None) -> dict:
     train_loader = DataLoader(TensorDataset(*data["train"]), batch_size=args.batch_size, shuffle=True, generator=gen,
                               drop_last=len(data["train"][0]) > args.batch_size)
     val_loader = DataLoader(TensorDataset(*data["valid"]), batch_size=max(args.batch_size, 32))
-    trainer = engine.make_trainer(args, out_dir)
-    engine.fit(trainer, module, args, out_dir, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    run = engine.EngineConfig.from_args(args)
+    trainer = engine.make_trainer(run, out_dir)
+    engine.fit(trainer, module, run, out_dir, train_dataloaders=train_loader, val_dataloaders=val_loader)
     if not (out_dir / BEST).exists():  # no validation ran (e.g. --val-every 0): the last model is the best we have
         save_checkpoint(out_dir / BEST, module.model, dict(metadata, step=int(trainer.global_step)))
     best = load_checkpoint(out_dir / BEST)

@@ -1,0 +1,124 @@
+"""EnCodecMAE's masking: which frames of a batch are hidden from the encoder.
+
+The official rule (TimeGapMask): for a clip of L valid frames, draw span starts uniformly in
+[0, L - gap] and mask [start, start + gap) until at least floor(L * prop) frames are masked; then
+unmask the excess at the start of the first span, so exactly floor(L * prop) frames are masked.
+:func:`time_gap_mask` draws it vectorised over the batch; :class:`MaskingCollate` draws it in the
+data loader's workers (CPU), from a generator seeded by the batch's items (exact resume).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from hear_codec import encodecmae as emae
+from hear_codec.codec import HOP_LENGTH
+from training.data import mix_seed
+
+
+def time_gap_mask(lengths: torch.Tensor, max_len: int, prop: float = 0.5, gap: int = 15,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """lengths [B] valid frames per clip -> mask [B, max_len] bool, True = masked.
+
+    Exactly floor(length * prop) frames of each clip are masked; padding frames never are.
+    """
+    lengths = lengths.to(torch.long).cpu()
+    if (lengths > max_len).any():
+        raise ValueError(f"a length exceeds max_len={max_len}: {lengths.tolist()}")
+    target = (lengths.double() * prop).floor().long()
+    mask = torch.zeros(len(lengths), max_len, dtype=torch.bool)
+    todo = torch.nonzero(target > 0).flatten()
+    # Enough candidate spans that a row almost never runs out; rows that do are drawn again.
+    spans = 4 * math.ceil(max(1, int(target.max()) if len(target) else 1) / gap) + 16
+    while len(todo):
+        rows = _draw_rows(lengths[todo], target[todo], max_len, gap, spans, generator)
+        done = rows.sum(dim=1) == target[todo]
+        mask[todo[done]] = rows[done]
+        todo = todo[~done]
+        spans *= 2
+    return mask
+
+
+def _draw_rows(lengths, target, max_len, gap, spans, generator):
+    """Masks for rows whose spans reach the target; unfinished rows come back all False."""
+    b = len(lengths)
+    high = (lengths - gap).clamp(min=0) + 1  # randint(0, max(0, L - gap)) inclusive
+    starts = (torch.rand(b, spans, generator=generator) * high[:, None]).long()  # [b, spans]
+    t = torch.arange(max_len)
+    covered = (t >= starts[..., None]) & (t < starts[..., None] + gap) & (t < lengths[:, None, None])
+    covered = torch.cummax(covered.to(torch.uint8), dim=1).values.bool()  # after k spans, [b, spans, T]
+    counts = covered.sum(dim=2)
+    reached = counts >= target[:, None]
+    first = reached.to(torch.uint8).argmax(dim=1)  # first k whose coverage reaches the target
+    rows = covered[torch.arange(b), first]
+    excess = counts[torch.arange(b), first] - target
+    # Unmask the excess at the beginning of the first span (always inside it: excess < gap).
+    unmask = (t >= starts[:, :1]) & (t < starts[:, :1] + excess[:, None])
+    rows = rows & ~unmask
+    rows[~reached.any(dim=1)] = False
+    return rows
+
+
+# ---------------------------------------------------------------- framing and the collate (CPU, in workers)
+
+def input_frames(front_end: str, samples: int) -> int:
+    """Frames the front end yields for ``samples`` at 24 kHz (mel256: whole 637-sample windows)."""
+    if front_end == "mel256":
+        return 0 if samples < emae.MelFrontEnd.window else 1 + (samples - emae.MelFrontEnd.window) // emae.MelFrontEnd.hop
+    return math.ceil(samples / HOP_LENGTH)
+
+
+def frames_for(front_end: str, samples: int) -> int:
+    """Frames that have both an input frame and a codec target (the official loss crops the longer)."""
+    return min(input_frames(front_end, samples), math.ceil(samples / HOP_LENGTH))
+
+
+class MaskingCollate:
+    """Stacks items and adds ``padding_mask`` and ``mask`` [B, T] (T = frames of the crop).
+
+    Valid frames of a clip of ``length`` samples: ``frames_for(front_end, length)``; everything
+    after is padding and never masked nor counted. The mask's random generator is seeded from the
+    items' seeds, so a batch's mask depends only on which samples it holds (exact resume).
+    """
+
+    def __init__(self, front_end: str, crop_samples: int, prop: float = 0.5, gap: int = 15):
+        self.front_end, self.crop_samples, self.prop, self.gap = front_end, int(crop_samples), prop, gap
+        self.frames = frames_for(front_end, self.crop_samples)
+
+    def __call__(self, items: list) -> dict:
+        wav = torch.stack([it["wav"] for it in items])
+        lengths = torch.tensor([frames_for(self.front_end, int(it["length"])) for it in items])
+        lengths = lengths.clamp(max=self.frames)
+        gen = torch.Generator().manual_seed(mix_seed(*[int(it["seed"]) for it in items]))
+        batch = {
+            "wav": wav,
+            "frames": lengths,
+            "padding_mask": torch.arange(self.frames)[None, :] >= lengths[:, None],
+            "mask": time_gap_mask(lengths, self.frames, self.prop, self.gap, generator=gen),
+            "ok": torch.tensor([bool(it["ok"]) for it in items]),
+        }
+        # Known here on the host, so the model need not read it back from the GPU each step.
+        batch["max_visible"] = int((~(batch["mask"] | batch["padding_mask"])).sum(1).max())
+        if "codes" in items[0]:
+            batch["codes"] = torch.stack([it["codes"] for it in items]).long()[..., : self.frames]
+        if "label" in items[0]:
+            batch["label"] = torch.tensor([it["label"] for it in items])
+        return batch
+
+
+class Seeded(torch.utils.data.Dataset):
+    """Adds each item's mask seed: the crop seed for training keys ``(index, crop_seed)``, a
+    function of the index for validation (the same masks at every validation)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.draws_per_epoch = dataset.draws_per_epoch
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        item = self.dataset[key]
+        item["seed"] = int(key[1]) if isinstance(key, (tuple, list)) else mix_seed(int(key), 3)
+        return item

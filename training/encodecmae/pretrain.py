@@ -1,0 +1,59 @@
+"""EnCodecMAE pretraining's command-line pieces: ``python -m training.pretrain [--model encodecmae]``.
+
+``training/pretrain.py`` calls :func:`add_args` to build its parser and :func:`run` with the
+parsed options; :func:`configs` is the one place where those options become the typed configs
+(model, optimiser, data + codec, engine) that :func:`training.encodecmae.train.train` takes.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from hear_codec import encodecmae as emae
+from training import data as D
+from training import engine
+from training.encodecmae import self_train
+from training.encodecmae.train import DEFAULTS, TrainConfig, add_train_args, train
+
+ENGINE_DEFAULTS = dict(max_steps=None, val_every=None, ckpt_every=None, log_every=10)
+ENGINE_DEFAULT_NOTES = {name: DEFAULTS.note(name) for name in ("max_steps", "val_every", "ckpt_every")}
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("EnCodecMAE model and data")
+    g.add_argument("--preset", default="tiny", choices=sorted(emae.PRESETS),
+                   help="model size: tiny (built-in demo), small/base/large (paper) (default: %(default)s)")
+    g.add_argument("--front-end", default="mel256", choices=["mel256", "ec"],
+                   help="input features: mel256 (256-bin Kaldi fbank, v2 default) or ec (frozen EnCodec "
+                        "encoder) (default: %(default)s)")
+    g.add_argument("--self-train-steps", type=int, default=0,
+                   help="after pretraining, run self-training (training.encodecmae.self_train with its defaults, "
+                        "v2) for this many steps into OUT/self_train; 0 = no (default: %(default)s)")
+    add_train_args(g, lr_note="1e-4 with --data, the paper's; 1e-3 for the tiny built-in run, which has 600 steps "
+                              "to show that it learns")
+    D.add_data_args(g, codec_use="the targets (and the ec front end's features)", defaults=DEFAULTS,
+                    synthetic_clips=384)
+
+
+def configs(args: argparse.Namespace) -> tuple:
+    """(model config, optimiser, data + codec, engine) from the parsed options."""
+    DEFAULTS.fill(args)
+    data = D.DataConfig.from_args(args)
+    model = emae.preset(args.preset, front_end=args.front_end, codec_weights=data.codec,
+                        chunk_seconds=data.crop_seconds)
+    return model, TrainConfig.from_args(args), data, engine.EngineConfig.from_args(args)
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Pretrain as the options say (then self-train with ``--self-train-steps``); returns the
+    exported hear_codec checkpoint of the last stage."""
+    model, optim, data, run_cfg = configs(args)
+    out_dir = Path(args.out)
+    exported = train(model, optim, data, run_cfg, out_dir, metadata=dict(preset=args.preset))
+    if args.self_train_steps <= 0:
+        return exported
+    # A stage of pretraining: the same data, optimiser and engine options, self-training's own defaults.
+    st_run = dataclasses.replace(run_cfg, max_steps=args.self_train_steps, resume="auto" if run_cfg.resume else None)
+    return self_train.self_train(exported, self_train.SelfTrainConfig(), optim, data, st_run,
+                                 out_dir / "self_train")

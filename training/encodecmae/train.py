@@ -1,0 +1,92 @@
+"""Running EnCodecMAE training: data loaders, the module, the engine. Shared by pretraining
+(``training/encodecmae/pretrain.py``) and self-training (``training/encodecmae/self_train.py``),
+which differ only in the model config, the targets (teacher + centroids) and the initial weights.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hear_codec import encodecmae as emae
+from training import data as D
+from training import engine
+from training.encodecmae.masking import MaskingCollate, Seeded
+from training.encodecmae.module import EncodecMAEModule
+
+log = logging.getLogger(__name__)
+
+# Options whose default depends on --data: the tiny built-in run (minutes on a CPU) or the paper's setting.
+DEFAULTS = D.DataDependentDefaults(
+    builtin=dict(max_steps=600, val_every=100, ckpt_every=100, batch_size=16, crop_seconds=2.0, codec="offline",
+                 lr=1e-3),
+    paper=dict(max_steps=500_000, val_every=10_000, ckpt_every=10_000, batch_size=128, crop_seconds=4.0,
+               codec="pretrained", lr=1e-4),
+)
+
+
+@dataclass
+class TrainConfig:
+    """The optimiser: AdamW at a constant learning rate (the paper's betas and weight decay)."""
+
+    lr: float = 1e-4
+    betas: tuple = (0.9, 0.95)
+    weight_decay: float = 0.05
+
+    @classmethod
+    def from_args(cls, args) -> "TrainConfig":
+        return cls(lr=args.lr, betas=tuple(args.betas), weight_decay=args.weight_decay)
+
+
+def add_train_args(group, *, lr_note: str) -> None:
+    """The options of :class:`TrainConfig`; ``lr_note`` says what --lr defaults to."""
+    d = TrainConfig()
+    group.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate, constant (default: {lr_note})")
+    group.add_argument("--betas", type=float, nargs=2, default=d.betas,
+                       help=f"AdamW betas (default: {d.betas[0]} {d.betas[1]})")
+    group.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                       help="AdamW weight decay (default: %(default)s)")
+
+
+def build_loaders(data: D.DataConfig, out_dir: Path, config: emae.EncodecMAEConfig, codec) -> tuple:
+    """(train_loader, val_loader or None, sampler, data metadata); the collate draws the masks."""
+    train_set, val_set, meta = D.build_datasets(data, out_dir, codec, config.num_codec_streams)
+    collate = MaskingCollate(config.front_end, round(data.crop_seconds * D.SAMPLE_RATE), config.mask_prop,
+                             config.mask_gap)
+    train_loader, val_loader, sampler = D.make_loaders(Seeded(train_set), val_set and Seeded(val_set), collate, data)
+    return train_loader, val_loader, sampler, meta
+
+
+def train(config: emae.EncodecMAEConfig, optim: TrainConfig, data: D.DataConfig, run: engine.EngineConfig,
+          out_dir, *, teacher: emae.EncodecMAE | None = None, centroids: torch.Tensor | None = None,
+          init_state: dict | None = None, metadata: dict | None = None) -> Path:
+    """Train an EncodecMAE of ``config`` and return its exported hear_codec checkpoint (OUT/last.ckpt.hearcodec).
+
+    teacher + centroids: the k-means stream's targets (self-training); ``init_state`` initialises
+    the model (tensors of another shape, e.g. a new head, stay fresh); ``metadata`` goes into the
+    exported checkpoint with the data's."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(run.seed)
+    codec = D.frozen_codec(data) if (config.num_codec_streams or config.front_end == "ec") else None
+    train_loader, val_loader, sampler, data_meta = build_loaders(data, out_dir, config, codec)
+    torch.manual_seed(run.seed)  # model init does not depend on how much data set-up drew
+    meta = dict(front_end=config.front_end, codec=data.codec, seed=run.seed, trained_by="training.pretrain",
+                **data_meta)
+    meta.update(metadata or {})
+    module = EncodecMAEModule(config, codec, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay,
+                              teacher=teacher, centroids=centroids, metadata=meta)
+    if init_state is not None:
+        own = module.model.state_dict()
+        usable = {k: v for k, v in init_state.items() if k in own and own[k].shape == v.shape}
+        module.model.load_state_dict(usable, strict=False)
+        fresh = sorted(set(own) - set(usable))
+        log.info("initialised %d tensors from a checkpoint; fresh: %s", len(usable), fresh)
+    # The frozen codec (and teacher) stay in eval mode on purpose (see hear_codec/codec.py).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    trainer = engine.make_trainer(run, out_dir, sampler=sampler)
+    engine.fit(trainer, module, run, out_dir, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    return out_dir / engine.EXPORT
