@@ -62,40 +62,67 @@ def test_encoder_input_layout_and_positions(tokenizer):
         torch.testing.assert_close(positions[0, 1:], enc.embed_positions.weight[2:9].expand(1, -1, -1)[0])
 
 
-def test_span_masks_rate_spans_and_independence():
+def _runs(row: torch.Tensor) -> torch.Tensor:
+    """Lengths of the runs of True in a 1-d bool tensor."""
+    edges = torch.diff(torch.cat([torch.tensor([0]), row.int(), torch.tensor([0])]))
+    return (edges == -1).nonzero().flatten() - (edges == 1).nonzero().flatten()
+
+
+def test_span_masks_rate_spans_and_independent_positions():
     g = torch.Generator().manual_seed(0)
-    lengths = torch.tensor([750] * 64 + [300] * 64)
-    mask = span_mask(lengths, 16, prob=0.15, span=10, generator=g)  # [128, 750, 16]
-    assert mask.shape == (128, 750, 16)
-    assert not mask[64:, 300:].any()  # nothing beyond a clip's end
-    rate = mask[:64].float().mean().item()
+    masks = torch.stack([span_mask(750, 16, prob=0.15, span=10, generator=g) for _ in range(64)])  # [64, 750, 16]
+    assert masks.shape == (64, 750, 16)
     # 15 % of frames in spans of 10; overlapping spans bring the covered share a little below 15 %
-    assert 0.12 < rate < 0.15
-    # every masked run is a multiple of whole spans' worth of frames: runs of at least 10
-    run = mask[0, :, 0].int()
-    starts = ((run[1:] == 1) & (run[:-1] == 0)).nonzero().flatten() + 1
-    ends = ((run[1:] == 0) & (run[:-1] == 1)).nonzero().flatten() + 1
-    if run[0]:
-        starts = torch.cat([torch.tensor([0]), starts])
-    if run[-1]:
-        ends = torch.cat([ends, torch.tensor([750])])
-    assert len(starts) > 0 and ((ends - starts) >= 10).all()
-    # codebooks are masked independently
-    assert not torch.equal(mask[:, :, 0], mask[:, :, 1])
+    assert 0.12 < masks.float().mean().item() < 0.15
+    runs = torch.cat([_runs(masks[i, :, k]) for i in range(4) for k in range(16)])
+    assert len(runs) > 0 and (runs >= 10).all()  # masked runs are whole spans (or overlaps of them)
+    assert not torch.equal(masks[:, :, 0], masks[:, :, 1])  # each codebook draws its own positions
 
 
-def test_collator_masks_are_fresh_every_batch_and_labels_hold_the_codes(tokenizer):
+def test_span_count_is_drawn_once_per_clip_as_officially():
+    # prob * frames / span = 0.5: floor(0.5 + u) spans, 0 or 1. The official code draws u once per
+    # clip, so a clip's 16 codebooks are all masked or all clean; a u per codebook would mix them.
+    g = torch.Generator().manual_seed(1)
+    masked_codebooks = [int(span_mask(20, 16, prob=0.25, span=10, generator=g).any(0).sum()) for _ in range(200)]
+    assert set(masked_codebooks) == {0, 16}
+    # and the span count caps as officially: never more spans than fit
+    assert span_mask(12, 16, prob=1.0, span=10, generator=g).sum(0).eq(10).all()  # floor(1.2 + u) -> 1
+    assert span_mask(4, 2, prob=1.0, span=10, generator=g).all()  # shorter than a span: one span of the clip
+
+
+def test_collator_draws_masks_from_the_item_seed_and_labels_hold_the_codes(tokenizer):
     model = _model(tokenizer)
     collate = EnClapCollator(model.config, tokenizer, mask_prob=0.15, mask_span=10)
-    items = _items([200, 120])
-    a, b = collate(items), collate(items)
+    items = _items([60, 40])
+    seeded = lambda seeds: [dict(it, seed=s) for it, s in zip(items, seeds)]  # noqa: E731
+    a, b, again = collate(seeded([1, 2])), collate(seeded([3, 4])), collate(seeded([1, 2]))
     masked_a = a["mcm_labels"] != -100
-    assert not torch.equal(masked_a, b["mcm_labels"] != -100)  # drawn afresh each step
+    assert not torch.equal(masked_a, b["mcm_labels"] != -100)  # another draw, other masks
+    assert torch.equal(a["input_ids"], again["input_ids"]) and torch.equal(a["mcm_labels"], again["mcm_labels"])
     clean = EnClapCollator(model.config, tokenizer)(items)["input_ids"]
     assert torch.equal(a["mcm_labels"][masked_a], clean[masked_a])
     assert (a["input_ids"][masked_a] == 1024).all()
     assert torch.equal(a["input_ids"][~masked_a], clean[~masked_a])
-    assert not masked_a[:, :2].any() and not masked_a[0, 202:].any()  # only codec frames are masked
+    assert not masked_a[:, :2].any() and not masked_a[1, 42:].any()  # only codec frames are masked
+
+
+def test_long_clips_are_cropped_at_a_random_start_for_training_and_at_the_start_for_evaluation(tokenizer):
+    model = _model(tokenizer)  # 64 positions: windows of 61 frames
+    (item,) = _items([150])
+    item["codes"][:, 0] = torch.arange(150)  # frame index, to read the window's start
+    train = EnClapCollator(model.config, tokenizer, random_crop=True)
+    starts = [int(train([dict(item, seed=s)])["input_ids"][0, 2, 0]) for s in range(1000)]
+    assert min(starts) == 0 and max(starts) == 150 - 61  # every start of a full window, both ends included
+    assert len(set(starts)) > 60
+    for s in range(3):
+        batch = train([dict(item, seed=s)])
+        start = int(batch["input_ids"][0, 2, 0])
+        assert batch["input_ids"].shape[1] == 61 + 3
+        assert torch.equal(batch["input_ids"][0, 2:-1], item["codes"][start : start + 61])
+    evaluation = EnClapCollator(model.config, tokenizer)([dict(item, seed=5)])
+    assert torch.equal(evaluation["input_ids"][0, 2:-1], item["codes"][:61])
+    short = _items([30])
+    assert torch.equal(train([dict(short[0], seed=0)])["input_ids"][0, 2:-1], short[0]["codes"])
 
 
 def test_total_loss_matches_hand_computation(tokenizer):

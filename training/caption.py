@@ -61,9 +61,9 @@ def cmd_preprocess(args) -> None:
 
 def cmd_train(args) -> None:
     from training import engine
+    from training.data import StepSampler
     from training.enclap.cache import FeatureCache
     from training.enclap.data import CaptionPairs, ClipReferences, EnClapCollator
-    from training.enclap.model import new_model
     from training.enclap.module import CaptioningModule
     from training.enclap.text import tokenizer_to_json
     import lightning as L
@@ -72,38 +72,63 @@ def cmd_train(args) -> None:
     out = Path(args.out)
     L.seed_everything(args.seed, verbose=False)  # the model's random parts are initialised below
     train_cache, val_cache = FeatureCache(args.train), FeatureCache(args.val)
-    tokenizer = _training_tokenizer(args, train_cache)
-    model = new_model(args.model, vocab_size=len(tokenizer))
+    model, tokenizer = _starting_model(args, train_cache)
     model.config.mcm_loss_scale = args.mcm_weight
     module = CaptioningModule(
         model.config.to_dict(), tokenizer_to_json(tokenizer), lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, num_beams=args.beams, max_caption_length=args.max_caption_length,
+        warmup_steps=args.warmup_steps, schedule_timescale=args.schedule_timescale, num_beams=args.beams,
+        max_caption_length=args.max_caption_length, seed=args.seed,
     )
-    module.model = model  # the pretrained (or tiny random) weights replace the module's random init
+    module.model = model  # the starting weights replace the module's random init
 
     mask_prob = args.mask_prob if args.mcm_weight > 0 else 0.0
-    train_collate = EnClapCollator(module.model.config, tokenizer, mask_prob=mask_prob, mask_span=args.mask_span)
+    train_collate = EnClapCollator(module.model.config, tokenizer, mask_prob=mask_prob, mask_span=args.mask_span,
+                                   random_crop=True)
     eval_collate = EnClapCollator(module.model.config, tokenizer)
-    pairs = CaptionPairs(train_cache.clips, train_cache.features)
+    pairs = CaptionPairs(train_cache.clips, train_cache.features, fixed_draws=args.fixed_crops_and_masks,
+                         seed=args.seed)
     if len(pairs) < args.batch_size:
         raise ValueError(f"{args.train} has {len(pairs)} training captions, fewer than one batch ({args.batch_size})")
+    # The data order, crops and masks are a function of (seed, step): resumed runs repeat them exactly
+    # (the engine tells the sampler the resume step and the rank layout).
+    sampler = StepSampler(len(pairs), args.batch_size, seed=args.seed)
     loader_kw = dict(num_workers=args.num_workers, persistent_workers=args.num_workers > 0)
-    train_loader = torch.utils.data.DataLoader(pairs, batch_size=args.batch_size, shuffle=True, drop_last=True,
+    train_loader = torch.utils.data.DataLoader(pairs, batch_size=args.batch_size, sampler=sampler,
                                                collate_fn=train_collate, **loader_kw)
     val_loader = torch.utils.data.DataLoader(ClipReferences(val_cache.clips, val_cache.features),
                                              batch_size=args.eval_batch_size, collate_fn=eval_collate, **loader_kw)
     if args.epochs is not None:
-        args.max_steps = args.epochs * math.ceil(len(train_loader) / (args.accumulate_grad_batches * _world(args)))
+        per_step = args.batch_size * args.accumulate_grad_batches * _world(args)
+        args.max_steps = args.epochs * max(1, len(pairs) // per_step)
     log.info("%d training pairs (%d clips), %d validation clips; %d optimiser steps",
              len(pairs), len(train_cache.clips), len(val_cache.clips), args.max_steps)
     best = ModelCheckpoint(dirpath=out, filename="best", monitor="val/selection", mode="max", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False, save_last=False)
     run = engine.EngineConfig.from_args(args)
-    trainer = engine.make_trainer(run, out, callbacks=[best], enable_checkpointing=True)
+    trainer = engine.make_trainer(run, out, callbacks=[best], enable_checkpointing=True, sampler=sampler)
     engine.fit(trainer, module, run, out, train_dataloaders=train_loader, val_dataloaders=val_loader)
     if trainer.is_global_zero:
         log.info("best checkpoint: %s (val/selection %s); last: %s", best.best_model_path or "none yet",
                  None if best.best_model_score is None else round(float(best.best_model_score), 4), out / engine.LAST)
+
+
+def _starting_model(args, cache):
+    """(model, tokenizer) that training starts from: a trained EnCLAP (``--init``: our checkpoint or
+    a published folder, with its own tokenizer) or a ``--model`` preset."""
+    from training.enclap.model import BART_PRESETS, new_model
+    from training.enclap.module import load_captioner
+    from training.enclap.text import build_word_tokenizer, load_bart_tokenizer
+
+    if args.init is not None:
+        start = load_captioner(args.init, tokenizer=args.tokenizer)
+        log.info("starting from the trained EnCLAP %s", args.init)
+        return start.model.train(), start.tokenizer
+    preset = args.model or "bart-base"
+    if preset == "tiny":  # a word vocabulary from the training captions
+        tokenizer = build_word_tokenizer([c for clip in cache.clips for c in clip.captions])
+    else:
+        tokenizer = load_bart_tokenizer(args.tokenizer or BART_PRESETS[preset])
+    return new_model(preset, vocab_size=len(tokenizer)), tokenizer
 
 
 def _world(args) -> int:
@@ -115,16 +140,6 @@ def _world(args) -> int:
     else:
         n = int(devices)
     return max(1, n) * args.num_nodes
-
-
-def _training_tokenizer(args, cache):
-    """The tiny preset builds a word vocabulary from the training captions; BART presets use BART's."""
-    from training.enclap.model import BART_PRESETS
-    from training.enclap.text import build_word_tokenizer, load_bart_tokenizer
-
-    if args.model == "tiny":
-        return build_word_tokenizer([c for clip in cache.clips for c in clip.captions])
-    return load_bart_tokenizer(args.tokenizer or BART_PRESETS[args.model])
 
 
 # --------------------------------------------------------------------------- evaluate / predict
@@ -320,10 +335,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True, help="training feature cache (from `preprocess`)")
     p.add_argument("--val", required=True, help="validation feature cache")
     p.add_argument("--out", required=True, help="run folder for checkpoints and logs")
-    p.add_argument("--model", choices=("tiny", "bart-base", "bart-large"), default="bart-base",
+    p.add_argument("--model", choices=("tiny", "bart-base", "bart-large"), default=None,
                    help="tiny = small random model with a word vocabulary from the training captions (tests, "
-                        "demo); bart-base/bart-large start from the pretrained facebook/bart-* (default: %(default)s)")
-    p.add_argument("--tokenizer", default=None, help="tokenizer for BART presets (default: the preset's own)")
+                        "demo); bart-base/bart-large start from the pretrained facebook/bart-* (default: bart-base, "
+                        "unless --init is given)")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start from a trained EnCLAP instead of a preset: OUT/best.ckpt of an earlier `train`, or a "
+                        "published EnCLAP folder (config.json + pytorch_model.bin). The official Clotho models were "
+                        "made this way, fine-tuned from the AudioCaps ones (see docs/captioning.md). A fresh "
+                        "optimiser and schedule start at step 0; the checkpoint's tokenizer is kept")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer for BART presets or a published --init folder (default: the preset's own; "
+                        "facebook/bart-base or -large for a published folder)")
     p.add_argument("--epochs", type=int, default=None,
                    help="train this many epochs over all (clip, caption) pairs; overrides --max-steps")
     p.add_argument("--batch-size", type=int, default=32, help="training pairs per device per step (default: %(default)s)")
@@ -334,11 +357,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AdamW weight decay, not applied to biases and LayerNorm (default: %(default)s)")
     p.add_argument("--warmup-steps", type=int, default=1000,
                    help="linear warm-up steps before the inverse-square-root decay (default: %(default)s)")
+    p.add_argument("--schedule-timescale", type=int, default=None,
+                   help="after warm-up the learning rate is lr / sqrt((step + timescale - warmup) / timescale) "
+                        "(default: the warm-up steps, or 10000 without warm-up, as transformers' "
+                        "get_inverse_sqrt_schedule; the official Clotho fine-tuning uses 0 warm-up steps and 1000)")
     p.add_argument("--mask-prob", type=float, default=0.15,
                    help="MCM: expected share of codec frames masked per codebook (default: %(default)s)")
     p.add_argument("--mask-span", type=int, default=10, help="MCM: frames per masked span (default: %(default)s)")
     p.add_argument("--mcm-weight", type=float, default=0.7, help="weight of the MCM loss; 0 turns MCM off "
                                                                  "(default: %(default)s)")
+    p.add_argument("--fixed-crops-and-masks", action="store_true",
+                   help="draw each training pair's crop (clips over 1021 frames) and MCM masks once, the same in "
+                        "every epoch, as the official preprocessing does; by default they are drawn anew each "
+                        "time a pair is seen")
     p.add_argument("--beams", type=int, default=4, help="beam size for validation captions (default: %(default)s)")
     p.add_argument("--max-caption-length", type=int, default=50,
                    help="longest generated caption in tokens, start token included (default: %(default)s)")
@@ -394,7 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "init", None) is not None and args.model is not None:
+        parser.error("give either --init (a trained EnCLAP to continue from) or --model (a preset), not both")
     from hear_codec.codec import CodecWeightsUnavailable
     from training.enclap.text import PretrainedUnavailable
 

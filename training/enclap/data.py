@@ -8,7 +8,11 @@ training and evaluation read only the cache:
 * :class:`ClipReferences` -- evaluation: one item per clip with all its references.
 
 :class:`EnClapCollator` builds the encoder batch in the official EnCLAP layout (see
-:mod:`training.enclap.model`) and, for training, draws fresh MCM span masks for every batch.
+:mod:`training.enclap.model`) and, for training, crops clips longer than the model's positions at
+a random start and draws the MCM span masks. Both draws come from each item's ``seed`` (which
+:class:`CaptionPairs` takes from :class:`training.data.StepSampler`), so they are a function of
+(run seed, global sample index): fresh every time a pair is drawn, and repeated exactly by a
+resumed run.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from training.data import mix_seed
 from training.enclap.model import IGNORE_INDEX, EnClapBartConfig
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
@@ -116,19 +121,31 @@ def read_caption_csv(csv_path, audio_dir) -> list[Clip]:
 
 
 class CaptionPairs(torch.utils.data.Dataset):
-    """Training items: one per (clip, caption). ``features``: id -> (codes [frames, 16], clap [512])."""
+    """Training items: one per (clip, caption). ``features``: id -> (codes [frames, 16], clap [512]).
 
-    def __init__(self, clips: list[Clip], features: dict):
+    Indexed by ``(pair_index, draw_seed)`` (what :class:`training.data.StepSampler` yields) the item
+    carries ``seed`` = draw_seed, from which the collator draws its crop and MCM masks; with
+    ``fixed_draws`` the seed is a function of (``seed``, pair index) instead, so every epoch sees
+    the same crop and masks of a pair, as the official preprocessing (run once, cached) gives.
+    A plain int index gives an item without a seed.
+    """
+
+    def __init__(self, clips: list[Clip], features: dict, fixed_draws: bool = False, seed: int = 0):
         self.items = [(clip.id, caption) for clip in clips for caption in clip.captions]
         self.features = features
+        self.fixed_draws, self.seed = fixed_draws, seed
 
     def __len__(self):
         return len(self.items)
 
-    def __getitem__(self, i):
+    def __getitem__(self, key):
+        i, draw_seed = key if isinstance(key, (tuple, list)) else (key, None)
         clip_id, caption = self.items[i]
         codes, clap = self.features[clip_id]
-        return {"id": clip_id, "codes": codes, "clap": clap, "caption": caption}
+        item = {"id": clip_id, "codes": codes, "clap": clap, "caption": caption}
+        if draw_seed is not None:
+            item["seed"] = mix_seed(self.seed, i, 5) if self.fixed_draws else int(draw_seed)
+        return item
 
 
 class ClipReferences(torch.utils.data.Dataset):
@@ -147,28 +164,29 @@ class ClipReferences(torch.utils.data.Dataset):
         return {"id": clip.id, "codes": codes, "clap": clap, "references": list(clip.captions)}
 
 
-def span_mask(lengths: torch.Tensor, num_codebooks: int, prob: float, span: int, generator=None) -> torch.Tensor:
-    """MCM span masks, independent per item and codebook: [batch] frame counts -> [batch, max_frames, num_codebooks] bool.
+def span_mask(frames: int, num_codebooks: int, prob: float, span: int, generator=None) -> torch.Tensor:
+    """MCM span masks of one clip, drawn as the official EnCLAP preprocessing does: [frames, num_codebooks] bool.
 
-    As in wav2vec 2.0 / the official EnCLAP: each (item, codebook) gets
-    ``floor(prob * frames / span + u)`` spans (u ~ U[0, 1), so ``prob * frames / span`` on average)
-    of ``span`` frames, with distinct random starts; overlaps make the masked share a little
-    below ``prob``.
+    One u ~ U[0, 1) per clip gives every codebook ``n = floor(prob * frames / span + u)`` spans
+    (``prob * frames / span`` on average), capped so that the spans fit (``n * span <= frames``,
+    ``n <= frames - span + 1``); each codebook then draws its own ``n`` distinct starts, so the
+    codebooks share the span count but not the positions. Overlaps make the masked share a little
+    below ``prob``. A clip shorter than ``span`` frames uses spans of its length (the official
+    code raises an error there).
     """
-    batch, max_frames = lengths.shape[0], int(lengths.max()) if len(lengths) else 0
-    mask = torch.zeros(batch, num_codebooks, max_frames, dtype=torch.bool)
-    for b, frames in enumerate(lengths.tolist()):
-        width = min(span, frames)
-        starts_available = frames - width + 1
+    mask = torch.zeros(num_codebooks, frames, dtype=torch.bool)
+    width = min(span, frames)
+    if width == 0:
+        return mask.T
+    starts_available = frames - width + 1
+    n = int(prob * frames / width + torch.rand((), generator=generator).item())
+    n = min(n, frames // width, starts_available)
+    if n > 0:
+        offsets = torch.arange(width)
         for k in range(num_codebooks):
-            n = int(prob * frames / span + torch.rand((), generator=generator))
-            n = min(n, starts_available)
-            if n == 0:
-                continue
             starts = torch.randperm(starts_available, generator=generator)[:n]
-            idx = (starts.unsqueeze(1) + torch.arange(width)).flatten()
-            mask[b, k, idx] = True
-    return mask.transpose(1, 2)
+            mask[k, (starts[:, None] + offsets).flatten()] = True
+    return mask.T
 
 
 class EnClapCollator:
@@ -180,32 +198,46 @@ class EnClapCollator:
       when ``mask_prob > 0`` also ``mcm_labels`` [batch, L, 16] (masked entries keep their code,
       -100 elsewhere) with those entries replaced by the pad id in ``input_ids``;
       ``ids`` (clip ids) and, for evaluation items, ``references``.
-    Clips longer than ``max_position_embeddings - 3`` frames are cut (BART has no more positions).
+    Clips longer than ``max_position_embeddings - 3`` frames (1021 for BART, 13.6 s) keep a window
+    of that many frames (BART has no more positions): at a random start with ``random_crop``
+    (training, as the official preprocessing does), else the first frames (evaluation, as
+    officially). The crop start and the masks are drawn from a generator seeded with the item's
+    ``seed`` when it has one (training items from :class:`CaptionPairs`), from torch's global
+    generator otherwise.
     """
 
     def __init__(self, config: EnClapBartConfig, tokenizer=None, mask_prob: float = 0.0, mask_span: int = 10,
-                 max_caption_tokens: int = 64, generator: torch.Generator | None = None):
+                 max_caption_tokens: int = 64, random_crop: bool = False):
         self.config = config
         self.tokenizer = tokenizer
         self.mask_prob = mask_prob
         self.mask_span = mask_span
         self.max_caption_tokens = max_caption_tokens
         self.max_frames = config.max_position_embeddings - 3
-        self.generator = generator
+        self.random_crop = random_crop
+
+    def window(self, codes: torch.Tensor, generator=None) -> torch.Tensor:
+        """The [<= max_frames, 16] frames of a clip the model sees (see the class docstring)."""
+        excess = codes.shape[0] - self.max_frames
+        start = int(torch.randint(excess + 1, (), generator=generator)) if self.random_crop and excess > 0 else 0
+        return codes[start : start + self.max_frames]
 
     def __call__(self, items: list[dict]) -> dict:
         cfg = self.config
-        codes = [torch.as_tensor(it["codes"], dtype=torch.long)[: self.max_frames] for it in items]
-        for it, c in zip(items, codes):
+        generators = [torch.Generator().manual_seed(int(it["seed"])) if "seed" in it else None for it in items]
+        codes = []
+        for it, gen in zip(items, generators):
+            c = torch.as_tensor(it["codes"], dtype=torch.long)
             if c.ndim != 2 or c.shape[1] != cfg.num_rvq or c.shape[0] == 0:
                 raise ValueError(f"clip {it['id']}: codes must be [frames>0, {cfg.num_rvq}], got {tuple(c.shape)}")
-        lengths = torch.tensor([c.shape[0] for c in codes])
-        batch, rows = len(items), int(lengths.max()) + 3
+            codes.append(self.window(c, gen))
+        lengths = [c.shape[0] for c in codes]
+        batch, rows = len(items), max(lengths) + 3
         input_ids = torch.full((batch, rows, cfg.num_rvq), cfg.encodec_pad_token_id, dtype=torch.long)
         # Padding rows count as codec rows (all pad ids, zero embedding), as in the official collator.
         encodec_mask = torch.ones(batch, rows, dtype=torch.long)
         attention_mask = torch.zeros(batch, rows, dtype=torch.long)
-        for b, (c, t) in enumerate(zip(codes, lengths.tolist())):
+        for b, (c, t) in enumerate(zip(codes, lengths)):
             input_ids[b, :2] = cfg.bos_token_id  # CLAP slot (overwritten in the encoder) and <s>
             input_ids[b, 2 : t + 2] = c
             input_ids[b, t + 2] = cfg.eos_token_id
@@ -220,7 +252,8 @@ class EnClapCollator:
         }
         if self.mask_prob > 0:
             mask = torch.zeros(batch, rows, cfg.num_rvq, dtype=torch.bool)
-            mask[:, 2 : 2 + int(lengths.max())] = span_mask(lengths, cfg.num_rvq, self.mask_prob, self.mask_span, self.generator)
+            for b, (t, gen) in enumerate(zip(lengths, generators)):
+                mask[b, 2 : 2 + t] = span_mask(t, cfg.num_rvq, self.mask_prob, self.mask_span, gen)
             out["mcm_labels"] = torch.where(mask, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
             out["input_ids"] = input_ids.masked_fill(mask, cfg.encodec_pad_token_id)
         if "caption" in items[0]:

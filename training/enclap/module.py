@@ -3,6 +3,10 @@
 The checkpoint is self-contained: the model config and the tokenizer (as JSON) are hyper-parameters,
 so ``CaptioningModule.load_from_checkpoint`` needs no download.
 
+Exact resume: the training data order is a :class:`training.data.StepSampler` (wired by the
+engine), and the global torch generator (dropout) is re-seeded at every micro-batch from (seed,
+step, micro-batch, rank), so a resumed run draws what an uninterrupted one would.
+
 Validation generates a caption per clip (beam search), gathers them from every process and scores
 them once (rank 0, broadcast): ``val/cider_d``, ``val/spider`` when SPICE runs, and
 ``val/selection`` (SPIDEr, or CIDEr-D where SPICE cannot run) for checkpoint selection.
@@ -13,6 +17,7 @@ import lightning as L
 import torch
 from transformers import get_inverse_sqrt_schedule
 
+from training.data import mix_seed
 from training.enclap.metrics import evaluate_captions, selection_metric
 from training.enclap.model import EnClapBartConfig, EnClapBartForConditionalGeneration, beam_search_config
 from training.enclap.text import tokenizer_from_json
@@ -22,8 +27,8 @@ MODEL_INPUTS = ("input_ids", "clap_embedding", "encodec_mask", "attention_mask")
 
 class CaptioningModule(L.LightningModule):
     def __init__(self, config: dict, tokenizer_json: str, lr: float = 5e-5, weight_decay: float = 0.01,
-                 warmup_steps: int = 1000, num_beams: int = 4, max_caption_length: int = 50,
-                 val_metrics: tuple = ("cider_d", "spice", "spider")):
+                 warmup_steps: int = 1000, schedule_timescale: int | None = None, num_beams: int = 4,
+                 max_caption_length: int = 50, val_metrics: tuple = ("cider_d", "spice", "spider"), seed: int = 0):
         super().__init__()
         # In the checkpoint (so it is self-contained), not in the loggers' hparams.yaml: the
         # tokenizer JSON is megabytes for BART.
@@ -31,6 +36,10 @@ class CaptioningModule(L.LightningModule):
         self.model = EnClapBartForConditionalGeneration(EnClapBartConfig(**config))
         self.tokenizer = tokenizer_from_json(tokenizer_json)
         self._val_outputs: list[tuple[str, str, list[str]]] = []
+
+    def on_train_batch_start(self, batch, batch_idx):
+        micro = batch_idx % max(1, self.trainer.accumulate_grad_batches)
+        torch.manual_seed(mix_seed(self.hparams.seed, self.global_step, micro, self.global_rank, 13))
 
     def generation_config(self):
         return beam_search_config(self.model.config, self.hparams.num_beams, self.hparams.max_caption_length)
@@ -76,7 +85,9 @@ class CaptioningModule(L.LightningModule):
             self.log(f"val/{name}", float(value), prog_bar=name == "selection", sync_dist=True)
 
     def configure_optimizers(self):
-        """AdamW, no weight decay on biases and LayerNorm weights; inverse-sqrt schedule with warm-up."""
+        """AdamW, no weight decay on biases and LayerNorm weights; inverse-sqrt schedule with warm-up
+        (transformers' get_inverse_sqrt_schedule, as the official code: timescale None = the warm-up
+        steps, or 10000 without warm-up)."""
         decay, no_decay, seen = [], [], set()
         for module in self.model.modules():
             for name, p in module.named_parameters(recurse=False):
@@ -89,7 +100,8 @@ class CaptioningModule(L.LightningModule):
             [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.hparams.lr,
         )
-        schedule = get_inverse_sqrt_schedule(optimizer, num_warmup_steps=self.hparams.warmup_steps)
+        schedule = get_inverse_sqrt_schedule(optimizer, num_warmup_steps=self.hparams.warmup_steps,
+                                             timescale=self.hparams.schedule_timescale)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
