@@ -6,8 +6,10 @@
 FT1: the clip embedding (mean over frames of the embedding backbone(s), as the HEAR scene
 embedding) -> Linear -> multiclass cross-entropy or multilabel BCE. FT2 (MPC): the codebook-1
 ("anchor") backbone and the head train, the backbones of codebooks 2..n_q are frozen, and the
-loss is ``alpha * task + (1 - alpha) * MPC`` (training/mpc.py); the paper's two stages (alpha 0.8,
-T 0.05, then alpha 0.97, T 0.03) are ``--alpha/--temperature`` and ``--second-stage-step``.
+loss is ``alpha * task + (1 - alpha) * MPC`` (training/audioformer/mpc.py); the paper's two stages (alpha 0.8,
+T 0.05, then alpha 0.97, T 0.03) are the default: ``--alpha/--temperature`` until
+``--second-stage-step`` (default: half of ``--max-steps``), ``--second-alpha/--second-temperature``
+after it.
 
 Labelled data
 -------------
@@ -521,12 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FT2: loss = alpha * task + (1 - alpha) * MPC (paper: 0.8) (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.05,
                    help="FT2: MPC temperature (paper: 0.05) (default: %(default)s)")
-    p.add_argument("--second-stage-step", type=int, default=0,
+    p.add_argument("--second-stage-step", type=int, default=None,
                    help="FT2: from this optimiser step on use --second-alpha/--second-temperature (the paper's "
-                        "second stage); 0 = one stage (default: %(default)s)")
-    p.add_argument("--second-alpha", type=float, default=0.97, help="FT2 second stage alpha (default: %(default)s)")
+                        "second stage; it gives no step); 0 = one stage (default: half of --max-steps)")
+    p.add_argument("--second-alpha", type=float, default=0.97,
+                   help="FT2 second stage alpha (paper: 0.97) (default: %(default)s)")
     p.add_argument("--second-temperature", type=float, default=0.03,
-                   help="FT2 second stage temperature (default: %(default)s)")
+                   help="FT2 second stage temperature (paper: 0.03) (default: %(default)s)")
     p.add_argument("--encode-batch-size", type=int, default=16,
                    help="clips per codec call when encoding the data once at start-up (default: %(default)s)")
     engine.add_engine_args(p, max_steps=2000, val_every=200, ckpt_every=200, log_every=10)
@@ -562,6 +565,8 @@ def main(argv=None) -> dict:
     except LabelsFileError as e:
         raise SystemExit(f"error in the labelled data:\n{e}") from None
     metric = "mAP" if multilabel else "accuracy"
+    if args.second_stage_step is None:
+        args.second_stage_step = args.max_steps // 2
     metadata = dict(stage=f"finetune-{args.mode}", labels=vocabulary, task="multilabel" if multilabel else "multiclass",
                     metric=metric, init=str(args.init) if args.init else None, clip_seconds=clip_seconds)
     module = FineTuner(model, args.mode, multilabel, lr=args.lr, head_lr=args.head_lr,
