@@ -1,6 +1,7 @@
 """Shared test fixtures: reference-data locations, tiny checkpoints, paths to the venv's tools."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -8,9 +9,10 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-# CI clones the repo with shared/ beside it: ../shared/fixtures.
-FIXTURES = REPO.parent / "shared" / "fixtures"
+# CI clones the repo with shared/ beside it: ../shared/fixtures (HEAR_CODEC_FIXTURES overrides it).
+FIXTURES = Path(os.environ.get("HEAR_CODEC_FIXTURES") or REPO.parent / "shared" / "fixtures")
 ENCODECMAE_FIXTURES = FIXTURES / "encodecmae_official"
+ENCLAP_FIXTURES = FIXTURES / "enclap_official"
 BIN = Path(sys.executable).parent
 
 
@@ -22,9 +24,18 @@ def tool(name: str) -> str:
     return str(path)
 
 
+def fixtures_required() -> bool:
+    """In CI (CI=true) or with HEAR_CODEC_REQUIRE_FIXTURES=1 the parity tests must run, never skip."""
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get("HEAR_CODEC_REQUIRE_FIXTURES") == "1"
+
+
 def require_fixture(path: Path) -> Path:
+    """``path`` if it exists; otherwise skip the test, or fail it where fixtures are required."""
     if not path.exists():
-        pytest.skip(f"reference data {path} is absent (it lives in ../shared/fixtures beside the repo)")
+        message = f"reference data {path} is absent (it lives in ../shared/fixtures beside the repo)"
+        if fixtures_required():
+            pytest.fail(f"{message}; CI=true or HEAR_CODEC_REQUIRE_FIXTURES=1 requires it", pytrace=False)
+        pytest.skip(message)
     return path
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-ENCODECMAE_FIXTURES = REPO.parent / "shared" / "fixtures" / "encodecmae_official"
 
 QW = [0.22407463, 0.1759858, 0.14499009, 0.12150037, 0.10315603, 0.08831368, 0.07608274, 0.06589669]
 

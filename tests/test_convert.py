@@ -21,8 +21,9 @@ from hear_codec.convert import (UnsupportedVariant, check_on_dummy_input, config
                                 convert_state_dict, gin_layout, main)
 from hear_codec.encodecmae import EncodecMAE
 from hear_codec.gin import parse_gin
-from official_encodecmae_helpers import (ENCODECMAE_FIXTURES, REPO, official_attention, official_state, v1_block_gin,
-                                         v1_gin, v2_gin, v2_to_v1_state)
+from conftest import ENCODECMAE_FIXTURES, require_fixture
+from official_encodecmae_helpers import (REPO, official_attention, official_state, v1_block_gin, v1_gin, v2_gin,
+                                         v2_to_v1_state)
 
 TOL = 1e-4
 
@@ -32,10 +33,7 @@ def rel_err(ours, ref) -> float:
 
 
 def fixture(name):
-    path = ENCODECMAE_FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"reference data {path} is absent (it lives in ../shared/fixtures beside the repo)")
-    return torch.load(path, weights_only=True)
+    return torch.load(require_fixture(ENCODECMAE_FIXTURES / name), weights_only=True)
 
 
 @pytest.fixture(scope="module")

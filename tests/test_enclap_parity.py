@@ -4,22 +4,19 @@ The fixture (../shared/fixtures/enclap_official/tiny.pt, described in its README
 the official implementation under transformers 4.29. Loading its published-format state dict into
 our model must reproduce every intermediate: this is also the EnCLAP checkpoint importer test.
 """
-from pathlib import Path
-
 import pytest
 import torch
 from transformers import GenerationConfig
 
+from conftest import ENCLAP_FIXTURES, require_fixture
 from training.enclap.model import EnClapBartConfig, EnClapBartForConditionalGeneration
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "enclap_official" / "tiny.pt"
-pytestmark = pytest.mark.skipif(not FIXTURE.is_file(), reason=f"EnCLAP parity fixture not found at {FIXTURE}")
 ATOL = 1e-5  # the fixture README: about 1e-5 absolute for activations, 1e-6 for losses
 
 
 @pytest.fixture(scope="module")
 def ref():
-    return torch.load(FIXTURE, weights_only=True)
+    return torch.load(require_fixture(ENCLAP_FIXTURES / "tiny.pt"), weights_only=True)
 
 
 @pytest.fixture(scope="module")
