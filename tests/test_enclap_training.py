@@ -35,6 +35,20 @@ def test_no_weight_decay_on_biases_and_layernorm_and_inverse_sqrt_schedule():
     assert lrs[40 - 1] == pytest.approx(1e-3 * (10 / 39) ** 0.5)  # 1/sqrt decay
 
 
+def test_official_clotho_fine_tuning_schedule_no_warmup_timescale_1000():
+    tok = build_word_tokenizer(["a b c"])
+    module = CaptioningModule(tiny_config(len(tok)).to_dict(), tokenizer_to_json(tok), lr=2e-5, warmup_steps=0,
+                              schedule_timescale=1000)
+    opt = module.configure_optimizers()
+    lrs = []
+    for _ in range(3001):
+        lrs.append(opt["optimizer"].param_groups[0]["lr"])
+        opt["optimizer"].step()
+        opt["lr_scheduler"]["scheduler"].step()
+    # cfg/clotho_finetune: lr 2e-5 / sqrt((step + 1000) / 1000) from the first step
+    assert lrs[0] == pytest.approx(2e-5) and lrs[3000] == pytest.approx(2e-5 * 0.5)
+
+
 @pytest.mark.slow
 def test_cli_preprocess_train_resume_evaluate_predict(tmp_path):
     from training.caption import main
