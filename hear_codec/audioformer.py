@@ -268,17 +268,6 @@ class AudioFormer(nn.Module):
         return [torch.cat([layers[i][:, 1:t + 1] for layers in per_codebook], dim=-1)
                 for i in range(self.config.num_layers)]
 
-    def flops_per_frame(self) -> float:
-        """Multiply-accumulates x 2 per frame of the embedding path (backbones only).
-
-        Attention scores are counted for a full training-length chunk; the EnCodec encoder
-        (~3 GFLOP per second of audio, SPEC) is added by the caller.
-        """
-        c = self.config
-        t = self.num_frames(self.chunk_samples) + 2
-        per_backbone = c.num_layers * (4 * c.dim * c.dim + 2 * c.dim * c.ff_dim + 2 * t * c.dim)
-        return 2.0 * per_backbone * len(self.embedding_codebooks)
-
 
 def _first_codebooks(codec: codec_lib.Codec, n_q: int) -> codec_lib.Codec:
     """The codec with its RVQ cut to the first ``n_q`` codebooks: the others are never used, and

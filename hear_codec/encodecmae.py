@@ -265,22 +265,6 @@ class EncodecMAE(nn.Module):
         return dict(logits=logits, encoder_out=encoder_out, visible_padding_mask=visible_padding_mask,
                     decoder_in=decoder_in, decoder_out=decoder_out)
 
-    def flops_per_frame(self) -> float:
-        """Multiply-accumulates x 2 per frame of the embedding path (front-end projection + encoder).
-
-        Attention scores are counted for a full training-length chunk. The EnCodec encoder of
-        the ec front end (~3 GFLOP per second of audio, SPEC) is added by the caller.
-        """
-        c = self.config
-        t = self.num_frames(self.chunk_samples)
-        linear = self.front_end.input_dim * c.dim + c.num_layers * (4 * c.dim * c.dim + 2 * c.dim * c.ff_dim)
-        attention = c.num_layers * 2 * t * c.dim
-        return 2.0 * (linear + attention)
-
-
-def num_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
 
 def build(config: EncodecMAEConfig | dict) -> EncodecMAE:
     if isinstance(config, dict):
