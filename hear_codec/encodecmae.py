@@ -221,6 +221,15 @@ class EncodecMAE(nn.Module):
         out, streams, _ = self.encoder(x, padding_mask, return_layers=True)
         return streams[:-1] + [out]
 
+    def last_layer_x0(self, features: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The last encoder layer's x0 stream, before the final ResiDual combination: [B, T, D].
+
+        features [B, T, F] from :meth:`input_features`; padding_mask [B, T] bool (True = padding
+        frame). Self-training's k-means features and targets (training/encodecmae/self_train.py)."""
+        x = self.position(self.input_proj(features))
+        _, streams, _ = self.encoder(x, padding_mask, return_layers=True)
+        return streams[-1]
+
     def forward(self, wav: torch.Tensor, mask: torch.Tensor | None = None,
                 padding_mask: torch.Tensor | None = None, features: torch.Tensor | None = None,
                 max_visible: int | None = None) -> dict:
