@@ -78,7 +78,7 @@ def test_nearest_centroid_matches_brute_force():
     assert torch.equal(encodecmae_module.nearest_centroid(x, c), expected)
 
 
-def test_kmeans_frames_are_uniform_over_all_frames_of_the_segments(monkeypatch):
+def test_kmeans_frames_are_uniform_over_all_frames_of_the_segments():
     """As the official create_st_dataset: the k-means frames are a uniform sample (without
     replacement) of every valid frame of the segments, so a long segment gives more of them."""
     lengths = [5, 5, 5, 5, 5, 5, 5, 85]  # valid frames of 8 segments of at most 100 frames
@@ -89,7 +89,9 @@ def test_kmeans_frames_are_uniform_over_all_frames_of_the_segments(monkeypatch):
             seg = wav[:, :1].expand(-1, t)
             return torch.stack([seg, torch.arange(t, dtype=torch.float32).expand_as(seg)], dim=-1)
 
-    monkeypatch.setattr(self_train, "last_layer_x0", lambda teacher, features, padding: features)
+        def last_layer_x0(self, features, padding_mask):
+            return features
+
     padding = torch.arange(t)[None, :] >= torch.tensor(lengths)[:, None]
     batches = [{"wav": torch.arange(8, dtype=torch.float32)[i:i + 3, None].expand(-1, 10), "padding_mask": padding[i:i + 3]}
                for i in range(0, 8, 3)] + [{"wav": torch.full((3, 10), 99.0), "padding_mask": padding[:3]}]  # past --segments

@@ -39,16 +39,6 @@ def nearest_centroid(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     return d.argmin(dim=1).view(x.shape[:-1])
 
 
-def last_layer_x0(model: emae.EncodecMAE, features: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-    """The teacher's last encoder layer before the final ResiDual combination: [B, T, D].
-
-    ``encoder(..., return_layers=True)`` returns the per-layer x0 streams; the last one is the
-    output before ``x0 + final_norm(x1)``."""
-    x = model.position(model.input_proj(features))
-    _, streams, _ = model.encoder(x, padding_mask, return_layers=True)
-    return streams[-1]
-
-
 # ---------------------------------------------------------------- the LightningModule
 
 class EncodecMAEModule(L.LightningModule):
@@ -103,7 +93,7 @@ class EncodecMAEModule(L.LightningModule):
                     codes = self.codec.encode_codes(wav.float(), cfg.num_codec_streams)
                 targets.append(codes[..., :t])
             if cfg.num_kmeans_streams:  # in fp32, the precision the centroids were fitted in
-                hidden = last_layer_x0(self.teacher, features, batch["padding_mask"])
+                hidden = self.teacher.last_layer_x0(features, batch["padding_mask"])
                 targets.append(nearest_centroid(hidden, self.centroids).unsqueeze(1))
         return features, torch.cat(targets, dim=1)
 

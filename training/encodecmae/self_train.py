@@ -34,7 +34,6 @@ from hear_codec.checkpoint import atomic_torch_save, load_checkpoint, read_check
 from training import data as D
 from training import engine
 from training.encodecmae.kmeans import kmeans
-from training.encodecmae.module import last_layer_x0
 from training.encodecmae.train import DEFAULTS as PRETRAIN_DEFAULTS
 from training.encodecmae.train import TrainConfig, add_train_args, build_loaders, train
 
@@ -76,7 +75,7 @@ def collect_features(teacher, loader, segments: int, frames: int, device, seed: 
         wav = batch["wav"][:take].to(device)
         padding = batch["padding_mask"][:take].to(device)
         features = teacher.input_features(wav)[:, : padding.shape[1]]
-        hidden = last_layer_x0(teacher, features, padding).float().cpu()
+        hidden = teacher.last_layer_x0(features, padding).float().cpu()
         valid = hidden[~padding.cpu()]  # [valid frames of the batch, D]
         keys = torch.rand(len(valid), generator=gen)
         pool = valid if kept is None else torch.cat([kept, valid])
