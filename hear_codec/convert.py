@@ -52,11 +52,11 @@ import argparse
 import dataclasses
 import os
 import re
-import sys
 from pathlib import Path
 
 import torch
 
+from . import cli
 from .checkpoint import (FORMAT_VERSION, CheckpointError, detect, load_checkpoint, model_from_checkpoint,
                          save_checkpoint)
 from .encodecmae import EncodecMAE, EncodecMAEConfig
@@ -441,7 +441,7 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike, allow_pickle: b
     return written
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m hear_codec.convert",
         description="Convert a published EnCodecMAE model (habla-liaa/encodecmae) into a hear_codec checkpoint. "
@@ -458,19 +458,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if Path(args.dst).exists() and not args.force:
         parser.error(f"{args.dst} exists; pass --force to overwrite it")
-    try:
-        model = convert_file(args.src, args.dst, allow_pickle=args.allow_pickle)
-    except (CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    model = convert_file(args.src, args.dst, allow_pickle=args.allow_pickle)
     c = model.config
     if model.family == "encodecmae":
         print(f"wrote {args.dst}: EnCodecMAE {c.front_end}, {c.num_layers} layers, dim {c.dim}, {c.num_heads} heads, "
               f"{c.num_codec_streams} EnCodec + {c.num_kmeans_streams} k-means target streams")
     else:
         print(f"wrote {args.dst}: {model.family} {c}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

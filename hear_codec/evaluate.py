@@ -23,10 +23,11 @@ import argparse
 import importlib
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+
+from hear_codec import cli
 
 if TYPE_CHECKING:
     from hear_codec.evaluation.scores import TaskScore
@@ -248,4 +249,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -16,9 +16,9 @@ The model's sizes, heads and front end are always read from the file's own gin c
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,6 +165,14 @@ def describe() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def main(argv=None) -> None:
+    argparse.ArgumentParser(prog="python -m hear_codec.published",
+                            description="Print the published EnCodecMAE models hear_codec knows: names, files, "
+                                        "licences, and the local folder searched first.").parse_args(argv)
     print(describe())
-    sys.exit(0)
+
+
+if __name__ == "__main__":
+    from hear_codec import cli  # here, not at the top: cli imports this module for its error type
+
+    cli.run(main)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +24,22 @@ def tool(name: str) -> str:
     if not path.exists():
         pytest.fail(f"{name} is not installed next to {sys.executable}; run `make venv`")
     return str(path)
+
+
+def run_module(module: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m module args`` as a user runs it (this checkout first on the path, hub offline)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=timeout)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, match: str) -> None:
+    """A command line's answer to an error the user can fix (hear_codec/cli.py): exit status 2 and
+    a message matching ``match`` on stderr, with no traceback."""
+    assert result.returncode == 2, f"exit status {result.returncode}:\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert re.search(match, result.stderr), result.stderr[-3000:]
 
 
 def fixtures_required() -> bool:

@@ -21,7 +21,7 @@ from hear_codec.convert import (UnsupportedVariant, check_on_dummy_input, config
                                 convert_state_dict, gin_layout, main)
 from hear_codec.encodecmae import EncodecMAE
 from hear_codec.gin import parse_gin
-from conftest import ENCODECMAE_FIXTURES, require_fixture
+from conftest import ENCODECMAE_FIXTURES, assert_user_error, require_fixture, run_module
 from official_encodecmae_helpers import (REPO, official_attention, official_state, v1_block_gin, v1_gin, v2_gin,
                                          v2_to_v1_state)
 
@@ -256,7 +256,7 @@ def test_pickled_objects_are_not_executed(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # command line and hear-validator
 # ---------------------------------------------------------------------------------------------
-def test_cli_help_and_refusal_to_overwrite(tmp_path, capsys):
+def test_cli_help_and_refusal_to_overwrite(tmp_path):
     out = subprocess.run([sys.executable, "-m", "hear_codec.convert", "--help"], capture_output=True, text=True,
                          cwd=REPO, timeout=120)
     assert out.returncode == 0 and "SRC" in out.stdout.upper() and "config.gin" in out.stdout
@@ -264,8 +264,7 @@ def test_cli_help_and_refusal_to_overwrite(tmp_path, capsys):
     existing.write_text("x")
     with pytest.raises(SystemExit):
         main([str(existing), str(existing)])
-    assert main([str(tmp_path / "missing.pt"), str(tmp_path / "out.ckpt")]) == 1
-    assert "not found" in capsys.readouterr().err
+    assert_user_error(run_module("hear_codec.convert", tmp_path / "missing.pt", tmp_path / "out.ckpt"), "not found")
 
 
 def test_conversion_ends_with_a_check_on_a_dummy_input(tmp_path):

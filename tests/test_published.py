@@ -16,6 +16,7 @@ import torch
 import hear_codec
 from hear_codec import published
 from hear_codec.codec import build_encoder
+from conftest import assert_user_error, run_module
 from official_encodecmae_helpers import REPO, official_state, v1_gin, v2_gin
 
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
@@ -126,3 +127,9 @@ def test_local_folder_and_model_options(tmp_path, monkeypatch):
     tiny_v1_folder(tmp_path / "encodecmae-base")
     other = hear_codec.load_model(None, **{"published": "encodecmae-base", "sample_rate": 16000})
     assert other.model.config.front_end == "ec" and other.sample_rate == 16000
+
+
+def test_cli_prints_the_table_and_a_bad_option_is_a_message():
+    result = run_module("hear_codec.published")
+    assert result.returncode == 0 and published.DEFAULT in result.stdout, result.stderr[-3000:]
+    assert_user_error(run_module("hear_codec.published", "--fetch"), "unrecognized arguments: --fetch")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
+from hear_codec import cli
 from hear_codec.evaluation import compat
 
 
@@ -31,4 +32,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

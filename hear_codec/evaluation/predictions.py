@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
+from hear_codec import cli
 from hear_codec.evaluation import compat
 
 
@@ -33,4 +34,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

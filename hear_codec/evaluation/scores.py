@@ -15,10 +15,11 @@ import argparse
 import csv
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import List, Optional, Sequence
+
+from hear_codec import cli
 
 # Primary metrics where lower is better (heareval's ScoreFunction(maximize=False)).
 LOWER_IS_BETTER = {"segment_1s_er"}
@@ -137,4 +138,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

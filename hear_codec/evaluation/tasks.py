@@ -27,13 +27,14 @@ import argparse
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
+
+from hear_codec import cli
 
 TRAINVALTEST = ("train", "valid", "test")
 # Sample rates a HEAR module may declare; the free HEAR 2021 downloads are 48 kHz only.
@@ -323,4 +324,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

@@ -1,0 +1,58 @@
+"""hear_codec.cli.run: user errors read as one message with exit status 2, bugs keep their traceback.
+
+Each command line's own user-error test runs it as a user does (``python -m ...``) and lives in
+the test file of its module (test_pretrain.py, test_convert.py, ...)."""
+import argparse
+
+import pytest
+
+from hear_codec import cli
+from hear_codec.checkpoint import DamagedCheckpointError
+from hear_codec.codec import CodecWeightsUnavailable
+from hear_codec.published import PublishedWeightsUnavailable
+
+
+def raising(error: BaseException):
+    def main(argv):
+        raise error
+    return main
+
+
+@pytest.mark.parametrize("error", [
+    cli.UserError("--clip-seconds 9 is longer than the model's positions"),
+    FileNotFoundError("checkpoint not found: x.ckpt"),
+    NotADirectoryError("out is a file"),
+    DamagedCheckpointError("damaged checkpoint x.ckpt: 1 of 9 tensors differ"),
+    CodecWeightsUnavailable("EnCodec weights file not found: w.th"),
+    PublishedWeightsUnavailable("could not get the published EnCodecMAE weights"),
+    SystemExit("--run: runs/x not found"),
+], ids=lambda e: type(e).__name__)
+def test_user_errors_print_their_message_and_exit_2(error, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(raising(error))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: {error}\n"
+
+
+def test_a_bug_keeps_its_traceback():
+    """Anything else (a ValueError or KeyError from a bug, say) propagates: Python prints its traceback."""
+    for error in (ValueError("shape mismatch"), KeyError("state_dict"), RuntimeError("CUDA error")):
+        with pytest.raises(type(error)):
+            cli.run(raising(error))
+
+
+def test_argparse_errors_and_return_values_keep_their_status(capsys):
+    def main(argv):
+        parser = argparse.ArgumentParser(prog="prog")
+        parser.add_argument("--steps", type=int)
+        return parser.parse_args(argv).steps
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(main, ["--steps", "x"])
+    assert exit_info.value.code == 2 and "argument --steps: invalid int value: 'x'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(main, ["--steps", "3"])  # an int return value is the status
+    assert exit_info.value.code == 3
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(lambda argv: "a path")  # anything else: success
+    assert exit_info.value.code == 0
