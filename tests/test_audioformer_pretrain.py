@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import hear_codec
+from conftest import assert_user_error, run_module
 from training import pretrain
 
 
@@ -41,3 +42,9 @@ def test_pretrain_help_lists_audioformer_options(capsys):
     text = capsys.readouterr().out
     for option in ("--shared-backbone", "--codebooks", "--mask-prob", "--resume", "--data"):
         assert option in text
+
+
+def test_cli_missing_codec_weights_is_a_message_not_a_traceback(tmp_path):
+    result = run_module("training.pretrain", "--model", "audioformer", "--data", tmp_path, "--out", tmp_path / "run",
+                        "--codec-path", tmp_path / "encodec_24khz-d7cc33bc.th")
+    assert_user_error(result, r"error: EnCodec weights file not found: .*encodec_24khz-d7cc33bc.th")

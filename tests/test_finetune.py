@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import hear_codec
+from conftest import assert_user_error, run_module
 from hear_codec import audioformer as af
 from hear_codec.checkpoint import save_checkpoint
 from training.audioformer import finetune as ft
@@ -147,7 +148,7 @@ def test_ft2_multilabel_end_to_end(init_checkpoint, multilabel_task, tmp_path):
 def test_cli_reports_bad_labels_file(init_checkpoint, multiclass_task, tmp_path):
     bad = tmp_path / "valid.csv"
     bad.write_text(f"file,label\n{multiclass_task['valid'].parent / 'audio' / 'nope.wav'},tone\n")
-    with pytest.raises(SystemExit, match=r"valid.csv:2: audio file not found"):
+    with pytest.raises(ft.LabelsFileError, match=r"valid.csv:2: audio file not found"):
         ft.main(["--train", str(multiclass_task["train"]), "--valid", str(bad), "--init", str(init_checkpoint),
                  *engine_args(tmp_path)])
 
@@ -158,3 +159,9 @@ def test_generated_task_is_balanced_and_multilabel_rows_have_two_classes(tmp_pat
     ml = ft.read_labels_file(ft.write_synthetic_task(tmp_path / "ml", train=8, valid=0, seconds=0.1,
                                                      multilabel=True)["train"])
     assert all(len(set(ex.labels)) == 2 for ex in ml)
+
+
+def test_cli_missing_labels_file_is_a_message_not_a_traceback(tmp_path):
+    result = run_module("training.audioformer.finetune", "--train", tmp_path / "train.csv", "--valid",
+                        tmp_path / "valid.csv", "--out", tmp_path / "run")
+    assert_user_error(result, r"error: labels file not found: .*train.csv")

@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 import hear_codec
+from conftest import assert_user_error, run_module
 from hear_codec.checkpoint import read_checkpoint
 from training import data, engine, pretrain
 
@@ -170,3 +171,11 @@ def test_probe_draws_hold_every_class_and_separate_separable_data():
     assert probe_draws(separable, y, 80, 8, draws=5).min() == 1.0
     noise = rng.standard_normal((120, 4))
     assert probe_draws(noise, y, 80, 8, draws=5).mean() < 0.5  # chance is 0.25
+
+
+def test_cli_missing_codec_weights_is_a_message_not_a_traceback(tmp_path):
+    """With --data the targets come from the published EnCodec; when its weights are missing the
+    command says which file to put where (hear_codec.codec), with exit status 2 and no traceback."""
+    result = run_module("training.pretrain", "--data", tmp_path, "--out", tmp_path / "run",
+                        "--codec-path", tmp_path / "encodec_24khz-d7cc33bc.th")
+    assert_user_error(result, r"error: EnCodec weights file not found: .*encodec_24khz-d7cc33bc.th")

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import hear_codec
+from conftest import assert_user_error, run_module
 from hear_codec import encodecmae as emae
 from hear_codec.checkpoint import read_checkpoint, save_checkpoint
 from training.encodecmae import masking, self_train
@@ -160,3 +161,12 @@ def test_self_training_as_a_stage_of_pretraining(tmp_path):
     assert payload["metadata"]["step"] == 2 and payload["metadata"]["variant"] == "v2"
     assert (payload["config"]["num_kmeans_streams"], payload["config"]["vocab_size"]) == (1, 1024)
     assert read_checkpoint(out / "last.ckpt.hearcodec")["metadata"]["step"] == 1
+
+
+def test_cli_damaged_teacher_is_a_message_not_a_traceback(tmp_path, teacher):
+    damaged = tmp_path / "teacher.hearcodec"
+    data = bytearray(teacher.read_bytes())
+    data[-64:] = bytes(b ^ 0xFF for b in data[-64:])  # the end of the file is tensor data
+    damaged.write_bytes(bytes(data))
+    result = run_module("training.encodecmae.self_train", "--teacher", damaged, "--out", tmp_path / "st")
+    assert_user_error(result, r"error: damaged checkpoint .*teacher.hearcodec: \d+ of \d+ tensors differ")

@@ -14,13 +14,14 @@ import argparse
 import csv
 import json
 import logging
-import math
 import os
-import sys
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
+
+from hear_codec import cli
+from hear_codec.cli import UserError
 
 log = logging.getLogger("training.caption")
 
@@ -88,7 +89,7 @@ def cmd_train(args) -> None:
     pairs = CaptionPairs(train_cache.clips, train_cache.features, fixed_draws=args.fixed_crops_and_masks,
                          seed=args.seed)
     if len(pairs) < args.batch_size:
-        raise ValueError(f"{args.train} has {len(pairs)} training captions, fewer than one batch ({args.batch_size})")
+        raise UserError(f"{args.train} has {len(pairs)} training captions, fewer than one batch ({args.batch_size})")
     # The data order, crops and masks are a function of (seed, step): resumed runs repeat them exactly
     # (the engine tells the sampler the resume step and the rank layout).
     sampler = StepSampler(len(pairs), args.batch_size, seed=args.seed)
@@ -213,10 +214,10 @@ def cmd_predict(args) -> None:
         if args.audio_dir:
             files += sorted(p for p in Path(args.audio_dir).rglob("*") if p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))
         if not files:
-            raise SystemExit("predict: give --audio FILE..., --audio-dir DIR or --cache DIR")
+            raise UserError("predict: give --audio FILE..., --audio-dir DIR or --cache DIR")
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
-            raise SystemExit(f"predict: audio file(s) not found: {missing[:5]}")
+            raise UserError(f"predict: audio file(s) not found: {missing[:5]}")
         featurizer = make_featurizer(args)
         chunks = [files[i : i + args.batch_size] for i in range(0, len(files), args.batch_size)]
 
@@ -429,15 +430,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if getattr(args, "init", None) is not None and args.model is not None:
         parser.error("give either --init (a trained EnCLAP to continue from) or --model (a preset), not both")
-    from hear_codec.codec import CodecWeightsUnavailable
-    from training.enclap.text import PretrainedUnavailable
-
-    try:
-        args.func(args)
-    except (PretrainedUnavailable, CodecWeightsUnavailable, FileNotFoundError) as e:
-        # Expected failures (offline, wrong path) get their message, not a traceback.
-        raise SystemExit(f"error: {e}") from e
+    args.func(args)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

@@ -26,6 +26,7 @@ import logging
 import sys
 import time
 
+from hear_codec import cli
 from training import engine
 from training.audioformer import pretrain as audioformer
 from training.encodecmae import pretrain as encodecmae
@@ -68,4 +69,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -48,8 +48,10 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from hear_codec import audioformer as af
+from hear_codec import cli
 from hear_codec import codec as codec_lib
 from hear_codec.checkpoint import load_checkpoint, save_checkpoint
+from hear_codec.cli import UserError
 from training import engine
 from training.audioformer.mpc import ft2_loss, mpc_loss
 
@@ -60,7 +62,7 @@ MAX_REPORTED = 20
 
 # ---------------------------------------------------------------- labelled data
 
-class LabelsFileError(ValueError):
+class LabelsFileError(UserError, ValueError):
     """A labels file with problems; the message lists every offending line."""
 
 
@@ -387,7 +389,7 @@ def prepare_model(args, num_classes: int) -> af.AudioFormer:
     if args.init:
         start = load_checkpoint(args.init)
         if start.family != "audioformer":
-            raise SystemExit(f"--init {args.init}: a {start.family} checkpoint, expected an AudioFormer one")
+            raise UserError(f"--init {args.init}: a {start.family} checkpoint, expected an AudioFormer one")
         config = af.AudioFormerConfig.from_dict(start.config.to_dict())
         codec, state = start.codec, start.state_dict()
     else:
@@ -405,7 +407,7 @@ def prepare_model(args, num_classes: int) -> af.AudioFormer:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}  # a new head for this task
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("classifier.") for k in missing):
-            raise SystemExit(f"--init {args.init}: weights do not fit (missing {missing}, unexpected {unexpected})")
+            raise UserError(f"--init {args.init}: weights do not fit (missing {missing}, unexpected {unexpected})")
     return model
 
 
@@ -541,29 +543,23 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        splits = {"train": read_labels_file(args.train), "valid": read_labels_file(args.valid)}
-        if args.test:
-            splits["test"] = read_labels_file(args.test)
-        vocabulary = (read_vocabulary(args.labels) if args.labels
-                      else sorted({x for ex in splits["train"] for x in ex.labels}))
-        multilabel = (args.task == "multilabel" or
-                      (args.task == "auto" and any(len(ex.labels) > 1 for ex in splits["train"])))
-        for name, examples in splits.items():
-            check_labels(examples, vocabulary, getattr(args, name), multiclass=not multilabel)
-    except LabelsFileError as e:
-        raise SystemExit(f"error in the labelled data:\n{e}") from None
+    splits = {"train": read_labels_file(args.train), "valid": read_labels_file(args.valid)}
+    if args.test:
+        splits["test"] = read_labels_file(args.test)
+    vocabulary = (read_vocabulary(args.labels) if args.labels
+                  else sorted({x for ex in splits["train"] for x in ex.labels}))
+    multilabel = (args.task == "multilabel" or
+                  (args.task == "auto" and any(len(ex.labels) > 1 for ex in splits["train"])))
+    for name, examples in splits.items():
+        check_labels(examples, vocabulary, getattr(args, name), multiclass=not multilabel)
     model = prepare_model(args, len(vocabulary))
     clip_seconds = args.clip_seconds or model.config.chunk_seconds
     if codec_lib.num_frames(round(clip_seconds * codec_lib.SAMPLE_RATE)) + 2 > model.config.max_positions:
-        raise SystemExit(f"--clip-seconds {clip_seconds} is longer than the model's {model.config.max_positions} positions")
+        raise UserError(f"--clip-seconds {clip_seconds} is longer than the model's {model.config.max_positions} positions")
     data = {}
-    try:
-        for name, examples in splits.items():
-            codes, frames = encode_examples(model, examples, clip_seconds, getattr(args, name), args.encode_batch_size)
-            data[name] = (codes, frames, targets_for(examples, vocabulary, multilabel))
-    except LabelsFileError as e:
-        raise SystemExit(f"error in the labelled data:\n{e}") from None
+    for name, examples in splits.items():
+        codes, frames = encode_examples(model, examples, clip_seconds, getattr(args, name), args.encode_batch_size)
+        data[name] = (codes, frames, targets_for(examples, vocabulary, multilabel))
     metric = "mAP" if multilabel else "accuracy"
     if args.second_stage_step is None:
         args.second_stage_step = args.max_steps // 2
@@ -605,4 +601,4 @@ def _chance(targets: torch.Tensor, multilabel: bool) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from hear_codec.codec import SAMPLE_RATE as CODEC_RATE
 from hear_codec.codec import codebooks_for_bandwidth, load_codec, resample
-from training.enclap.data import Clip
+from training.enclap.data import CaptionDataError, Clip
 from training.enclap.text import PretrainedUnavailable
 
 CLAP_RATE = 48_000
@@ -41,9 +41,9 @@ def read_audio(path) -> tuple[np.ndarray, int]:
     try:
         wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:
-        raise ValueError(f"cannot read audio file {path}: {e}") from e
+        raise CaptionDataError(f"cannot read audio file {path}: {e}") from e
     if wav.shape[0] == 0:
-        raise ValueError(f"audio file {path} is empty")
+        raise CaptionDataError(f"audio file {path} is empty")
     return wav.mean(axis=1), rate
 
 
@@ -163,7 +163,7 @@ def build_cache(clips: list[Clip], out_dir, featurizer: AudioFeaturizer, shard_s
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
         if old["settings"] != settings or [c["id"] for c in old["clips"]] != [c.id for c in clips]:
-            raise ValueError(
+            raise CaptionDataError(
                 f"{out_dir} already holds a cache made with other settings or clips "
                 f"({old['settings']}); use a new folder or delete this one"
             )
@@ -203,7 +203,7 @@ class FeatureCache:
         n_shards = -(-len(self.clips) // self.settings["shard_size"])
         missing = [i for i in range(n_shards) if not _shard_path(self.path, i).exists()]
         if missing:
-            raise ValueError(
+            raise CaptionDataError(
                 f"feature cache {self.path} is incomplete ({len(missing)} of {n_shards} shards missing); "
                 "rerun the same `preprocess` command to finish it"
             )

@@ -22,11 +22,16 @@ from pathlib import Path
 
 import torch
 
+from hear_codec.cli import UserError
 from training.data import mix_seed
 from training.enclap.model import IGNORE_INDEX, EnClapBartConfig
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 DATASET_KINDS = ("clotho", "audiocaps", "csv")
+
+
+class CaptionDataError(UserError, ValueError):
+    """A captions CSV, audio file or feature cache that cannot be used; the message names the file."""
 
 
 @dataclass
@@ -56,10 +61,10 @@ def _read_rows(csv_path, required: list[str]) -> list[dict]:
         columns = [c.strip() for c in reader.fieldnames or []]
         missing = [c for c in required if c not in columns]
         if missing:
-            raise ValueError(f"{csv_path}: missing column(s) {missing}; found {columns}")
+            raise CaptionDataError(f"{csv_path}: missing column(s) {missing}; found {columns}")
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
     if not rows:
-        raise ValueError(f"{csv_path}: no rows")
+        raise CaptionDataError(f"{csv_path}: no rows")
     return rows
 
 
@@ -70,7 +75,7 @@ def _check_files(clips: list[Clip], csv_path) -> list[Clip]:
         raise FileNotFoundError(f"{len(missing)} audio file(s) listed in {csv_path} do not exist, e.g.\n  {shown}")
     empty = [c.id for c in clips if not c.captions]
     if empty:
-        raise ValueError(f"{csv_path}: {len(empty)} clip(s) have no caption, e.g. {empty[:5]}")
+        raise CaptionDataError(f"{csv_path}: {len(empty)} clip(s) have no caption, e.g. {empty[:5]}")
     return clips
 
 

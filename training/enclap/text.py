@@ -12,10 +12,12 @@ import re
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from hear_codec.cli import UserError
+
 SPECIALS = {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
 
 
-class PretrainedUnavailable(RuntimeError):
+class PretrainedUnavailable(UserError, RuntimeError):
     """Pretrained weights or a tokenizer could not be loaded (usually: offline and not cached)."""
 
 

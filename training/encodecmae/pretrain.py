@@ -55,5 +55,5 @@ def run(args: argparse.Namespace) -> Path:
         return exported
     # A stage of pretraining: the same data, optimiser and engine options, self-training's own defaults.
     st_run = dataclasses.replace(run_cfg, max_steps=args.self_train_steps, resume="auto" if run_cfg.resume else None)
-    return self_train.self_train(exported, self_train.SelfTrainConfig(), optim, data, st_run,
-                                 out_dir / "self_train")
+    return self_train.self_train(self_train.load_teacher(exported), exported, self_train.SelfTrainConfig(), optim,
+                                 data, st_run, out_dir / "self_train")

@@ -29,8 +29,10 @@ from pathlib import Path
 
 import torch
 
+from hear_codec import cli
 from hear_codec import encodecmae as emae
-from hear_codec.checkpoint import atomic_torch_save, load_checkpoint, read_checkpoint
+from hear_codec.checkpoint import atomic_torch_save, load_checkpoint
+from hear_codec.cli import UserError
 from training import data as D
 from training import engine
 from training.encodecmae.kmeans import kmeans
@@ -96,7 +98,7 @@ def student_config(teacher: emae.EncodecMAEConfig, st: SelfTrainConfig) -> emae.
     """The teacher's config with the k-means stream: alone (v2, vocabulary k) or after the codec
     streams (v1, one head size for every stream, so k must equal the codec vocabulary)."""
     if st.keep_codec_streams and st.clusters != teacher.vocab_size:
-        raise SystemExit(f"--keep-codec-streams: --clusters {st.clusters} must equal the codec vocabulary "
+        raise UserError(f"--keep-codec-streams: --clusters {st.clusters} must equal the codec vocabulary "
                          f"({teacher.vocab_size}), one head size serves every stream")
     return emae.EncodecMAEConfig.from_dict({
         **teacher.to_dict(),
@@ -124,14 +126,19 @@ def fit_centroids(teacher: emae.EncodecMAE, st: SelfTrainConfig, data: D.DataCon
     return result["centroids"].cpu(), summary
 
 
-def self_train(teacher_path, st: SelfTrainConfig, optim: TrainConfig, data: D.DataConfig, run: engine.EngineConfig,
-               out_dir) -> Path:
-    """Self-train a student of the teacher at ``teacher_path``; returns its exported hear_codec checkpoint."""
-    teacher_path, out_dir = Path(teacher_path), Path(out_dir)
-    payload = read_checkpoint(teacher_path)
-    if payload["family"] != "encodecmae":
-        raise SystemExit(f"--teacher {teacher_path}: expected an EnCodecMAE checkpoint, got {payload['family']}")
-    teacher = load_checkpoint(teacher_path)
+def load_teacher(path) -> emae.EncodecMAE:
+    """The pretrained EncodecMAE at ``path``, read once (its metadata is on ``.metadata``)."""
+    teacher = load_checkpoint(path)
+    if teacher.family != "encodecmae":
+        raise UserError(f"--teacher {path}: expected an EnCodecMAE checkpoint, got {teacher.family}")
+    return teacher
+
+
+def self_train(teacher: emae.EncodecMAE, teacher_path, st: SelfTrainConfig, optim: TrainConfig, data: D.DataConfig,
+               run: engine.EngineConfig, out_dir) -> Path:
+    """Self-train a student of ``teacher`` (:func:`load_teacher` of ``teacher_path``, which the
+    metadata records); returns the student's exported hear_codec checkpoint."""
+    out_dir = Path(out_dir)
     config = student_config(teacher.config, st)
     out_dir.mkdir(parents=True, exist_ok=True)
     centroids_path = out_dir / CENTROIDS
@@ -156,7 +163,7 @@ def self_train(teacher_path, st: SelfTrainConfig, optim: TrainConfig, data: D.Da
             p[:n] = init[f"head.{name}"][:n]
             init[f"head.{name}"] = p
     return train(config, optim, data, run, out_dir, teacher=teacher, centroids=centroids, init_state=init,
-                 metadata=dict(preset=payload["metadata"].get("preset"), trained_by="training.encodecmae.self_train",
+                 metadata=dict(preset=teacher.metadata.get("preset"), trained_by="training.encodecmae.self_train",
                                teacher=str(teacher_path), variant="v1" if st.keep_codec_streams else "v2",
                                clusters=st.clusters))
 
@@ -211,11 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configs(args: argparse.Namespace) -> tuple:
+def configs(args: argparse.Namespace, teacher: emae.EncodecMAE) -> tuple:
     """(self-training, optimiser, data + codec, engine) from the parsed options; the crop length
     and the codec default to the teacher's."""
-    teacher = load_checkpoint(args.teacher).config
-    DEFAULTS.fill(args, crop_seconds=teacher.chunk_seconds, codec=teacher.codec_weights)
+    DEFAULTS.fill(args, crop_seconds=teacher.config.chunk_seconds, codec=teacher.config.codec_weights)
     return (SelfTrainConfig.from_args(args), TrainConfig.from_args(args), D.DataConfig.from_args(args),
             engine.EngineConfig.from_args(args))
 
@@ -224,10 +230,11 @@ def main(argv=None) -> Path:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.time()
-    path = self_train(args.teacher, *configs(args), args.out)
+    teacher = load_teacher(args.teacher)
+    path = self_train(teacher, args.teacher, *configs(args, teacher), args.out)
     print(f"wrote {path} in {time.time() - t0:.0f} s")
     return path
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)
