@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 import hear_codec
-from hear_codec.checkpoint import load_checkpoint, read_checkpoint
+from hear_codec import cli
+from hear_codec.checkpoint import load_checkpoint
 from training import data as D
 from training.encodecmae.masking import MaskingCollate
 from training.encodecmae.module import INIT_EXPORT_NAME
@@ -173,10 +174,11 @@ def main(argv=None):
     for path in (trained_path, init_path):
         if not path.is_file():
             raise SystemExit(f"{path} not found: --run must be the OUT folder of `python -m training.pretrain`")
-    meta = read_checkpoint(trained_path)["metadata"]
+    trained = load_checkpoint(trained_path)
+    meta = trained.metadata
     if meta.get("data") != "synthetic":
         raise SystemExit(f"{run} was not trained on the built-in corpus; this check needs its held-out clips")
-    trained, init = load_checkpoint(trained_path), load_checkpoint(init_path)
+    init = load_checkpoint(init_path)
     cfg = trained.config
     seconds, seed = cfg.chunk_seconds, int(meta.get("seed", 0))
     train = D.SyntheticCorpus(meta["train_clips"], seconds, seed=seed, offset=0)
@@ -242,4 +244,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)
