@@ -170,3 +170,22 @@ def test_cli_damaged_teacher_is_a_message_not_a_traceback(tmp_path, teacher):
     damaged.write_bytes(bytes(data))
     result = run_module("training.encodecmae.self_train", "--teacher", damaged, "--out", tmp_path / "st")
     assert_user_error(result, r"error: damaged checkpoint .*teacher.hearcodec: \d+ of \d+ tensors differ")
+
+
+def test_the_teacher_checkpoint_is_read_once(tmp_path, teacher, monkeypatch):
+    """The CLI takes the crop length, codec, preset and weights from one read of --teacher."""
+    from hear_codec import checkpoint
+
+    reads = []
+    read = checkpoint._read_safetensors
+    monkeypatch.setattr(checkpoint, "_read_safetensors", lambda path: reads.append(path) or read(path))
+    monkeypatch.setattr(self_train, "fit_centroids", lambda *args: (torch.zeros(32, 64), {"inertia": 0.0, "iterations": 0}))
+    trained = []
+    monkeypatch.setattr(self_train, "train", lambda config, optim, data, run, out_dir, **kw: trained.append(
+        (config, data, kw)) or out_dir / "last.ckpt.hearcodec")
+    self_train.main(["--teacher", str(teacher), "--out", str(tmp_path / "st"), "--clusters", "32"] + TINY)
+    assert reads == [teacher]
+    (config, data, kw), = trained
+    assert data.crop_seconds == 1.0 and data.codec == "offline" and kw["metadata"]["preset"] == "tiny"
+    assert torch.equal(kw["init_state"]["encoder.layers.0.attention.wq.weight"],
+                       read_checkpoint(teacher)["state_dict"]["encoder.layers.0.attention.wq.weight"])
