@@ -46,7 +46,7 @@ def test_bad_files_are_skipped_counted_and_reported(tmp_path):
     # the index is a manifest with durations that lists only the readable files
     again, skipped_again = D.probe_files(D.list_sources(tmp_path / "out" / "data_index.tsv"))
     assert len(again) == 3 and not skipped_again
-    assert sorted(round(e.frames / 24000, 2) for e in again) == [1.0, 3.0, 5.0]
+    assert sorted(round(e.seconds, 2) for e in again) == [1.0, 3.0, 5.0]
 
 
 def test_decode_failure_later_is_replaced_not_fatal(tmp_path):
@@ -88,11 +88,11 @@ def test_manifest_relative_paths(tmp_path):
 
 
 def test_split_is_stable_and_disjoint():
-    entries = [D.AudioEntry(f"/x/{i}.wav", 24000, 24000) for i in range(100)]
+    entries = [D.AudioEntry(f"/x/{i}.wav", 1.0) for i in range(100)]
     train, val = D.split_train_val(entries, 0.05, 200)
     assert len(val) == 5 and len(train) == 95
     assert not {e.path for e in train} & {e.path for e in val}
-    train2, val2 = D.split_train_val(entries + [D.AudioEntry("/x/new.wav", 1, 24000)], 0.05, 200)
+    train2, val2 = D.split_train_val(entries + [D.AudioEntry("/x/new.wav", 1 / 24000)], 0.05, 200)
     assert len(val2) == 5 and len({e.path for e in val} - {e.path for e in val2}) <= 1  # adding a file moves at most one
 
 

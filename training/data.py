@@ -106,13 +106,7 @@ class DataConfig:
 @dataclass
 class AudioEntry:
     path: str
-    frames: int  # samples per channel at the file's own rate
-    sample_rate: int
-
-    @property
-    def seconds(self) -> float:
-        """Duration; a manifest duration (sample_rate 0) is stored as frames at 24 kHz."""
-        return self.frames / (self.sample_rate or SAMPLE_RATE)
+    seconds: float  # duration: probed from the header, or as a manifest gives it
 
 
 def draws_per_epoch(seconds: float, crop_seconds: float, max_file_seconds: float = MAX_FILE_SECONDS) -> int:
@@ -184,13 +178,13 @@ def _probe(path: str):
         return None, "zero sample rate"
     if info.frames <= 0:
         return None, "empty (no samples)"
-    return AudioEntry(path, int(info.frames), int(info.samplerate)), None
+    return AudioEntry(path, info.frames / info.samplerate), None
 
 
 def probe_files(rows, workers: int = 8) -> tuple:
     """[(path, seconds|None)] -> (entries, skipped [(path, reason)]).
 
-    Rows with a known duration are trusted (sample rate recorded as 0 = read lazily)."""
+    Rows with a known duration are trusted (the file is first opened when a crop is read)."""
     entries, skipped = [], []
     todo = [p for p, s in rows if s is None]
     known = {p: s for p, s in rows if s is not None}
@@ -201,7 +195,7 @@ def probe_files(rows, workers: int = 8) -> tuple:
             if seconds <= 0:
                 skipped.append((path, "empty (duration 0 in manifest)"))
             else:
-                entries.append(AudioEntry(path, int(round(seconds * SAMPLE_RATE)), 0))
+                entries.append(AudioEntry(path, seconds))
             continue
         entry, reason = probed[path]
         if entry is None:
@@ -229,10 +223,11 @@ def write_report(out_dir, entries, skipped, draws=None) -> None:
             f.write(f"{path}\t{reason}\n")
 
 
-def split_train_val(entries, val_fraction: float = 0.02, val_max: int = 500) -> tuple:
+def split_train_val(entries, val_fraction: float, val_max: int) -> tuple:
     """Hold out files by a hash of their path (stable when files are added): (train, val).
 
-    At least one file goes to validation when there are two or more files; 0 fraction = none."""
+    ``val_fraction`` of the files, at most ``val_max`` (the defaults: :class:`DataConfig`); at
+    least one file goes to validation when there are two or more files; 0 fraction = none."""
     if val_fraction <= 0 or len(entries) < 2:
         return list(entries), []
     n_val = min(val_max, max(1, int(round(len(entries) * val_fraction))), len(entries) - 1)
