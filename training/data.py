@@ -357,11 +357,11 @@ class StepSampler(Sampler):
 # ---------------------------------------------------------------- the synthetic corpus
 
 SYNTH_CLASSES = ("tone", "chirp", "harmonic", "noise_burst", "am", "fm")
-CORPUS_VERSION = 2  # bump when synth_clip changes: cached codec targets are keyed on it
+CORPUS_VERSION = 2  # bump when corpus_clip changes: cached codec targets are keyed on it
 
 
-def synth_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPLE_RATE,
-               min_fraction: float = 1.0) -> tuple:
+def corpus_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPLE_RATE,
+                min_fraction: float = 1.0) -> tuple:
     """One clip of the built-in corpus: (wav float32 [<= seconds * sr], label).
 
     The label (index into SYNTH_CLASSES) is drawn from the index. A clip holds 1-4 events of its
@@ -451,7 +451,7 @@ def _event(kind, rng, t, tt, sr):
 
 
 class SyntheticCorpus(Dataset):
-    """``num_clips`` clips of :func:`synth_clip`, same item format as :class:`AudioCrops` plus
+    """``num_clips`` clips of :func:`corpus_clip`, same item format as :class:`AudioCrops` plus
     ``label``; indices ``offset .. offset + num_clips - 1`` of the generator (disjoint offsets give
     disjoint sets). Accepts ``(index, crop_seed)`` keys too (the seed is ignored: clips are
     already crop-length). Optional ``targets`` [num_clips, n_q, T] are returned as ``codes``."""
@@ -470,7 +470,7 @@ class SyntheticCorpus(Dataset):
 
     def clip(self, i: int) -> tuple:
         if i not in self._cache:
-            self._cache[i] = synth_clip(self.offset + i, self.seconds, self.seed, min_fraction=self.min_fraction)
+            self._cache[i] = corpus_clip(self.offset + i, self.seconds, self.seed, min_fraction=self.min_fraction)
         return self._cache[i]
 
     def __getitem__(self, key):

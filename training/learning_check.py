@@ -195,7 +195,7 @@ def main(argv=None):
     sizes = sorted(args.probe_sizes)
     pool = sizes[-1]
     n = pool + args.probe_test
-    clips, labels = zip(*[D.synth_clip(i, seconds, PROBE_SEED, sr=48000) for i in range(n)])
+    clips, labels = zip(*[D.corpus_clip(i, seconds, PROBE_SEED, sr=48000) for i in range(n)])
     clips = [np.pad(c, (0, int(seconds * 48000) - len(c))) for c in clips]
     y = np.array(labels)
     probe = {}
