@@ -51,7 +51,7 @@ def _source(kind: str, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(kind)
 
 
-def synth_clip(source: str, pattern: str, rng: np.random.Generator) -> np.ndarray:
+def class_clip(source: str, pattern: str, rng: np.random.Generator) -> np.ndarray:
     """1 s of float32 audio in [-1, 1] for one (source, pattern) class."""
     t = np.arange(int(RATE * SECONDS)) / RATE
     x = _source(source, t, rng)
@@ -63,7 +63,8 @@ def synth_clip(source: str, pattern: str, rng: np.random.Generator) -> np.ndarra
     return np.clip(x, -1, 1).astype(np.float32)
 
 
-def synth_captions(source: str, pattern: str, rng: np.random.Generator, n: int = 5) -> list[str]:
+def class_captions(source: str, pattern: str, rng: np.random.Generator, n: int = 5) -> list[str]:
+    """``n`` reference captions of the (source, pattern) class, drawn from its synonym templates."""
     return [f"{rng.choice(SOURCES[source])} {rng.choice(PATTERNS[pattern])}" for _ in range(n)]
 
 
@@ -93,8 +94,8 @@ def make_synthetic_set(out_dir, sizes: dict[str, int], seed: int = 0) -> dict[st
         for i in range(n):
             source, pattern = classes[i % len(classes)]
             name = f"{split}_{i:04d}.wav"
-            sf.write(out_dir / "audio" / name, synth_clip(source, pattern, rng), RATE)
-            rows += [(name, c) for c in synth_captions(source, pattern, rng)]
+            sf.write(out_dir / "audio" / name, class_clip(source, pattern, rng), RATE)
+            rows += [(name, c) for c in class_captions(source, pattern, rng)]
         paths[split] = out_dir / f"{split}.csv"
         with open(paths[split], "w", newline="") as f:
             writer = csv.writer(f)
