@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -98,14 +99,14 @@ def cmd_train(args) -> None:
                                                collate_fn=train_collate, **loader_kw)
     val_loader = torch.utils.data.DataLoader(ClipReferences(val_cache.clips, val_cache.features),
                                              batch_size=args.eval_batch_size, collate_fn=eval_collate, **loader_kw)
+    run = engine.EngineConfig.from_args(args)
     if args.epochs is not None:
-        per_step = args.batch_size * args.accumulate_grad_batches * _world(args)
-        args.max_steps = args.epochs * max(1, len(pairs) // per_step)
+        per_step = args.batch_size * run.accumulate_grad_batches * engine.world_size(run)
+        run = dataclasses.replace(run, max_steps=args.epochs * max(1, len(pairs) // per_step))
     log.info("%d training pairs (%d clips), %d validation clips; %d optimiser steps",
-             len(pairs), len(train_cache.clips), len(val_cache.clips), args.max_steps)
+             len(pairs), len(train_cache.clips), len(val_cache.clips), run.max_steps)
     best = ModelCheckpoint(dirpath=out, filename="best", monitor="val/selection", mode="max", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False, save_last=False)
-    run = engine.EngineConfig.from_args(args)
     trainer = engine.make_trainer(run, out, callbacks=[best], enable_checkpointing=True, sampler=sampler)
     engine.fit(trainer, module, run, out, train_dataloaders=train_loader, val_dataloaders=val_loader)
     if trainer.is_global_zero:
@@ -130,17 +131,6 @@ def _starting_model(args, cache):
     else:
         tokenizer = load_bart_tokenizer(args.tokenizer or BART_PRESETS[preset])
     return new_model(preset, vocab_size=len(tokenizer)), tokenizer
-
-
-def _world(args) -> int:
-    devices = str(args.devices)
-    if devices == "auto" or devices == "-1":
-        n = torch.cuda.device_count() if torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda") else 1
-    elif "," in devices:
-        n = len([d for d in devices.split(",") if d.strip()])
-    else:
-        n = int(devices)
-    return max(1, n) * args.num_nodes
 
 
 # --------------------------------------------------------------------------- evaluate / predict

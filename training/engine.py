@@ -166,6 +166,17 @@ def resolve_precision(run: EngineConfig) -> str:
     return "bf16-mixed" if on_gpu(run) else "32-true"
 
 
+def world_size(run: EngineConfig) -> int:
+    """Training processes of the run: devices per node x nodes (``auto`` or -1: every visible GPU,
+    or 1 on CPU). One optimiser step sees batch size x ``accumulate_grad_batches`` x this many clips."""
+    devices = _parse_devices(run.devices)
+    if devices in ("auto", -1):
+        per_node = torch.cuda.device_count() if on_gpu(run) else 1
+    else:
+        per_node = len(devices) if isinstance(devices, list) else devices
+    return max(1, per_node) * run.num_nodes
+
+
 def _parse_devices(devices):
     if isinstance(devices, (int, list)):
         return devices
@@ -414,5 +425,6 @@ def fit(trainer: L.Trainer, module: L.LightningModule, run: EngineConfig, out_di
 
 
 __all__ = ["EngineConfig", "add_engine_args", "make_trainer", "fit", "resume_path", "resolve_precision", "on_gpu",
+           "world_size",
            "AtomicCheckpointIO", "PeriodicCheckpoint", "StepSamplerCallback", "LossCurve", "read_metrics",
            "plot_loss_curve", "LAST", "EXPORT"]

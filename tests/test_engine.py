@@ -1,0 +1,67 @@
+"""training/engine.py: the options, resume paths, world size and logs, without a training run
+(training through the engine, killed and resumed: test_pretrain.py)."""
+import argparse
+
+import pytest
+
+from training import engine
+
+
+def parse(*argv, **defaults):
+    parser = argparse.ArgumentParser()
+    engine.add_engine_args(parser, **defaults)
+    return parser.parse_args(list(argv))
+
+
+def test_options_become_the_typed_config():
+    run = engine.EngineConfig.from_args(parse("--max-steps", "7", "--devices", "0,1", "--no-progress-bar",
+                                              "--resume", "--seed", "3"))
+    assert (run.max_steps, run.devices, run.progress_bar, run.resume, run.seed) == (7, "0,1", False, "last", 3)
+    assert engine.EngineConfig.from_args(parse()).resume is None
+
+
+def test_defaults_chosen_later_are_explained_in_help():
+    parser = argparse.ArgumentParser()
+    engine.add_engine_args(parser, max_steps=None, notes={"max_steps": "600 built-in, 500000 with --data"})
+    text = parser.format_help()
+    assert "600 built-in, 500000 with --data" in " ".join(text.split())
+    assert parser.parse_args([]).max_steps is None
+
+
+@pytest.mark.parametrize("devices, num_nodes, expected", [
+    ("1", 1, 1), ("4", 2, 8), ("0,1", 1, 2), ("0,1,", 3, 6), ("0", 1, 1), ("auto", 1, 1), ("-1", 2, 2)])
+def test_world_size_on_cpu(devices, num_nodes, expected):
+    run = engine.EngineConfig(devices=devices, num_nodes=num_nodes, accelerator="cpu")
+    assert engine.world_size(run) == expected
+
+
+def test_world_size_counts_every_visible_gpu_for_auto(monkeypatch):
+    monkeypatch.setattr(engine.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(engine.torch.cuda, "device_count", lambda: 4)
+    assert engine.world_size(engine.EngineConfig(devices="auto", num_nodes=2)) == 8
+    assert engine.world_size(engine.EngineConfig(devices="2", num_nodes=2)) == 4
+
+
+def test_resume_paths(tmp_path):
+    def resume(value):
+        return engine.resume_path(engine.EngineConfig(resume=value), tmp_path)
+
+    assert resume(None) is None and resume("auto") is None  # nothing to resume: a fresh start
+    with pytest.raises(FileNotFoundError, match="--resume: no checkpoint at .*last.ckpt"):
+        resume("last")
+    (tmp_path / engine.LAST).write_bytes(b"")
+    assert resume("auto") == resume("last") == str(tmp_path / engine.LAST)
+    with pytest.raises(FileNotFoundError, match="other.ckpt"):
+        resume(str(tmp_path / "other.ckpt"))
+
+
+def test_metrics_of_every_version_joined_later_wins(tmp_path):
+    for version, text in ((0, "epoch,step,train/loss,note\n0,1,2.0,a\n0,2,1.5,b\n"),
+                          (1, "epoch,step,train/loss,val/loss\n0,2,1.4,\n0,3,1.2,1.3\n,,,\n")):
+        (tmp_path / f"version_{version}").mkdir()
+        (tmp_path / f"version_{version}" / "metrics.csv").write_text(text)
+    metrics = engine.read_metrics(tmp_path)
+    assert metrics["train/loss"] == ([1, 2, 3], [2.0, 1.4, 1.2])  # step 2 from the resumed run
+    assert metrics["val/loss"] == ([3], [1.3]) and "note" not in metrics
+    png = engine.plot_loss_curve(tmp_path, tmp_path / "loss_curve.png")
+    assert png.stat().st_size > 0
