@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPO, fixtures_required
 
-PARITY_TESTS = ["tests/test_fbank.py", "tests/test_parity_encodecmae.py", "tests/test_enclap_parity.py",
+PARITY_TESTS = ["tests/test_fbank.py", "tests/test_parity_encodecmae.py", "tests/test_parity_enclap.py",
                 "tests/test_convert.py"]
 
 

@@ -1,4 +1,4 @@
-"""``python -m hear_codec.evaluate``: its input checks and its errors (heareval runs: test_hear_predictions.py)."""
+"""``python -m hear_codec.evaluate``: its input checks and its errors (heareval runs: test_evaluation_predictions.py)."""
 from conftest import assert_user_error, run_module
 
 
