@@ -94,6 +94,19 @@ def tiny_checkpoints(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A random-weight tiny EnCodecMAE (1 s chunks, offline codec) saved as a self-training teacher."""
+    from hear_codec import encodecmae as emae
+    from hear_codec.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = emae.preset("tiny", codec_weights="offline", chunk_seconds=1.0)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.hearcodec"
+    save_checkpoint(path, emae.EncodecMAE(cfg), metadata={"preset": "tiny"})
+    return path
+
+
+@pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models on a shared 2-core machine: one thread avoids oversubscription (several x faster).
     Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""

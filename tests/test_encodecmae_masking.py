@@ -1,9 +1,11 @@
-"""Invariants of EnCodecMAE's time-gap masking (training/encodecmae/masking.py)."""
+"""EnCodecMAE's masking (training/encodecmae/masking.py): invariants of the time-gap rule, and the
+collate that draws the masks for a batch."""
 import pytest
 import torch
 
+from training import data as D
 from training.encodecmae import masking
-from training.encodecmae.masking import time_gap_mask
+from training.encodecmae.masking import MaskingCollate, frames_for, time_gap_mask
 
 
 def runs(row):
@@ -96,3 +98,30 @@ def test_vectorised_over_the_batch(monkeypatch):
         mask = time_gap_mask(torch.full((batch,), 300), 300, generator=torch.Generator().manual_seed(4))
         assert torch.equal(mask.sum(1), torch.full((batch,), 150))
         assert len(rounds) <= 2 and rounds[0] == batch, rounds  # the whole batch in the first round
+
+
+def test_collate_padding_and_mask():
+    corpus = D.SyntheticCorpus(32, seconds=2.0, seed=1)
+    items = [dict(corpus[i], seed=i) for i in range(32)]
+    collate = MaskingCollate("mel256", 48000)
+    batch = collate(items)
+    assert batch["mask"].shape == batch["padding_mask"].shape == (32, frames_for("mel256", 48000))
+    valid = (~batch["padding_mask"]).sum(1)
+    assert torch.equal(valid, torch.tensor([frames_for("mel256", it["length"]) for it in items]))
+    assert torch.equal(batch["mask"].sum(1), valid // 2)
+    assert not (batch["mask"] & batch["padding_mask"]).any()
+    assert torch.equal(collate(items)["mask"], batch["mask"])  # a function of the items' seeds
+    # The host-side count of visible frames lets the model skip its device read-back; same result.
+    from hear_codec import encodecmae as emae
+
+    model = emae.EncodecMAE(emae.preset("tiny", chunk_seconds=2.0)).eval()
+    with torch.no_grad():
+        feats = model.input_features(batch["wav"][:4])[:, : batch["mask"].shape[1]]
+        args = (None, batch["mask"][:4], batch["padding_mask"][:4])
+        known = model(*args, features=feats, max_visible=batch["max_visible"])
+        read_back = model(*args, features=feats)
+    assert known["encoder_out"].shape[1] == batch["max_visible"] >= read_back["encoder_out"].shape[1]
+    valid = ~batch["padding_mask"][:4]
+    assert torch.allclose(known["logits"][valid], read_back["logits"][valid], atol=1e-5)
+    with pytest.raises(ValueError, match="max_visible"):
+        model(*args, features=feats, max_visible=read_back["encoder_out"].shape[1] - 1)

@@ -1,0 +1,51 @@
+"""Running EnCodecMAE training (training/encodecmae/train.py): the data loaders, and the initial
+weights a second stage starts from. Whole runs through the CLI: test_pretrain.py."""
+import pytest
+import torch
+
+from hear_codec import encodecmae as emae
+from hear_codec.checkpoint import load_checkpoint
+from training import data as D
+from training import engine
+from training.encodecmae.masking import frames_for
+from training.encodecmae.train import TrainConfig, build_loaders, train
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def built_in_data(**overrides):
+    return D.DataConfig(**{**dict(sources=None, codec="offline", crop_seconds=1.0, batch_size=4, num_workers=0,
+                                  synthetic_clips=8, synthetic_val_clips=2), **overrides})
+
+
+def test_loaders_give_masked_batches_in_step_order(tmp_path):
+    config = emae.preset("tiny", chunk_seconds=1.0, num_codec_streams=0, num_kmeans_streams=1)  # no codec needed
+    train_loader, val_loader, sampler, meta = build_loaders(built_in_data(), tmp_path, config, None)
+    batch = next(iter(train_loader))
+    frames = frames_for("mel256", 24000)
+    assert batch["wav"].shape == (4, 24000) and batch["mask"].shape == batch["padding_mask"].shape == (4, frames)
+    assert not (batch["mask"] & batch["padding_mask"]).any()
+    assert isinstance(sampler, D.StepSampler) and sampler.batch_size == 4
+    assert len(val_loader.dataset) == 2 and meta == dict(data="synthetic", train_clips=8, val_clips=2)
+    again = next(iter(build_loaders(built_in_data(), tmp_path, config, None)[0]))
+    assert torch.equal(again["wav"], batch["wav"]) and torch.equal(again["mask"], batch["mask"])  # seeded
+
+
+def test_initial_weights_fill_every_tensor_of_the_same_shape(tmp_path):
+    """``init_state`` (a second stage: the teacher's weights) initialises every tensor it has in the
+    same shape; a tensor of another shape (the new head) keeps its fresh initialisation."""
+    config = emae.preset("tiny", chunk_seconds=1.0, codec_weights="offline")
+    torch.manual_seed(1)
+    start = emae.EncodecMAE(emae.preset("tiny", chunk_seconds=1.0, num_codec_streams=0, num_kmeans_streams=1,
+                                        vocab_size=16)).state_dict()
+    run = engine.EngineConfig(max_steps=1, val_every=0, ckpt_every=0, log_every=1, progress_bar=False,
+                              accelerator="cpu", devices=1)
+    path = train(config, TrainConfig(lr=0.0, weight_decay=0.0), built_in_data(), run, tmp_path, init_state=start)
+    trained = load_checkpoint(path).state_dict()  # lr 0: the weights the run started from
+    same_shape = [k for k in trained if start[k].shape == trained[k].shape]
+    assert "encoder.layers.0.attention.wq.weight" in same_shape and "head.weight" not in same_shape
+    assert all(torch.equal(trained[k], start[k]) for k in same_shape)
+    torch.manual_seed(run.seed)
+    fresh = emae.EncodecMAE(config).state_dict()  # the module's own initialisation, seeded by the run
+    assert torch.equal(trained["head.weight"], fresh["head.weight"]) and trained["head.weight"].shape == (8 * 1024, 64)
+    assert not torch.equal(trained["encoder.layers.0.attention.wq.weight"], fresh["encoder.layers.0.attention.wq.weight"])
