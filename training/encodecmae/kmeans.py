@@ -15,7 +15,7 @@ What differs from scikit-learn: the random streams (torch's generator, so not th
 for the same seed), float32 arithmetic (scikit-learn keeps float32 input in float32 too, but sums
 in a different order), ``inertia`` reported as the *mean* squared distance (scikit-learn's
 ``inertia_`` is the sum), and several empty clusters in one step are all re-seeded from the
-farthest points at once. ``tests/test_self_train.py`` compares the inertia with scikit-learn's.
+farthest points at once. ``tests/test_encodecmae_kmeans.py`` compares the inertia with scikit-learn's.
 
 Distances are computed in blocks, so memory stays at ``block x k`` floats.
 """
