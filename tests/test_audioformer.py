@@ -1,4 +1,5 @@
-"""AudioFormer: token layout, MLM masking and loss, model shapes, checkpoints, HEAR (real hear-validator)."""
+"""AudioFormer (hear_codec/audioformer.py): token layout, model shapes, checkpoints, HEAR (real
+hear-validator). Its MLM masking and loss: test_audioformer_masking.py, test_audioformer_losses.py."""
 import copy
 import dataclasses
 import os
@@ -10,8 +11,8 @@ import torch
 import hear_codec
 from hear_codec import audioformer as af
 from hear_codec.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from training.audioformer.losses import mlm_loss, unigram_accuracy
-from training.audioformer.masking import corrupt, mlm_mask
+from training.audioformer.losses import mlm_loss
+from training.audioformer.masking import mlm_mask
 
 from conftest import tool
 
@@ -42,52 +43,6 @@ def test_token_layout_rejects_bad_codes():
         af.codes_to_tokens(torch.tensor([[[1024]]]))
     with pytest.raises(ValueError, match="batch, codebooks, frames"):
         af.codes_to_tokens(torch.zeros(3, 4, dtype=torch.long))
-
-
-# ---- masking ----
-def test_mlm_mask_rate_and_never_on_special_tokens(rng):
-    codes = torch.randint(0, 1024, (64, 4, 300), generator=rng)
-    lengths = torch.randint(1, 301, (64,), generator=rng)
-    tokens = af.codes_to_tokens(codes, lengths)
-    mask = mlm_mask(tokens, 0.25, rng)
-    assert not (mask & ~af.is_code(tokens)).any()  # never BOA, EOA or PAD
-    n_codes = af.is_code(tokens).sum(-1)
-    expected = (n_codes.double() * 0.25).round().clamp(min=1)
-    assert torch.equal(mask.sum(-1).double(), expected)  # exact per sequence
-    rate = mask.sum() / af.is_code(tokens).sum()
-    assert abs(float(rate) - 0.25) < 0.01
-    # positions are spread uniformly: every code position is chosen about 25 % of the time
-    many = mlm_mask(af.codes_to_tokens(torch.zeros(4000, 1, 20, dtype=torch.long)), 0.25, rng)
-    per_position = many[:, 0, 1:21].float().mean(0)
-    assert (per_position - 0.25).abs().max() < 0.04
-
-
-def test_corruption_only_touches_chosen_positions(rng):
-    tokens = af.codes_to_tokens(torch.randint(0, 1024, (32, 4, 200), generator=rng))
-    mask = mlm_mask(tokens, 0.25, rng)
-    inputs = corrupt(tokens, mask, rng)
-    assert torch.equal(inputs[~mask], tokens[~mask])
-    chosen = inputs[mask]
-    share_mask = float((chosen == af.MASK).float().mean())
-    assert 0.75 < share_mask < 0.85
-    assert ((chosen == af.MASK) | (chosen < af.CODEBOOK_SIZE)).all()
-
-
-def test_mlm_loss_counts_only_masked_positions():
-    tokens = torch.tensor([[[af.BOA, 3, 4, af.EOA]]])
-    mask = torch.tensor([[[False, True, False, False]]])
-    logits = torch.zeros(1, 1, 4, 1024)
-    logits[0, 0, 1, 3] = 10.0  # right on the masked position
-    logits[0, 0, 2, 7] = 10.0  # wrong, but not masked: must not count
-    out = mlm_loss(logits, tokens, mask)
-    expected = -torch.log_softmax(logits[0, 0, 1], -1)[3]
-    assert torch.allclose(out["loss"], expected) and out["accuracy"].tolist() == [1.0]
-
-
-def test_unigram_baseline():
-    train = af.codes_to_tokens(torch.tensor([[[1, 1, 2]]]))
-    evals = af.codes_to_tokens(torch.tensor([[[1, 2, 2, 1]]]))
-    assert unigram_accuracy(train, evals, af.is_code(evals)).tolist() == [0.5]
 
 
 # ---- model ----
