@@ -1,13 +1,16 @@
 """Shared test fixtures: reference-data locations, tiny checkpoints, paths to the venv's tools."""
 from __future__ import annotations
 
+import csv
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +82,27 @@ def assert_log_mel_close(ours: torch.Tensor, ref: torch.Tensor, mean: float = -6
         f"(allowed {allowed.flatten()[worst]:.3g}); max difference {error.max():.3g}")
 
 
+def noise(n, seconds, sr, seed=0):
+    """Uniform noise in [-0.5, 0.5), [n, seconds * sr], the same for a seed."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, int(seconds * sr), generator=g) * 2 - 1) * 0.5
+
+
+def write_noise_wav(path, seconds=0.4, rate=16_000, seed=0):
+    """A mono float wav of Gaussian noise (std 0.1) at ``path``."""
+    rng = np.random.default_rng(seed)
+    sf.write(path, (0.1 * rng.standard_normal(int(seconds * rate))).astype(np.float32), rate)
+
+
+def write_csv(path, header, rows):
+    """A CSV file of a header row and ``rows``; returns its path."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
     """{front_end: path} of random-weight tiny EnCodecMAE checkpoints (mel256 and ec)."""
@@ -91,6 +115,22 @@ def tiny_checkpoints(tmp_path_factory):
         model = hear_codec.load_model(random_weights=f"encodecmae-tiny-{front_end}", seed=0).model
         paths[front_end] = save_checkpoint(out / f"tiny-{front_end}.pt", model, {"note": "random weights"})
     return paths
+
+
+@pytest.fixture(scope="session")
+def predicted(tmp_path_factory):
+    """Run heareval's embeddings and predictions commands with the spectral baseline on the three
+    synthetic tasks (16 kHz audio): {task name: its embeddings folder}. Shared by the prediction
+    and score tests, so heareval trains once."""
+    from hear_codec.evaluation import embeddings, predictions, tasks
+
+    baseline = "hear_codec.evaluation.spectral_baseline"
+    root = tmp_path_factory.mktemp("hear")
+    made = tasks.make_synthetic_tasks(root / "tasks", sample_rates=(16000,), param_grid=tasks.QUICK_PARAM_GRID)
+    embeddings.main([baseline, "--tasks-dir", str(root / "tasks"), "--embeddings-dir", str(root / "embeddings")])
+    task_dirs = [root / "embeddings" / baseline / t.name for t in made]
+    predictions.main([str(t) for t in task_dirs] + ["--grid", "faster", "--grid-points", "1"])
+    return {t.name: t for t in task_dirs}
 
 
 @pytest.fixture(scope="module")

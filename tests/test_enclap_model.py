@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from training.enclap.data import EnClapCollator, span_mask
+from training.enclap.data import EnClapCollator
 from training.enclap.model import (
     EnClapBartForConditionalGeneration,
     beam_search_config,
@@ -60,34 +60,6 @@ def test_encoder_input_layout_and_positions(tokenizer):
         assert (positions[:, 0] == 0).all()  # the CLAP slot has no position
         # row j >= 1 is BART position j - 1, stored at index j + 1 (BART's offset of 2)
         torch.testing.assert_close(positions[0, 1:], enc.embed_positions.weight[2:9].expand(1, -1, -1)[0])
-
-
-def _runs(row: torch.Tensor) -> torch.Tensor:
-    """Lengths of the runs of True in a 1-d bool tensor."""
-    edges = torch.diff(torch.cat([torch.tensor([0]), row.int(), torch.tensor([0])]))
-    return (edges == -1).nonzero().flatten() - (edges == 1).nonzero().flatten()
-
-
-def test_span_masks_rate_spans_and_independent_positions():
-    g = torch.Generator().manual_seed(0)
-    masks = torch.stack([span_mask(750, 16, prob=0.15, span=10, generator=g) for _ in range(64)])  # [64, 750, 16]
-    assert masks.shape == (64, 750, 16)
-    # 15 % of frames in spans of 10; overlapping spans bring the covered share a little below 15 %
-    assert 0.12 < masks.float().mean().item() < 0.15
-    runs = torch.cat([_runs(masks[i, :, k]) for i in range(4) for k in range(16)])
-    assert len(runs) > 0 and (runs >= 10).all()  # masked runs are whole spans (or overlaps of them)
-    assert not torch.equal(masks[:, :, 0], masks[:, :, 1])  # each codebook draws its own positions
-
-
-def test_span_count_is_drawn_once_per_clip_as_officially():
-    # prob * frames / span = 0.5: floor(0.5 + u) spans, 0 or 1. The official code draws u once per
-    # clip, so a clip's 16 codebooks are all masked or all clean; a u per codebook would mix them.
-    g = torch.Generator().manual_seed(1)
-    masked_codebooks = [int(span_mask(20, 16, prob=0.25, span=10, generator=g).any(0).sum()) for _ in range(200)]
-    assert set(masked_codebooks) == {0, 16}
-    # and the span count caps as officially: never more spans than fit
-    assert span_mask(12, 16, prob=1.0, span=10, generator=g).sum(0).eq(10).all()  # floor(1.2 + u) -> 1
-    assert span_mask(4, 2, prob=1.0, span=10, generator=g).all()  # shorter than a span: one span of the clip
 
 
 def test_collator_draws_masks_from_the_item_seed_and_labels_hold_the_codes(tokenizer):

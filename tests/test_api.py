@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import hear_codec
-from hear_codec import encodecmae
+from conftest import noise
 
 
 @pytest.fixture(scope="module")
@@ -16,11 +16,6 @@ def mel_model(tiny_checkpoints):
 @pytest.fixture(scope="module")
 def ec_model(tiny_checkpoints):
     return hear_codec.load_model(tiny_checkpoints["ec"])
-
-
-def noise(n, seconds, sr, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, int(seconds * sr), generator=g) * 2 - 1) * 0.5
 
 
 def test_attributes_and_shapes(mel_model, ec_model):
@@ -202,43 +197,3 @@ def test_options_are_checked_and_random_weights_are_explicit(tiny_checkpoints):
         hear_codec.load_model(random_weights="tiny")
     with pytest.raises(ValueError, match="model_file_path.*random_weights"):
         hear_codec.load_model(tiny_checkpoints["mel256"], random_weights="encodecmae-tiny-mel256")
-
-
-@pytest.mark.parametrize("name", ["tiny", "small", "base"])
-@pytest.mark.parametrize("front_end", ["mel256", "ec"])
-def test_presets_forward_shapes(name, front_end):
-    config = encodecmae.preset(name, front_end=front_end)
-    model = encodecmae.EncodecMAE(config).eval()
-    wav = noise(1, 0.5, 24000)
-    t = model.num_frames(wav.shape[1])
-    mask = torch.zeros(1, t, dtype=torch.bool)
-    mask[0, ::2] = True
-    with torch.no_grad():
-        out = model(wav, mask=mask)
-        layers = model.embed_layers(wav)
-    assert out["logits"].shape == (1, t, 8, 1024)
-    assert out["encoder_out"].shape == (1, t - int(mask.sum()), config.dim)
-    assert len(layers) == config.num_layers and layers[-1].shape == (1, t, config.dim)
-
-
-def test_large_preset_builds():
-    model = encodecmae.EncodecMAE(encodecmae.preset("large"))
-    assert model.config.dim == 1024 and len(model.encoder.layers) == 20
-    # One FFN per stack (shared by all layers, as in the official code).
-    assert sum(p.numel() for p in model.encoder.parameters()) == (
-        20 * (4 * 1024 * 1020 + 4 * 1024) + 2 * 1024 * 4096 + 4096 + 1024 + 2 * 1024)  # 12 heads of 85
-
-
-def test_padding_does_not_change_valid_frames():
-    model = encodecmae.EncodecMAE(encodecmae.preset("tiny")).eval()
-    wav = noise(1, 1.0, 24000)
-    t = model.num_frames(wav.shape[1])
-    padded = torch.nn.functional.pad(wav, (0, 24000))
-    t_pad = model.num_frames(padded.shape[1])
-    padding = torch.arange(t_pad)[None] >= t
-    mask = torch.zeros(1, t_pad, dtype=torch.bool)
-    mask[0, 10:25] = True
-    with torch.no_grad():
-        a = model(wav, mask=mask[:, :t])["logits"]
-        b = model(padded, mask=mask, padding_mask=padding)["logits"][:, :t]
-    assert torch.allclose(a, b, atol=1e-4)
