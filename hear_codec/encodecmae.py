@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import codec as codec_lib
-from .fbank import KaldiFbank
+from . import fbank
 from .layers import ResiDualTransformer, ScaledSinusoidalPosition
 
 # Per-codebook weights of the official loss (coarse codebooks weigh more).
@@ -88,20 +88,21 @@ def preset(name: str, **overrides) -> EncodecMAEConfig:
 
 
 class MelFrontEnd(nn.Module):
-    """wav [B, S] -> normalised 256-bin Kaldi fbank [B, T, 256], T = 1 + (S - 637) // 318."""
+    """wav [B, S] -> normalised 256-bin Kaldi fbank [B, T, 256], T = 1 + (S - window) // hop."""
 
-    hop = 318
-    window = 637
-    min_samples = 637  # snip_edges: only whole windows make frames
+    hop = fbank.FRAME_SHIFT
+    window = fbank.FRAME_LENGTH
+    min_samples = window  # snip_edges: only whole windows make frames
     input_dim = 256
 
     def __init__(self, mean: float, std: float):
         super().__init__()
-        self.fbank = KaldiFbank()
+        self.fbank = fbank.KaldiFbank(frame_length=self.window, frame_shift=self.hop)
         self.mean, self.std = mean, std
 
-    def num_frames(self, num_samples: int) -> int:
-        return self.fbank.num_frames(num_samples)
+    @classmethod
+    def num_frames(cls, num_samples: int) -> int:
+        return fbank.num_fbank_frames(num_samples, cls.window, cls.hop)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         with _full_precision(wav):  # log-mel of a power spectrum needs fp32
@@ -124,13 +125,23 @@ class CodecFrontEnd(nn.Module):
     def train(self, mode: bool = True):  # frozen: its LSTM/conv never switch to training behaviour
         return super().train(False)
 
-    def num_frames(self, num_samples: int) -> int:
+    @staticmethod
+    def num_frames(num_samples: int) -> int:
         return codec_lib.num_frames(num_samples)
 
     @torch.no_grad()
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         with _full_precision(wav):  # frozen conv + LSTM: bf16 gains nothing and is ~10x slower on CPU
             return codec_lib.run_encoder(self.encoder, wav.float())
+
+
+FRONT_ENDS = {"mel256": MelFrontEnd, "ec": CodecFrontEnd}
+
+
+def num_frames(front_end: str, num_samples: int) -> int:
+    """Frames the front end ("mel256" or "ec") makes of ``num_samples`` at 24 kHz: the one framing
+    rule, used by :meth:`EncodecMAE.num_frames` (the HEAR API) and by training's masks and targets."""
+    return FRONT_ENDS[front_end].num_frames(num_samples)
 
 
 def _full_precision(x: torch.Tensor):
@@ -186,7 +197,7 @@ class EncodecMAE(nn.Module):
         return self.front_end.window / 2
 
     def num_frames(self, num_samples: int) -> int:
-        return self.front_end.num_frames(num_samples)
+        return num_frames(self.config.front_end, num_samples)
 
     @property
     def min_samples(self) -> int:

@@ -13,6 +13,10 @@ import math
 
 import torch
 
+# EnCodecMAE's framing at 24 kHz: 637-sample windows (26.56 ms) every 318 samples (13.28 ms).
+FRAME_LENGTH = 637
+FRAME_SHIFT = 318
+
 
 def mel_scale(freq: torch.Tensor) -> torch.Tensor:
     return 1127.0 * torch.log1p(freq / 700.0)
@@ -47,13 +51,13 @@ def num_fbank_frames(num_samples: int, frame_length: int, frame_shift: int) -> i
 class KaldiFbank(torch.nn.Module):
     """wav [batch, samples] -> log mel energies [batch, frames, num_bins].
 
-    Defaults are EnCodecMAE's: 24 kHz, 256 bins, frame 637 samples (26.56 ms), shift 318
-    samples (13.28 ms), low 20 Hz. Input is audio in [-1, 1] (no 16-bit rescaling, as in the
+    Defaults are EnCodecMAE's: 24 kHz, 256 bins, frame ``FRAME_LENGTH`` samples, shift
+    ``FRAME_SHIFT`` samples, low 20 Hz. Input is audio in [-1, 1] (no 16-bit rescaling, as in the
     official front end).
     """
 
-    def __init__(self, sample_rate: int = 24_000, num_bins: int = 256, frame_length: int = 637,
-                 frame_shift: int = 318, low_freq: float = 20.0, high_freq: float = 0.0,
+    def __init__(self, sample_rate: int = 24_000, num_bins: int = 256, frame_length: int = FRAME_LENGTH,
+                 frame_shift: int = FRAME_SHIFT, low_freq: float = 20.0, high_freq: float = 0.0,
                  preemphasis: float = 0.97):
         super().__init__()
         self.frame_length, self.frame_shift, self.preemphasis = frame_length, frame_shift, preemphasis

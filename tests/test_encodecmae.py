@@ -45,3 +45,14 @@ def test_padding_does_not_change_valid_frames():
         a = model(wav, mask=mask[:, :t])["logits"]
         b = model(padded, mask=mask, padding_mask=padding)["logits"][:, :t]
     assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("front_end", ["mel256", "ec"])
+def test_num_frames_is_what_the_front_end_makes(front_end):
+    """The one framing rule (used by the HEAR API and by training's masks) counts the frames the
+    front end really makes."""
+    model = encodecmae.EncodecMAE(encodecmae.preset("tiny", front_end=front_end)).eval()
+    for n in (637, 954, 955, 956, 24000, 24001, 48000):
+        with torch.no_grad():
+            made = model.input_features(torch.rand(1, n) - 0.5).shape[1]
+        assert made == model.num_frames(n) == encodecmae.num_frames(front_end, n), n

@@ -12,8 +12,8 @@ import math
 
 import torch
 
+from hear_codec import codec as codec_lib
 from hear_codec import encodecmae as emae
-from hear_codec.codec import HOP_LENGTH
 from training.data import mix_seed
 
 
@@ -62,16 +62,10 @@ def _draw_rows(lengths, target, max_len, gap, spans, generator):
 
 # ---------------------------------------------------------------- framing and the collate (CPU, in workers)
 
-def input_frames(front_end: str, samples: int) -> int:
-    """Frames the front end yields for ``samples`` at 24 kHz (mel256: whole 637-sample windows)."""
-    if front_end == "mel256":
-        return 0 if samples < emae.MelFrontEnd.window else 1 + (samples - emae.MelFrontEnd.window) // emae.MelFrontEnd.hop
-    return math.ceil(samples / HOP_LENGTH)
-
-
 def frames_for(front_end: str, samples: int) -> int:
-    """Frames that have both an input frame and a codec target (the official loss crops the longer)."""
-    return min(input_frames(front_end, samples), math.ceil(samples / HOP_LENGTH))
+    """Frames of a clip of ``samples`` at 24 kHz that have both an input frame and a codec target
+    (the official loss crops the longer)."""
+    return min(emae.num_frames(front_end, samples), codec_lib.num_frames(samples))
 
 
 class MaskingCollate:
