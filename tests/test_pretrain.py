@@ -179,3 +179,8 @@ def test_cli_missing_codec_weights_is_a_message_not_a_traceback(tmp_path):
     result = run_module("training.pretrain", "--data", tmp_path, "--out", tmp_path / "run",
                         "--codec-path", tmp_path / "encodec_24khz-d7cc33bc.th")
     assert_user_error(result, r"error: EnCodec weights file not found: .*encodec_24khz-d7cc33bc.th")
+
+
+def test_cli_bad_data_path_is_a_message_not_a_traceback(tmp_path):
+    result = run_module("training.pretrain", "--data", tmp_path / "missing", "--codec", "offline", "--out", tmp_path / "run")
+    assert_user_error(result, r"error: --data: .*missing is neither a folder, an audio file nor a manifest")
