@@ -85,7 +85,7 @@ def timed(fn, steps: int, warmup: int, device) -> float:
 
 def bench_preset(name, args, device, codec, batch_cpu):
     cfg = emae.preset(name, front_end=args.front_end, codec_weights="offline", chunk_seconds=args.seconds)
-    model = emae.EncodecMAE(cfg, codec_encoder=codec.encoder if args.front_end == "ec" else None).to(device)
+    model = emae.new_model(cfg, codec_encoder=codec.encoder if args.front_end == "ec" else None).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=device.type == "cuda")
     weights = torch.tensor(cfg.codec_stream_weights, device=device)
     batch = {k: v.to(device, non_blocking=True) for k, v in batch_cpu.items() if torch.is_tensor(v)}

@@ -286,7 +286,14 @@ class EncodecMAE(nn.Module):
                     decoder_in=decoder_in, decoder_out=decoder_out)
 
 
+def new_model(config: EncodecMAEConfig, codec_encoder: nn.Module | None = None) -> EncodecMAE:
+    """A freshly initialised EnCodecMAE to train; ``codec_encoder``: the EnCodec encoder of the "ec"
+    front end (an untrained one if None)."""
+    return EncodecMAE(config, codec_encoder)
+
+
 def build(config: EncodecMAEConfig | dict) -> EncodecMAE:
+    """Rebuild an EnCodecMAE (untrained weights) for ``load_state_dict`` to fill."""
     if isinstance(config, dict):
         config = EncodecMAEConfig.from_dict(config)
     return EncodecMAE(config)

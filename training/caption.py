@@ -117,7 +117,7 @@ def cmd_train(args) -> None:
 def _starting_model(args, cache):
     """(model, tokenizer) that training starts from: a trained EnCLAP (``--init``: our checkpoint or
     a published folder, with its own tokenizer) or a ``--model`` preset."""
-    from training.enclap.model import BART_PRESETS, new_model
+    from training.enclap.model import BART_PRESETS, from_bart, new_model, tiny_config
     from training.enclap.module import load_captioner
     from training.enclap.text import build_word_tokenizer, load_bart_tokenizer
 
@@ -128,9 +128,9 @@ def _starting_model(args, cache):
     preset = args.model or "bart-base"
     if preset == "tiny":  # a word vocabulary from the training captions
         tokenizer = build_word_tokenizer([c for clip in cache.clips for c in clip.captions])
-    else:
-        tokenizer = load_bart_tokenizer(args.tokenizer or BART_PRESETS[preset])
-    return new_model(preset, vocab_size=len(tokenizer)), tokenizer
+        return new_model(tiny_config(len(tokenizer))), tokenizer
+    tokenizer = load_bart_tokenizer(args.tokenizer or BART_PRESETS[preset])
+    return from_bart(preset), tokenizer
 
 
 # --------------------------------------------------------------------------- evaluate / predict

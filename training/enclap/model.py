@@ -328,15 +328,17 @@ def tiny_config(vocab_size: int, **overrides) -> EnClapBartConfig:
     return EnClapBartConfig(**settings)
 
 
-def new_model(preset: str, vocab_size: int | None = None) -> EnClapBartForConditionalGeneration:
-    """A model to train: ``tiny`` (random, needs ``vocab_size``) or ``bart-base``/``bart-large``
-    (``from_pretrained``; :class:`~training.enclap.text.PretrainedUnavailable` offline)."""
-    if preset == "tiny":
-        if vocab_size is None:
-            raise ValueError("the tiny preset needs the tokenizer's vocab_size")
-        return EnClapBartForConditionalGeneration(tiny_config(vocab_size))
+def new_model(config: EnClapBartConfig) -> EnClapBartForConditionalGeneration:
+    """A freshly initialised EnCLAP to train, e.g. ``new_model(tiny_config(vocab_size))``."""
+    return EnClapBartForConditionalGeneration(config)
+
+
+def from_bart(preset: str) -> EnClapBartForConditionalGeneration:
+    """An EnCLAP to train that starts from the published BART weights of ``bart-base`` or
+    ``bart-large`` (``from_pretrained``; :class:`~training.enclap.text.PretrainedUnavailable`
+    offline); its EnCLAP parts start random."""
     if preset not in BART_PRESETS:
-        raise ValueError(f"unknown model preset {preset!r}; choose one of {PRESETS}")
+        raise ValueError(f"unknown BART preset {preset!r}; choose one of {sorted(BART_PRESETS)}")
     from training.enclap.text import PretrainedUnavailable
 
     name = BART_PRESETS[preset]
@@ -348,8 +350,7 @@ def new_model(preset: str, vocab_size: int | None = None) -> EnClapBartForCondit
             f"Download it once with network access (`huggingface-cli download {name}`); "
             "for a demo without network use --model tiny."
         ) from e
-    config = EnClapBartConfig(**{k: v for k, v in bart.config.to_dict().items() if k != "model_type"})
-    model = EnClapBartForConditionalGeneration(config)
+    model = new_model(EnClapBartConfig(**{k: v for k, v in bart.config.to_dict().items() if k != "model_type"}))
     missing, unexpected = model.load_state_dict(bart.state_dict(), strict=False)
     new_parts = ("model.encoder.embed_encodec.", "model.encoder.clap_projection.", "mcm_heads.")
     left = [k for k in missing if not k.startswith(new_parts)]

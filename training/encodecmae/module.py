@@ -54,7 +54,7 @@ class EncodecMAEModule(L.LightningModule):
                  centroids: torch.Tensor | None = None, metadata: dict | None = None):
         super().__init__()
         encoder = codec.encoder if (config.front_end == "ec" and codec is not None) else None
-        self.model = emae.EncodecMAE(config, codec_encoder=encoder)
+        self.model = emae.new_model(config, codec_encoder=encoder)
         self.codec = codec
         self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
         if config.num_kmeans_streams and (teacher is None or centroids is None):

@@ -157,7 +157,7 @@ def self_train(teacher: emae.EncodecMAE, teacher_path, st: SelfTrainConfig, opti
     init = dict(teacher.state_dict())
     if st.keep_codec_streams:  # v1: keep the teacher's codec head rows; the k-means rows start fresh
         n = teacher.config.num_codec_streams * teacher.config.vocab_size
-        fresh = emae.EncodecMAE(config).head
+        fresh = emae.new_model(config).head
         for name in ("weight", "bias"):
             p = getattr(fresh, name).detach().clone()
             p[:n] = init[f"head.{name}"][:n]
