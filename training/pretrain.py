@@ -12,8 +12,8 @@ Model registry
 ``training/<family>/pretrain.py``, each of which provides:
 
 * ``add_args(parser)``: its own options (an argument group, the shared data options included);
-* ``ENGINE_DEFAULTS`` and ``ENGINE_DEFAULT_NOTES``: its defaults for ``engine.add_engine_args``
-  (``None`` = depends on --data; the note says what it will be in --help);
+* ``DEFAULTS`` (a ``training.data.DataDependentDefaults``): the defaults that depend on --data,
+  the engine's :data:`DATA_DEPENDENT_ENGINE_OPTIONS` among them (--help says what they will be);
 * ``run(args) -> Path``: turn the options into typed configs (its ``configs(args)``), train with
   ``training/<family>/train.py``, return the exported checkpoint.
 
@@ -33,6 +33,8 @@ from training.encodecmae import pretrain as encodecmae
 
 MODELS = {"encodecmae": encodecmae, "audioformer": audioformer}
 DEFAULT_MODEL = "encodecmae"
+# Engine options left None by the parser: each family's DEFAULTS fills them once --data is known.
+DATA_DEPENDENT_ENGINE_OPTIONS = ("max_steps", "val_every", "ckpt_every")
 
 
 def build_parser(name: str = DEFAULT_MODEL) -> argparse.ArgumentParser:
@@ -49,7 +51,8 @@ def build_parser(name: str = DEFAULT_MODEL) -> argparse.ArgumentParser:
                         help="output folder: last.ckpt (resumable), last.ckpt.hearcodec (for hear_codec), logs/, "
                              "loss_curve.png, data reports (default: %(default)s)")
     family.add_args(parser)
-    engine.add_engine_args(parser, **family.ENGINE_DEFAULTS, notes=family.ENGINE_DEFAULT_NOTES)
+    engine.add_engine_args(parser, **dict.fromkeys(DATA_DEPENDENT_ENGINE_OPTIONS), log_every=10,
+                           notes={name: family.DEFAULTS.note(name) for name in DATA_DEPENDENT_ENGINE_OPTIONS})
     return parser
 
 

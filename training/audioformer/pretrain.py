@@ -14,9 +14,6 @@ from training import data as D
 from training import engine
 from training.audioformer.train import DEFAULTS, TrainConfig, add_train_args, train
 
-ENGINE_DEFAULTS = dict(max_steps=None, val_every=None, ckpt_every=None, log_every=10)
-ENGINE_DEFAULT_NOTES = {name: DEFAULTS.note(name) for name in ("max_steps", "val_every", "ckpt_every")}
-
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("AudioFormer model and data")

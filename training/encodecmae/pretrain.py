@@ -16,9 +16,6 @@ from training import engine
 from training.encodecmae import self_train
 from training.encodecmae.train import DEFAULTS, TrainConfig, add_train_args, train
 
-ENGINE_DEFAULTS = dict(max_steps=None, val_every=None, ckpt_every=None, log_every=10)
-ENGINE_DEFAULT_NOTES = {name: DEFAULTS.note(name) for name in ("max_steps", "val_every", "ckpt_every")}
-
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("EnCodecMAE model and data")
