@@ -1,0 +1,71 @@
+"""The import structure: no module of training/ imports another in a circle, and hear_codec never
+imports training. Read from the source (every import statement, those inside functions too), so
+an import made late to dodge a circle still counts."""
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def import_graph(package: str) -> dict:
+    """{module: the modules of the repository it imports}, for every module below ``package``."""
+    files = {}
+    for path in (REPO / package).rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for module, path in files.items():
+        is_package = path.name == "__init__.py"
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: from the module's package (its own, for an __init__)
+                    here = module.split(".")[: len(module.split(".")) - node.level + is_package]
+                    base = ".".join(here + ([node.module] if node.module else []))
+                else:
+                    base = node.module
+                imported.add(base)
+                imported.update(f"{base}.{alias.name}" for alias in node.names)
+        # a module's own parent packages run first anyway: importing them is no edge of a circle
+        graph[module] = {m for m in imported if m != module and not module.startswith(m + ".")
+                         and m.split(".")[0] in ("hear_codec", "training")}
+    return graph
+
+
+def circles(graph: dict) -> list:
+    """Every circle a depth-first walk meets, each as [a, b, ..., a]."""
+    found, state, path = [], {}, []
+
+    def walk(module):
+        state[module] = "open"
+        path.append(module)
+        for other in sorted(graph.get(module, ())):
+            if state.get(other) == "open":
+                found.append(path[path.index(other):] + [other])
+            elif other in graph and other not in state:
+                walk(other)
+        path.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            walk(module)
+    return found
+
+
+def test_no_module_of_training_imports_another_in_a_circle():
+    graph = import_graph("training")
+    assert len(graph) > 20 and graph["training.encodecmae.module"]  # the walk sees the package
+    assert circles(graph) == []
+
+
+def test_a_circle_is_found():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_hear_codec_never_imports_training():
+    graph = import_graph("hear_codec")
+    assert not {m: sorted(i for i in imported if i.startswith("training"))
+                for m, imported in graph.items() if any(i.startswith("training") for i in imported)}
