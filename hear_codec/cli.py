@@ -26,9 +26,13 @@ The errors a user can fix, :data:`USER_ERRORS`:
   a command with a message); argparse's own exits keep their status.
 
 ``main``'s return value is the exit status when it is an int (0 otherwise).
+
+Numeric options take their range from the argparse types here (:data:`positive_int`,
+:func:`fraction`, ...), so a value out of range is argparse's own error naming the option.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable, NoReturn
 
@@ -65,3 +69,33 @@ def fail(message: str) -> NoReturn:
     """Print ``error: <message>`` on stderr and exit with status 2."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(USER_ERROR_STATUS)
+
+
+def _number(kind: type, lowest: float, inclusive: bool, description: str) -> Callable[[str], float]:
+    """An argparse ``type``: ``kind(text)`` at least (or above) ``lowest``, else an error that
+    argparse prints beside the option's name (exit status 2)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {description}, got {text!r}") from None
+        if value < lowest or (value == lowest and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {description}, got {text!r}")
+        return value
+
+    parse.__name__ = description
+    return parse
+
+
+positive_int = _number(int, 0, False, "a whole number > 0")
+non_negative_int = _number(int, 0, True, "a whole number >= 0")
+positive_float = _number(float, 0.0, False, "a number > 0")
+non_negative_float = _number(float, 0.0, True, "a number >= 0")
+
+
+def fraction(text: str) -> float:
+    """An argparse ``type``: a number in [0, 1)."""
+    value = non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value

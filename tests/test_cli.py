@@ -3,6 +3,7 @@
 Each command line's own user-error test runs it as a user does (``python -m ...``) and lives in
 the test file of its module (test_pretrain.py, test_convert.py, ...)."""
 import argparse
+import re
 
 import pytest
 
@@ -56,3 +57,22 @@ def test_argparse_errors_and_return_values_keep_their_status(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.run(lambda argv: "a path")  # anything else: success
     assert exit_info.value.code == 0
+
+
+def test_number_types_accept_their_range_and_name_the_option_otherwise(capsys):
+    parser = argparse.ArgumentParser(prog="tool")
+    parser.add_argument("--steps", type=cli.positive_int)
+    parser.add_argument("--workers", type=cli.non_negative_int)
+    parser.add_argument("--seconds", type=cli.positive_float)
+    parser.add_argument("--clip", type=cli.non_negative_float)
+    parser.add_argument("--share", type=cli.fraction)
+    args = parser.parse_args(["--steps", "3", "--workers", "0", "--seconds", "0.5", "--clip", "0", "--share", "0"])
+    assert (args.steps, args.workers, args.seconds, args.clip, args.share) == (3, 0, 0.5, 0.0, 0.0)
+    for option, value, message in [("--steps", "0", "a whole number > 0"), ("--steps", "1.5", "a whole number > 0"),
+                                   ("--workers", "-1", "a whole number >= 0"), ("--seconds", "0", "a number > 0"),
+                                   ("--clip", "-0.1", "a number >= 0"), ("--share", "1", r"a number in \[0, 1\)"),
+                                   ("--share", "x", "a number >= 0")]:
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([option, value])
+        assert exit_info.value.code == 2
+        assert re.search(rf"argument {option}: must be {message}, got '{re.escape(value)}'", capsys.readouterr().err)

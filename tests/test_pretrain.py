@@ -132,6 +132,13 @@ def test_unknown_model_is_a_clear_error(capsys):
     assert "--model: invalid choice: 'nosuch' (choose from" in capsys.readouterr().err
 
 
+def test_a_number_out_of_range_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain.main(["--batch-size", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --batch-size: must be a whole number > 0, got '0'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
     """The no-argument run, shortened (few clips, 2 steps): its checkpoint passes the real

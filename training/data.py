@@ -63,6 +63,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from hear_codec import cli
 from hear_codec.checkpoint import atomic_torch_save
 from hear_codec.codec import FRAME_RATE, SAMPLE_RATE, load_codec, resample
 
@@ -585,31 +586,31 @@ def add_data_args(group, *, codec_use: str, defaults: "DataDependentDefaults", s
     group.add_argument("--data", nargs="+", default=None, metavar="DIR_OR_MANIFEST",
                        help="audio folders and/or manifests (one path per line, optional tab + seconds); any rate "
                             "and channel count. Without it: the built-in synthetic corpus")
-    group.add_argument("--crop-seconds", type=float, default=None,
+    group.add_argument("--crop-seconds", type=cli.positive_float, default=None,
                        help="training crop length, also the model's chunk length for HEAR embeddings; shorter clips "
                             f"are zero-padded and the padding is excluded from the loss "
                             f"(default: {defaults.note('crop_seconds')})")
-    group.add_argument("--batch-size", type=int, default=None,
+    group.add_argument("--batch-size", type=cli.positive_int, default=None,
                        help=f"clips per micro-batch per device (default: {defaults.note('batch_size')})")
     group.add_argument("--codec", default=None, choices=["pretrained", "offline"],
                        help=f"EnCodec weights that make {codec_use}: pretrained (published, the paper) or offline "
                             f"(random, for demos/tests) (default: {defaults.note('codec')})")
     group.add_argument("--codec-path", default=None,
                        help="local copy of encodec_24khz-d7cc33bc.th (default: torch hub cache / download)")
-    group.add_argument("--num-workers", type=int, default=None,
+    group.add_argument("--num-workers", type=cli.non_negative_int, default=None,
                        help="data loader processes per device (default: min(8, CPUs - 1))")
-    group.add_argument("--val-fraction", type=float, default=d["val_fraction"],
+    group.add_argument("--val-fraction", type=cli.fraction, default=d["val_fraction"],
                        help="fraction of files held out for validation, chosen by a hash of the path "
                             "(default: %(default)s)")
-    group.add_argument("--val-max-files", type=int, default=d["val_max_files"],
+    group.add_argument("--val-max-files", type=cli.non_negative_int, default=d["val_max_files"],
                        help="at most this many validation files (official EnCodecMAE: 200) (default: %(default)s)")
-    group.add_argument("--synthetic-clips", type=int, default=synthetic_clips,
+    group.add_argument("--synthetic-clips", type=cli.positive_int, default=synthetic_clips,
                        help="training clips of the built-in corpus (default: %(default)s)")
-    group.add_argument("--synthetic-val-clips", type=int, default=d["synthetic_val_clips"],
+    group.add_argument("--synthetic-val-clips", type=cli.non_negative_int, default=d["synthetic_val_clips"],
                        help="validation clips of the built-in corpus (default: %(default)s)")
-    group.add_argument("--probe-workers", type=int, default=d["probe_workers"],
+    group.add_argument("--probe-workers", type=cli.positive_int, default=d["probe_workers"],
                        help="threads probing audio headers at start-up (default: %(default)s)")
-    group.add_argument("--max-file-seconds", type=float, default=d["max_file_seconds"],
+    group.add_argument("--max-file-seconds", type=cli.non_negative_float, default=d["max_file_seconds"],
                        help="files at least this long: their draws per epoch are capped as if they were this long "
                             "(--long-files crop) or they are skipped as in the official code (--long-files drop); "
                             "0 = no cap (default: %(default)g, the official limit)")

@@ -67,6 +67,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, TQDMProgr
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from hear_codec import cli
 from hear_codec.checkpoint import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,13 @@ def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int | None = 
     500000 with --data"}) then says in --help what it will be."""
     notes = dict(notes or {})
     g = parser.add_argument_group("engine (devices, precision, checkpoints, logs; see training/engine.py)")
-    g.add_argument("--max-steps", type=int, default=max_steps,
+    g.add_argument("--max-steps", type=cli.positive_int, default=max_steps,
                    help="optimiser steps to train for (default: %(default)s; None = chosen by the model/data)")
     g.add_argument("--accelerator", default="auto",
                    help="Lightning accelerator: auto, cpu, gpu, cuda, mps (default: %(default)s)")
     g.add_argument("--devices", default="auto",
                    help="devices per node: an int, a comma list of GPU ids, -1 (all) or auto (default: %(default)s)")
-    g.add_argument("--num-nodes", type=int, default=1,
+    g.add_argument("--num-nodes", type=cli.positive_int, default=1,
                    help="number of machines; each runs --devices processes (default: %(default)s)")
     g.add_argument("--strategy", default="auto",
                    help="Lightning strategy: auto (ddp when more than one device), ddp, ddp_spawn, "
@@ -126,16 +127,16 @@ def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int | None = 
     g.add_argument("--precision", default=None,
                    help="Lightning precision: bf16-mixed, 16-mixed, 32-true, ... "
                         "(default: bf16-mixed on GPU, 32-true on CPU)")
-    g.add_argument("--accumulate-grad-batches", type=int, default=1,
+    g.add_argument("--accumulate-grad-batches", type=cli.positive_int, default=1,
                    help="micro-batches per optimiser step; effective batch = batch size x this x devices x nodes "
                         "(default: %(default)s)")
-    g.add_argument("--gradient-clip", type=float, default=0.0,
+    g.add_argument("--gradient-clip", type=cli.non_negative_float, default=0.0,
                    help="clip the gradient norm to this value; 0 = no clipping (default: %(default)s)")
-    g.add_argument("--val-every", type=int, default=val_every,
+    g.add_argument("--val-every", type=cli.non_negative_int, default=val_every,
                    help="run validation every this many training batches; 0 = never (default: %(default)s; None = chosen by the model/data)")
-    g.add_argument("--val-batches", type=int, default=None,
+    g.add_argument("--val-batches", type=cli.positive_int, default=None,
                    help="validation batches per validation run (default: the whole validation set)")
-    g.add_argument("--ckpt-every", type=int, default=ckpt_every,
+    g.add_argument("--ckpt-every", type=cli.non_negative_int, default=ckpt_every,
                    help="rewrite OUT/last.ckpt every this many optimiser steps (default: %(default)s; None = chosen by the model/data)")
     g.add_argument("--keep-checkpoints", type=int, default=0,
                    help="also keep the last N periodic checkpoints as OUT/checkpoints/step-*.ckpt; "
@@ -143,7 +144,7 @@ def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int | None = 
     g.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH|auto",
                    help="continue a run: no value = OUT/last.ckpt (must exist); PATH = that checkpoint; "
                         "auto = OUT/last.ckpt if it exists, else start fresh")
-    g.add_argument("--log-every", type=int, default=log_every,
+    g.add_argument("--log-every", type=cli.non_negative_int, default=log_every,
                    help="log training metrics every this many optimiser steps (default: %(default)s)")
     g.add_argument("--no-progress-bar", action="store_true", help="turn the progress bar off (batch jobs)")
     g.add_argument("--seed", type=int, default=0,
