@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from hear_codec.encodecmae import MelFrontEnd
-from training.kmeans import assign, kmeans
+from training.encodecmae.kmeans import assign, kmeans
 
 WEIGHTS_NAME = "mel-kmeans"
 
