@@ -1,79 +1,115 @@
-"""A demo/test stand-in for EnCodec's targets: residual k-means codebooks over log-mel frames.
+"""A demo/test stand-in for EnCodec's targets: k-means codebooks over bands of log-mel frames.
 
-NOT EnCodec. The paper (and ``--data`` runs, by default) predicts the published EnCodec's RVQ
-codes. Where those weights cannot be downloaded, the random-weight "offline" codec gives codes
+NOT EnCodec. The paper (and every ``--data`` run, by default) predicts the published EnCodec's
+RVQ codes. Where those weights cannot be downloaded, the random-weight "offline" codec gives codes
 that follow the waveform's phase at each 320-sample hop rather than anything a spectrogram shows
-(docs/pretraining.md), so a model trained on them learns nothing that transfers to other audio.
-This stand-in gives targets that mean the same thing for any audio: which spectral shape a frame
-has -- the first iteration of HuBERT (k-means over MFCC frames), laid out like EnCodec's RVQ so
-the EnCodecMAE model, loss and head are unchanged:
+(docs/pretraining.md, "What the offline default trains on"), so a model trained on them learns
+the built-in corpus rather than audio. This stand-in gives targets that mean the same thing for
+any audio -- which spectral shape each part of the spectrum has in a frame, the idea of HuBERT's
+first iteration (k-means over spectral frames) -- laid out like EnCodec's eight codebooks, so the
+EnCodecMAE model, loss and head are unchanged:
 
-    wav [B, S] @ 24 kHz -> normalised 256-bin Kaldi log-mel (the mel256 front end's own frames)
-        -> level 0: nearest of K centroids; level i: nearest centroid of what levels < i leave
-        -> codes [B, n_q, T_mel] int64 (T_mel = 1 + (S - 637) // 318)
+    wav [B, S] @ 24 kHz -> normalised 256-bin Kaldi log-mel [B, T, 256] (the mel256 front end's frames)
+        -> n_q bands of 256 / n_q neighbouring mel bins (band 0 the lowest)
+        -> stream q = index of the nearest of K centroids fitted on band q of the corpus's frames
+        -> codes [B, n_q, T] int64,  T = 1 + (S - 637) // 318
 
-The centroids are fitted (training/kmeans.py) on frames of the training corpus and saved with
-the run. Runs that use it record ``codec = "mel-kmeans"`` in their checkpoints' metadata.
+One codebook per band rather than residual codebooks over whole frames: with whole-frame
+k-means the first codebook sorts frames by overall loudness and tilt, and the trained model fell
+behind its init on the held-out pitch and consonant families; per band, the low bands' codes
+resolve harmonic spacing (docs/pretraining.md has both measurements).
+
+The centroids are fitted (training/encodecmae/kmeans.py) on frames of the training corpus at the
+start of a run, deterministically from the run's seed. Runs that use it record ``codec =
+"mel-kmeans"`` and the centroids' hash (``targets``) in their checkpoints' metadata.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 
 import torch
 from torch import nn
 
-from hear_codec.encodecmae import MelFrontEnd
+from hear_codec.encodecmae import EncodecMAEConfig, MelFrontEnd
 from training.encodecmae.kmeans import assign, kmeans
 
-WEIGHTS_NAME = "mel-kmeans"
+log = logging.getLogger(__name__)
+
+NAME = "mel-kmeans"  # the --codec choice and the checkpoints' metadata
+BANDS = 8  # codebooks, one per band: as many as the EnCodec codebooks EnCodecMAE predicts (6 kbps)
+CLUSTERS = 256  # per band (EnCodec has 1024 codes per codebook; 256 suffices for a few hundred clips)
+FIT_CLIPS = 400  # corpus clips whose frames the centroids are fitted on
+FIT_FRAMES = 30_000  # at most this many of their frames (drawn at random)
+FIT_ITERS = 30  # Lloyd iterations (a stand-in needs good, not converged, centroids)
 
 
-class MelKMeansCodebooks(nn.Module):
-    """Residual k-means codebooks over normalised log-mel frames: ``encode_codes(wav, n_q)``.
+class MelBandKMeans(nn.Module):
+    """k-means codebooks over bands of normalised log-mel frames: ``encode_codes(wav, n_q)``.
 
-    Has the part of :class:`hear_codec.codec.Codec`'s interface that precomputed targets use
-    (``weights``, ``encode_codes``); there is no encoder (it cannot be the ec front end).
-    centroids: [levels, K, 256].
+    Has the part of :class:`hear_codec.codec.Codec`'s interface that targets use (``weights``,
+    ``encode_codes``); there is no encoder, so it cannot feed the ec front end.
+    centroids: [n_q, K, 256 // n_q].
     """
 
-    def __init__(self, centroids: torch.Tensor, mel_mean: float = -6.12, mel_std: float = 4.82):
+    def __init__(self, centroids: torch.Tensor, mel_mean: float = EncodecMAEConfig.mel_mean,
+                 mel_std: float = EncodecMAEConfig.mel_std):
         super().__init__()
+        if centroids.ndim != 3 or centroids.shape[0] * centroids.shape[2] != MelFrontEnd.input_dim:
+            raise ValueError(f"centroids must be [bands, K, {MelFrontEnd.input_dim} // bands], "
+                             f"got {tuple(centroids.shape)}")
         self.front_end = MelFrontEnd(mel_mean, mel_std)
         self.register_buffer("centroids", centroids.float())
         self.requires_grad_(False)
 
     @property
     def weights(self) -> str:
-        """The name targets are cached under: the stand-in's name plus a hash of its centroids."""
-        digest = hashlib.sha1(self.centroids.numpy().tobytes()).hexdigest()[:10]
-        return f"{WEIGHTS_NAME}-{self.centroids.shape[1]}-{digest}"
+        """The name cached targets are keyed on: the stand-in's name plus a hash of its centroids."""
+        digest = hashlib.sha1(self.centroids.cpu().numpy().tobytes()).hexdigest()[:10]
+        return f"{NAME}-{self.centroids.shape[1]}x{self.centroids.shape[0]}-{digest}"
 
     @torch.no_grad()
     def encode_codes(self, wav: torch.Tensor, n_q: int = 8) -> torch.Tensor:
-        """[batch, samples] at 24 kHz -> [batch, n_q, T_mel] int64."""
+        """[batch, samples] at 24 kHz -> [batch, n_q, T] int64 (the first n_q bands)."""
         if not 1 <= n_q <= self.centroids.shape[0]:
             raise ValueError(f"n_q must be in 1..{self.centroids.shape[0]}, got {n_q}")
         frames = self.front_end(wav.float())  # [B, T, 256]
-        residual = frames.reshape(-1, frames.shape[-1])
-        codes = []
-        for level in range(n_q):
-            idx, _ = assign(residual, self.centroids[level])
-            codes.append(idx)
-            residual = residual - self.centroids[level][idx]
-        return torch.stack(codes).view(n_q, *frames.shape[:2]).transpose(0, 1)
+        b, t, _ = frames.shape
+        bands = frames.reshape(b * t, self.centroids.shape[0], -1)  # [B*T, n_bands, 256 / n_bands]
+        codes = [assign(bands[:, q].contiguous(), self.centroids[q])[0] for q in range(n_q)]
+        return torch.stack(codes).view(n_q, b, t).transpose(0, 1)
 
     @classmethod
-    def fit(cls, frames: torch.Tensor, levels: int, clusters: int, iters: int = 30, seed: int = 0,
-            max_frames: int = 30_000) -> "MelKMeansCodebooks":
-        """Fit ``levels`` residual codebooks of ``clusters`` centroids on frames [N, 256] (normalised
-        log-mel); at most ``max_frames`` of them, drawn at random, are used."""
+    def fit(cls, frames: torch.Tensor, bands: int, clusters: int = CLUSTERS, iters: int = FIT_ITERS,
+            seed: int = 0, max_frames: int = FIT_FRAMES) -> "MelBandKMeans":
+        """Fit one codebook of ``clusters`` centroids per band on frames [N, 256] (normalised
+        log-mel); at most ``max_frames`` of them, drawn at random with ``seed``."""
+        if frames.ndim != 2 or frames.shape[1] % bands:
+            raise ValueError(f"frames must be [N, D] with D divisible by {bands} bands, got {tuple(frames.shape)}")
+        if frames.shape[0] < clusters:  # a corpus of a few clips (tests): fewer codes, not an error
+            log.warning("stand-in targets: %d frames, so %d clusters per band instead of %d", frames.shape[0],
+                        frames.shape[0], clusters)
+            clusters = frames.shape[0]
         gen = torch.Generator().manual_seed(seed)
         if frames.shape[0] > max_frames:
             frames = frames[torch.randperm(frames.shape[0], generator=gen)[:max_frames]]
-        residual = frames.float()
-        centroids = []
-        for level in range(levels):
-            c = kmeans(residual, clusters, iters=iters, seed=seed + level)["centroids"]
-            centroids.append(c)
-            residual = residual - c[assign(residual, c)[0]]
-        return cls(torch.stack(centroids))
+        split = frames.float().reshape(len(frames), bands, -1)
+        return cls(torch.stack([kmeans(split[:, q].contiguous(), clusters, iters=iters, seed=seed + q)["centroids"]
+                                for q in range(bands)]))
+
+
+def fit_on_corpus(dataset, bands: int = BANDS, seed: int = 0, clips: int = FIT_CLIPS, **fit_options) -> MelBandKMeans:
+    """The stand-in fitted on the valid (unpadded) frames of the first ``clips`` items of a
+    fixed corpus (:class:`training.data.SyntheticCorpus`: items with ``wav`` and ``length``)."""
+    t0 = time.time()
+    front_end = MelFrontEnd(EncodecMAEConfig.mel_mean, EncodecMAEConfig.mel_std)
+    frames = []
+    for i in range(min(clips, len(dataset))):
+        item = dataset[i]
+        valid = front_end.num_frames(int(item["length"]))
+        frames.append(front_end(item["wav"][None])[0, :valid])
+    codebooks = MelBandKMeans.fit(torch.cat(frames), bands, seed=seed, **fit_options)
+    log.info("stand-in targets %s: k-means of %d log-mel bands fitted on %d frames of %d corpus clips in %.0f s",
+             codebooks.weights, bands, sum(len(f) for f in frames), len(frames), time.time() - t0)
+    return codebooks

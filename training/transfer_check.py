@@ -1,6 +1,7 @@
 """Does pretraining transfer? Linear probes on held-out sound families, trained model vs its init.
 
-``python -m training.learning_check --run OUT --transfer`` runs this after the in-corpus checks.
+``python -m training.learning_check --run OUT --transfer`` runs this after the in-corpus checks
+(``OUT/transfer_check.md``, ``.json``, ``.png``).
 
 For each family of :mod:`training.transfer_families` (kinds of sound the built-in corpus never
 has), HEAR scene embeddings (``hear_codec.get_scene_embeddings``, 48 kHz input, mean over
@@ -19,6 +20,9 @@ clips per class.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -29,6 +33,49 @@ from training import transfer_families as TF
 TASK_SEED = 515  # the held-out clips' seed (families are disjoint in kind; the seed only picks clips)
 PROBE_SAMPLE_RATE = 48_000
 REPRESENTATIONS = ("log-mel", "init", "trained")
+
+
+def add_args(parser) -> None:
+    """The transfer check's options (``python -m training.learning_check --transfer ...``)."""
+    g = parser.add_argument_group("transfer check (--transfer)")
+    g.add_argument("--transfer", action="store_true",
+                   help="also run the transfer check: linear probes on held-out sound families the built-in corpus "
+                        "never has (training/transfer_families.py), trained vs init vs log-mel")
+    g.add_argument("--transfer-families", nargs="+", default=list(TF.FAMILIES), choices=list(TF.FAMILIES),
+                   metavar="FAMILY", help=f"held-out families to probe (default: all: {' '.join(TF.FAMILIES)})")
+    g.add_argument("--transfer-budgets", type=int, nargs="+", default=[2, 4, 8, 24],
+                   help="labelled clips per class to fit the probes on; the largest may be the whole pool "
+                        "(default: 2 4 8 24)")
+    g.add_argument("--transfer-pool", type=int, default=24,
+                   help="clips per class the labelled ones are drawn from (default: %(default)s)")
+    g.add_argument("--transfer-test", type=int, default=40,
+                   help="other clips per class the probes are scored on (default: %(default)s)")
+    g.add_argument("--transfer-draws", type=int, default=10,
+                   help="random labelled sets per budget below the pool (default: %(default)s)")
+
+
+def check_args(parser, args) -> None:
+    if args.transfer and (min(args.transfer_budgets) < 1 or max(args.transfer_budgets) > args.transfer_pool
+                          or args.transfer_test < 1 or args.transfer_draws < 1):
+        parser.error("--transfer-budgets must lie in 1..--transfer-pool, --transfer-test and --transfer-draws "
+                     "must be at least 1")
+
+
+def run_check(run: Path, checkpoints: dict, args, log=print) -> dict:
+    """The transfer check of a run's ``checkpoints`` {"init": path, "trained": path}: prints the
+    table and writes ``OUT/transfer_check.md`` (and ``.json``, ``.png``). Returns the results."""
+    budgets = sorted(args.transfer_budgets)
+    results = transfer_probes(checkpoints, args.transfer_families, args.transfer_pool, args.transfer_test,
+                              budgets, args.transfer_draws, log=log)
+    table = transfer_table(results, budgets, args.transfer_draws, args.transfer_pool, args.transfer_test)
+    log(table)
+    run = Path(run)
+    (run / "transfer_check.md").write_text(table + "\n")
+    (run / "transfer_check.json").write_text(json.dumps(
+        {family: {name: (value if name == "chance" else {str(k): v.tolist() for k, v in value.items()})
+                  for name, value in reps.items()} for family, reps in results.items()}, indent=1))
+    plot_transfer(run / "transfer_check.png", results, budgets)
+    return results
 
 
 def log_mel_embeddings(clips: np.ndarray, sample_rate: int = PROBE_SAMPLE_RATE, batch: int = 64) -> np.ndarray:
