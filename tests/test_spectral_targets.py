@@ -70,3 +70,14 @@ def test_stand_in_is_refused_where_it_cannot_serve(tmp_path):
     with pytest.raises(SystemExit) as exit_info:  # AudioFormer's input is the codec itself
         pretrain.main(["--model", "audioformer", "--out", str(tmp_path / "af"), "--codec", S.NAME])
     assert exit_info.value.code == 2
+
+
+def test_the_stand_in_says_so_when_the_published_weights_are_there(tmp_path, monkeypatch, caplog):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "encodec_24khz-d7cc33bc.th").write_bytes(b"")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    cfg = D.DataConfig(sources=None, codec=S.NAME, crop_seconds=1.0, batch_size=2, num_workers=0, synthetic_clips=4)
+    with caplog.at_level("INFO", logger="training.data"):
+        D.frozen_codec(cfg)
+    assert "stand-in for EnCodec's codes" in caplog.text
+    assert "published EnCodec weights are on this machine" in caplog.text and "--codec pretrained" in caplog.text

@@ -64,7 +64,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from hear_codec.checkpoint import atomic_torch_save
-from hear_codec.codec import FRAME_RATE, SAMPLE_RATE, load_codec, resample
+from hear_codec.codec import FRAME_RATE, PRETRAINED_CHECKPOINT, SAMPLE_RATE, load_codec, resample
 from training import spectral_targets
 
 log = logging.getLogger(__name__)
@@ -528,6 +528,10 @@ def frozen_codec(cfg: DataConfig):
                              "with --data use --codec pretrained (the paper's targets) or offline")
         log.info("targets: %s, a stand-in for EnCodec's codes (k-means of log-mel bands; training/spectral_targets.py), "
                  "not the paper's; --codec pretrained gives the published EnCodec's", spectral_targets.NAME)
+        published = Path(torch.hub.get_dir()) / "checkpoints" / PRETRAINED_CHECKPOINT
+        if published.is_file():
+            log.warning("the published EnCodec weights are on this machine (%s), but --codec %s was chosen: "
+                        "--codec pretrained trains on the paper's targets", published, spectral_targets.NAME)
         corpus = SyntheticCorpus(cfg.synthetic_clips, cfg.crop_seconds, seed=cfg.seed, offset=0)
         return spectral_targets.fit_on_corpus(corpus, spectral_targets.BANDS, seed=cfg.seed)
     log.info("targets: the %s EnCodec's codes", "published" if cfg.codec == "pretrained" else "offline (random-weight)")
