@@ -15,9 +15,9 @@ EnCodecMAE model, loss and head are unchanged:
         -> codes [B, n_q, T] int64,  T = 1 + (S - 637) // 318
 
 One codebook per band rather than residual codebooks over whole frames: with whole-frame
-k-means the first codebook sorts frames by overall loudness and tilt, and the trained model fell
-behind its init on the held-out pitch and consonant families; per band, the low bands' codes
-resolve harmonic spacing (docs/pretraining.md has both measurements).
+codebooks the trained model fell behind its init on the held-out consonants of the transfer
+check, per band it stayed level there and gained more on vowels (docs/pretraining.md, with the
+families where neither beats the init: pitch and noise events).
 
 The centroids are fitted (training/encodecmae/kmeans.py) on frames of the training corpus at the
 start of a run, deterministically from the run's seed. Runs that use it record ``codec =
