@@ -30,15 +30,15 @@ def parse(*argv):
 
 
 def test_options_give_the_built_in_run_or_the_papers_setting(tmp_path):
-    """Without --data: the tiny built-in run (offline codec, 2 s crops, lr 1e-3, 600 steps); with
+    """Without --data: the tiny built-in run (stand-in log-mel k-means targets, 2 s crops, lr 1e-3, 600 steps); with
     --data, the paper's (published codec, 4 s crops, batch 128, lr 1e-4, 500 k steps); an option
     given explicitly wins over both."""
     from training.encodecmae.pretrain import configs
 
     model, optim, data, run = configs(parse())
-    assert (data.sources, data.codec, data.crop_seconds, data.batch_size) == (None, "offline", 2.0, 16)
+    assert (data.sources, data.codec, data.crop_seconds, data.batch_size) == (None, "mel-kmeans", 2.0, 16)
     assert (optim.lr, run.max_steps, run.val_every, run.ckpt_every) == (1e-3, 600, 100, 100)
-    assert (model.dim, model.front_end, model.chunk_seconds, model.codec_weights) == (64, "mel256", 2.0, "offline")
+    assert (model.dim, model.front_end, model.chunk_seconds, model.codec_weights) == (64, "mel256", 2.0, "mel-kmeans")
 
     model, optim, data, run = configs(parse("--data", str(tmp_path), "--preset", "base", "--front-end", "ec"))
     assert (data.sources, data.codec, data.crop_seconds, data.batch_size) == ([str(tmp_path)], "pretrained", 4.0, 128)

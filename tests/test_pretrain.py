@@ -1,4 +1,5 @@
 """End to end: `python -m training.pretrain` on tiny settings (CPU, a few steps)."""
+import json
 import os
 import shutil
 import subprocess
@@ -151,13 +152,24 @@ def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
     assert read_checkpoint(path)["metadata"]["data"] == "synthetic"
     assert_hear_validator_passes(path)
     acc, probe = learning_check.main(["--run", str(out), "--draws", "1", "--probe-sizes", "8", "16",
-                                      "--probe-draws", "2", "--probe-test", "12"])
+                                      "--probe-draws", "2", "--probe-test", "12", "--transfer",
+                                      "--transfer-families", "pitch", "noise_events", "--transfer-budgets", "1", "2",
+                                      "--transfer-pool", "2", "--transfer-test", "2", "--transfer-draws", "2"])
     assert set(acc) == {"majority", "init", "trained"} and all(len(v) == 8 for v in acc.values())
     assert all(0.0 <= float(x) <= 1.0 for v in acc.values() for x in v)
     assert set(probe) == {"init@-1", "trained@-1"} and len(probe["trained@-1"][8]) == 2
     table = (out / "learning_check.md").read_text()
     assert "| q7 |" in table and "| -1 (HEAR default) | 16 |" in table
     assert (out / "learning_check.png").stat().st_size > 0
+    # the transfer check: every representation on every held-out family and budget, a verdict per row
+    transfer = (out / "transfer_check.md").read_text()
+    for row in ("| pitch (6, 0.17) | 1 |", "| pitch (6, 0.17) | 2 |", "| noise_events (4, 0.25) | 2 |"):
+        assert row in transfer
+    assert transfer.count("better") >= 3  # "better (> std)", "better, within std", "**not better**" or "better"
+    results = json.loads((out / "transfer_check.json").read_text())
+    assert set(results) == {"pitch", "noise_events"} and len(results["pitch"]["trained"]["1"]) == 2
+    assert set(results["pitch"]) == {"log-mel", "init", "trained", "chance"}
+    assert (out / "transfer_check.png").stat().st_size > 0
     # bad input: no run there, too few labels for six classes, targets of another corpus version
     with pytest.raises(SystemExit, match="not found"):
         learning_check.main(["--run", str(tmp_path / "nothing")])
@@ -167,6 +179,14 @@ def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
     torch.save(dict(stale, key="1-" + stale["key"]), out / "cache" / "codes-val.pt")
     with pytest.raises(SystemExit, match="another version of the built-in corpus"):
         learning_check.main(["--run", str(out)])
+    # as a command: a missing run or cache is one line on stderr and status 2, no traceback
+    (out / "cache" / "codes-val.pt").unlink()
+    for run, message in ((tmp_path / "nothing", "last.ckpt.hearcodec not found"),
+                         (out, "the run's cached codec targets are gone")):
+        proc = subprocess.run([sys.executable, "-m", "training.learning_check", "--run", str(run), "--transfer"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
 
 
 def test_probe_draws_hold_every_class_and_separate_separable_data():

@@ -65,7 +65,8 @@ from torch.utils.data import Dataset, Sampler
 
 from hear_codec import cli
 from hear_codec.checkpoint import atomic_torch_save
-from hear_codec.codec import FRAME_RATE, SAMPLE_RATE, load_codec, resample
+from hear_codec.codec import FRAME_RATE, PRETRAINED_CHECKPOINT, SAMPLE_RATE, load_codec, resample
+from training import spectral_targets
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class DataConfig:
     ``seed`` seeds the data order, crops and masks, and the built-in corpus."""
 
     sources: list | None
-    codec: str  # "pretrained" (published EnCodec) or "offline" (random weights, demos and tests)
+    codec: str  # "pretrained" (published EnCodec), "offline" (random weights) or "mel-kmeans" (stand-in targets)
     crop_seconds: float
     batch_size: int  # clips per micro-batch per device
     num_workers: int
@@ -515,7 +516,21 @@ def precompute_codes(dataset: SyntheticCorpus, codec, n_q: int, cache: Path | No
 
 
 def frozen_codec(cfg: DataConfig):
-    """The frozen EnCodec that makes the targets: published weights or the offline (random) codec."""
+    """What makes the targets: the published EnCodec, the offline (random) EnCodec, or the
+    log-mel k-means stand-in fitted on the built-in corpus (training/spectral_targets.py)."""
+    if cfg.codec == spectral_targets.NAME:
+        if cfg.sources:
+            raise SystemExit(f"--codec {spectral_targets.NAME}: the stand-in targets are fitted on the built-in corpus; "
+                             "with --data use --codec pretrained (the paper's targets) or offline")
+        log.info("targets: %s, a stand-in for EnCodec's codes (k-means of log-mel bands; training/spectral_targets.py), "
+                 "not the paper's; --codec pretrained gives the published EnCodec's", spectral_targets.NAME)
+        published = Path(torch.hub.get_dir()) / "checkpoints" / PRETRAINED_CHECKPOINT
+        if published.is_file():
+            log.warning("the published EnCodec weights are on this machine (%s), but --codec %s was chosen: "
+                        "--codec pretrained trains on the paper's targets", published, spectral_targets.NAME)
+        corpus = SyntheticCorpus(cfg.synthetic_clips, cfg.crop_seconds, seed=cfg.seed, offset=0)
+        return spectral_targets.fit_on_corpus(corpus, spectral_targets.BANDS, seed=cfg.seed)
+    log.info("targets: the %s EnCodec's codes", "published" if cfg.codec == "pretrained" else "offline (random-weight)")
     return load_codec(cfg.codec, path=cfg.codec_path) if cfg.codec == "pretrained" else load_codec("offline")
 
 
@@ -576,11 +591,14 @@ def make_loaders(train_set, val_set, collate, cfg: DataConfig) -> tuple:
 
 # ---------------------------------------------------------------- command-line options
 
-def add_data_args(group, *, codec_use: str, defaults: "DataDependentDefaults", synthetic_clips: int) -> None:
+def add_data_args(group, *, codec_use: str, defaults: "DataDependentDefaults", synthetic_clips: int,
+                  stand_in_targets: bool = False) -> None:
     """The data and codec options every pretraining model shares (``training.pretrain --model ...``).
 
     codec_use: what the codec makes for this model (shown in --codec's help); ``defaults``: the
-    model's data-dependent defaults (shown in the help of --crop-seconds, --batch-size, --codec).
+    model's data-dependent defaults (shown in the help of --crop-seconds, --batch-size, --codec);
+    ``stand_in_targets``: the model only needs targets from the codec, so --codec may also be the
+    log-mel k-means stand-in (training/spectral_targets.py).
     """
     d = {f.name: f.default for f in fields(DataConfig)}
     group.add_argument("--data", nargs="+", default=None, metavar="DIR_OR_MANIFEST",
@@ -592,9 +610,13 @@ def add_data_args(group, *, codec_use: str, defaults: "DataDependentDefaults", s
                             f"(default: {defaults.note('crop_seconds')})")
     group.add_argument("--batch-size", type=cli.positive_int, default=None,
                        help=f"clips per micro-batch per device (default: {defaults.note('batch_size')})")
-    group.add_argument("--codec", default=None, choices=["pretrained", "offline"],
+    stand_in = [spectral_targets.NAME] if stand_in_targets else []
+    stand_in_help = (f"; or {spectral_targets.NAME}: not EnCodec, a stand-in fitted on the built-in corpus "
+                     "(k-means of log-mel bands, targets that mean the same for any audio; the mel256 front end "
+                     "only)" if stand_in_targets else "")
+    group.add_argument("--codec", default=None, choices=["pretrained", "offline"] + stand_in,
                        help=f"EnCodec weights that make {codec_use}: pretrained (published, the paper) or offline "
-                            f"(random, for demos/tests) (default: {defaults.note('codec')})")
+                            f"(random, for demos/tests){stand_in_help} (default: {defaults.note('codec')})")
     group.add_argument("--codec-path", default=None,
                        help="local copy of encodec_24khz-d7cc33bc.th (default: torch hub cache / download)")
     group.add_argument("--num-workers", type=cli.non_negative_int, default=None,

@@ -15,8 +15,12 @@
    embeddings are far ahead; with hundreds, a random projection of the mel spectrogram (the
    model at initialisation) catches up on this easy task.
 
-Prints a markdown table and writes it to ``OUT/learning_check.md`` (and ``.json``, and the probe
-curve as ``OUT/learning_check.png``).
+With ``--transfer``, 3. the transfer check (training/transfer_check.py): linear probes on held-out
+sound families that the built-in corpus never has (training/transfer_families.py), trained model vs
+init vs plain log-mel, at a few labels per class, mean +- std over draws.
+
+Prints markdown tables and writes them to ``OUT/learning_check.md`` (and ``.json``, and the probe
+curve as ``OUT/learning_check.png``; the transfer check's as ``OUT/transfer_check.{md,json,png}``).
 """
 from __future__ import annotations
 
@@ -28,13 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import hear_codec
 from hear_codec import cli
 from hear_codec.checkpoint import load_checkpoint
 from training import data as D
+from training import transfer_check
 from training.encodecmae.masking import MaskingCollate
 from training.encodecmae.module import INIT_EXPORT_NAME
 from training.engine import EXPORT
+from training.transfer_check import linear_probe, scene_embeddings
 
 PROBE_SEED = 20231  # a corpus seed that no training run uses by default
 
@@ -84,25 +89,6 @@ def cached_codes(run: Path, split: str, dataset: D.SyntheticCorpus, codec_weight
         raise SystemExit(f"{path} holds codes of another corpus (key {stored.get('key')!r}): the run was made "
                          f"with another version of the built-in corpus; train it again to check it")
     return stored["codes"]
-
-
-def scene_embeddings(path, clips: list, batch: int = 32, layer: int = -1) -> np.ndarray:
-    model = hear_codec.load_model(path, sample_rate=48000, layer=layer)
-    out = []
-    for start in range(0, len(clips), batch):
-        wav = torch.from_numpy(np.stack(clips[start:start + batch]))
-        out.append(hear_codec.get_scene_embeddings(wav, model).numpy())
-    return np.concatenate(out)
-
-
-def linear_probe(train_x, train_y, test_x, test_y) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=1.0))
-    clf.fit(train_x, train_y)
-    return float(clf.score(test_x, test_y))
 
 
 def probe_draws(x: np.ndarray, y: np.ndarray, n_pool: int, n_train: int, draws: int) -> np.ndarray:
@@ -164,7 +150,9 @@ def main(argv=None):
     p.add_argument("--layers", type=int, nargs="+", default=[-1],
                    help="encoder layers to probe (hear_codec's layer option; -1 = the HEAR default, the last) "
                         "(default: -1)")
+    transfer_check.add_args(p)
     args = p.parse_args(argv)
+    transfer_check.check_args(p, args)
     if min(args.probe_sizes) < len(D.SYNTH_CLASSES) or args.probe_test < 1 or args.probe_draws < 1:
         p.error(f"--probe-sizes must each be at least {len(D.SYNTH_CLASSES)} (one clip per class), "
                 "--probe-test and --probe-draws at least 1")
@@ -183,8 +171,9 @@ def main(argv=None):
     seconds, seed = cfg.chunk_seconds, int(meta.get("seed", 0))
     train = D.SyntheticCorpus(meta["train_clips"], seconds, seed=seed, offset=0)
     val = D.SyntheticCorpus(meta["val_clips"], seconds, seed=seed, offset=meta["train_clips"])
-    train_codes = cached_codes(run, "train", train, meta["codec"], cfg.num_codec_streams)
-    val_codes = cached_codes(run, "val", val, meta["codec"], cfg.num_codec_streams)
+    targets = meta.get("targets", meta["codec"])  # the stand-in's name carries its centroids' hash
+    train_codes = cached_codes(run, "train", train, targets, cfg.num_codec_streams)
+    val_codes = cached_codes(run, "val", val, targets, cfg.num_codec_streams)
 
     acc = {
         "majority": majority_accuracy(train_codes, val, val_codes, cfg.front_end),
@@ -234,12 +223,15 @@ def main(argv=None):
     table = "\n".join(lines)
     print(table)
     plot_probe(run / "learning_check.png", sizes, probe, args.layers[-1])
-    print(f"\n({time.time() - t0:.0f} s)")
     (run / "learning_check.md").write_text(table + "\n")
     (run / "learning_check.json").write_text(json.dumps(
         {"masked_accuracy": {k: v.tolist() for k, v in acc.items()},
          "probe": {k: {str(n): v.tolist() for n, v in d.items()} for k, d in probe.items()},
          "probe_majority_class": majority_class, "step": meta.get("step")}, indent=1))
+    if args.transfer:
+        print()
+        transfer_check.run_check(run, {"init": init_path, "trained": trained_path}, args)
+    print(f"\n({time.time() - t0:.0f} s)")
     return acc, probe
 
 

@@ -1,7 +1,8 @@
 """Pretraining CLI: ``python -m training.pretrain [--model NAME] [options]``.
 
 With no arguments it trains the built-in default (tiny EnCodecMAE, synthetic corpus generated
-in code, offline codec) in a few minutes on a CPU and writes ``runs/pretrain/last.ckpt.hearcodec``,
+in code, the log-mel k-means stand-in for EnCodec's targets: training/spectral_targets.py) in a
+few minutes on a CPU and writes ``runs/pretrain/last.ckpt.hearcodec``,
 which ``hear-validator hear_codec --model runs/pretrain/last.ckpt.hearcodec`` accepts. With
 ``--preset small|base|large --data DIR_OR_MANIFEST`` it is the paper's setting (see
 docs/pretraining.md for single-GPU and multi-GPU/multi-node commands).
@@ -42,7 +43,8 @@ def build_parser(name: str = DEFAULT_MODEL) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.pretrain",
         description="Pretrain a hear_codec model with the shared Lightning engine. Without arguments: the "
-                    "built-in tiny EnCodecMAE on a synthetic corpus with the offline codec (minutes on a CPU). "
+                    "built-in tiny EnCodecMAE on a synthetic corpus with stand-in targets (log-mel k-means, not "
+                    "EnCodec; minutes on a CPU). "
                     "Options whose default says 'with --data' take the paper's setting when --data is given.",
     )
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS),

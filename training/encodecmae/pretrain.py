@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hear_codec import encodecmae as emae
 from training import data as D
-from training import engine
+from training import engine, spectral_targets
 from training.encodecmae import self_train
 from training.encodecmae.train import DEFAULTS, TrainConfig, add_train_args, train
 
@@ -30,13 +30,16 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_train_args(g, lr_note="1e-4 with --data, the paper's; 1e-3 for the tiny built-in run, which has 600 steps "
                               "to show that it learns")
     D.add_data_args(g, codec_use="the targets (and the ec front end's features)", defaults=DEFAULTS,
-                    synthetic_clips=384)
+                    synthetic_clips=384, stand_in_targets=True)
 
 
 def configs(args: argparse.Namespace) -> tuple:
     """(model config, optimiser, data + codec, engine) from the parsed options."""
     DEFAULTS.fill(args)
     data = D.DataConfig.from_args(args)
+    if data.codec == spectral_targets.NAME and args.front_end == "ec":
+        raise SystemExit(f"--codec {spectral_targets.NAME} has no EnCodec encoder for the ec front end; "
+                         "use --front-end mel256, or --codec offline / pretrained")
     model = emae.preset(args.preset, front_end=args.front_end, codec_weights=data.codec,
                         chunk_seconds=data.crop_seconds)
     return model, TrainConfig.from_args(args), data, engine.EngineConfig.from_args(args)

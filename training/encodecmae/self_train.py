@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("optimiser and data")
     add_train_args(g, lr_note=DEFAULTS.note("lr"))
     D.add_data_args(g, codec_use="the codec targets of v1 (and the ec front end's features)", defaults=DEFAULTS,
-                    synthetic_clips=384)
+                    synthetic_clips=384, stand_in_targets=True)
     add_self_train_args(parser)
     engine.add_engine_args(parser, max_steps=None, val_every=None, ckpt_every=None, log_every=10,
                            notes={name: DEFAULTS.note(name) for name in ("max_steps", "val_every", "ckpt_every")})

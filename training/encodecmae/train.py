@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 # Options whose default depends on --data: the tiny built-in run (minutes on a CPU) or the paper's setting.
 DEFAULTS = D.DataDependentDefaults(
-    builtin=dict(max_steps=600, val_every=100, ckpt_every=100, batch_size=16, crop_seconds=2.0, codec="offline",
+    # The built-in run's targets: the log-mel k-means stand-in (training/spectral_targets.py), not EnCodec;
+    # the offline (random-weight) EnCodec's codes follow waveform phase and do not transfer (docs/pretraining.md).
+    builtin=dict(max_steps=600, val_every=100, ckpt_every=100, batch_size=16, crop_seconds=2.0, codec="mel-kmeans",
                  lr=1e-3),
     paper=dict(max_steps=500_000, val_every=10_000, ckpt_every=10_000, batch_size=128, crop_seconds=4.0,
                codec="pretrained", lr=1e-4),
@@ -76,6 +78,8 @@ def train(config: emae.EncodecMAEConfig, optim: TrainConfig, data: D.DataConfig,
     torch.manual_seed(run.seed)  # model init does not depend on how much data set-up drew
     meta = dict(front_end=config.front_end, codec=data.codec, seed=run.seed, trained_by="training.pretrain",
                 **data_meta)
+    if codec is not None:
+        meta["targets"] = codec.weights  # what cached targets are keyed on (the stand-in's centroid hash)
     meta.update(metadata or {})
     module = EncodecMAEModule(config, codec, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay,
                               teacher=teacher, centroids=centroids, metadata=meta)

@@ -1,0 +1,217 @@
+"""Does pretraining transfer? Linear probes on held-out sound families, trained model vs its init.
+
+``python -m training.learning_check --run OUT --transfer`` runs this after the in-corpus checks
+(``OUT/transfer_check.md``, ``.json``, ``.png``).
+
+For each family of :mod:`training.transfer_families` (kinds of sound the built-in corpus never
+has), HEAR scene embeddings (``hear_codec.get_scene_embeddings``, 48 kHz input, mean over
+frames) of ``pool + test`` clips per class are computed for three representations:
+
+* ``trained``: the run's ``last.ckpt.hearcodec``;
+* ``init``: the same model before its first step (``init.ckpt.hearcodec``) -- what pretraining
+  must beat;
+* ``log-mel``: the model's own input features without any model (256-bin Kaldi log-mel at
+  24 kHz, mean over frames) -- what any representation should beat.
+
+A logistic-regression probe (standardised features) is fitted on ``k`` labelled clips per class,
+drawn ``draws`` times from the pool (the same draws for every representation), and scored on the
+test clips. Learned representations show first with few labels, so the budgets start at 1-2
+clips per class.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import hear_codec
+from hear_codec.codec import SAMPLE_RATE, resample
+from hear_codec.fbank import KaldiFbank
+from training import transfer_families as TF
+
+TASK_SEED = 515  # the held-out clips' seed (families are disjoint in kind; the seed only picks clips)
+PROBE_SAMPLE_RATE = 48_000
+REPRESENTATIONS = ("log-mel", "init", "trained")
+
+
+def add_args(parser) -> None:
+    """The transfer check's options (``python -m training.learning_check --transfer ...``)."""
+    g = parser.add_argument_group("transfer check (--transfer)")
+    g.add_argument("--transfer", action="store_true",
+                   help="also run the transfer check: linear probes on held-out sound families the built-in corpus "
+                        "never has (training/transfer_families.py), trained vs init vs log-mel")
+    g.add_argument("--transfer-families", nargs="+", default=list(TF.FAMILIES), choices=list(TF.FAMILIES),
+                   metavar="FAMILY", help=f"held-out families to probe (default: all: {' '.join(TF.FAMILIES)})")
+    g.add_argument("--transfer-budgets", type=int, nargs="+", default=[2, 4, 8, 24],
+                   help="labelled clips per class to fit the probes on; the largest may be the whole pool "
+                        "(default: 2 4 8 24)")
+    g.add_argument("--transfer-pool", type=int, default=24,
+                   help="clips per class the labelled ones are drawn from (default: %(default)s)")
+    g.add_argument("--transfer-test", type=int, default=40,
+                   help="other clips per class the probes are scored on (default: %(default)s)")
+    g.add_argument("--transfer-draws", type=int, default=10,
+                   help="random labelled sets per budget below the pool (default: %(default)s)")
+
+
+def check_args(parser, args) -> None:
+    if args.transfer and (min(args.transfer_budgets) < 1 or max(args.transfer_budgets) > args.transfer_pool
+                          or args.transfer_test < 1 or args.transfer_draws < 1):
+        parser.error("--transfer-budgets must lie in 1..--transfer-pool, --transfer-test and --transfer-draws "
+                     "must be at least 1")
+
+
+def run_check(run: Path, checkpoints: dict, args, log=print) -> dict:
+    """The transfer check of a run's ``checkpoints`` {"init": path, "trained": path}: prints the
+    table and writes ``OUT/transfer_check.md`` (and ``.json``, ``.png``). Returns the results."""
+    budgets = sorted(args.transfer_budgets)
+    results = transfer_probes(checkpoints, args.transfer_families, args.transfer_pool, args.transfer_test,
+                              budgets, args.transfer_draws, log=log)
+    table = transfer_table(results, budgets, args.transfer_draws, args.transfer_pool, args.transfer_test)
+    log(table)
+    run = Path(run)
+    (run / "transfer_check.md").write_text(table + "\n")
+    (run / "transfer_check.json").write_text(json.dumps(
+        {family: {name: (value if name == "chance" else {str(k): v.tolist() for k, v in value.items()})
+                  for name, value in reps.items()} for family, reps in results.items()}, indent=1))
+    plot_transfer(run / "transfer_check.png", results, budgets)
+    return results
+
+
+def log_mel_embeddings(clips: np.ndarray, sample_rate: int = PROBE_SAMPLE_RATE, batch: int = 64) -> np.ndarray:
+    """Mean-pooled 256-bin Kaldi log-mel at 24 kHz (the mel256 front end's input): [n, 256]."""
+    fbank = KaldiFbank()
+    out = []
+    for start in range(0, len(clips), batch):
+        wav = resample(torch.from_numpy(clips[start:start + batch]), sample_rate, SAMPLE_RATE)
+        out.append(fbank(wav.float()).mean(dim=1).numpy())
+    return np.concatenate(out)
+
+
+def scene_embeddings(path, clips: list, batch: int = 32, layer: int = -1) -> np.ndarray:
+    """HEAR scene embeddings [clips, dim] of the checkpoint at ``path`` for 48 kHz ``clips``."""
+    model = hear_codec.load_model(path, sample_rate=48000, layer=layer)
+    out = []
+    for start in range(0, len(clips), batch):
+        wav = torch.from_numpy(np.stack(clips[start:start + batch]))
+        out.append(hear_codec.get_scene_embeddings(wav, model).numpy())
+    return np.concatenate(out)
+
+
+def linear_probe(train_x, train_y, test_x, test_y) -> float:
+    """Test accuracy of a standardised logistic regression fitted on the training embeddings."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=1.0))
+    clf.fit(train_x, train_y)
+    return float(clf.score(test_x, test_y))
+
+
+def stratified_probe_draws(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
+                           per_class: int, draws: int) -> np.ndarray:
+    """Test accuracy of probes fitted on ``per_class`` clips of each class drawn from ``train_idx``
+    (draw ``d`` is seeded by ``d``: the same clips for every representation): [draws], or [1] when
+    the budget is the whole pool."""
+    classes = np.unique(y[train_idx])
+    by_class = [train_idx[y[train_idx] == c] for c in classes]
+    smallest = min(len(members) for members in by_class)
+    if per_class > smallest:
+        raise ValueError(f"{per_class} labelled clips per class, but the pool holds {smallest} of some class")
+    if per_class == smallest:
+        draws = 1
+    scores = []
+    for d in range(draws):
+        rng = np.random.default_rng(d)
+        idx = np.concatenate([rng.permutation(members)[:per_class] for members in by_class])
+        scores.append(linear_probe(x[idx], y[idx], x[test_idx], y[test_idx]))
+    return np.array(scores)
+
+
+def transfer_probes(checkpoints: dict, families, pool_per_class: int, test_per_class: int, budgets,
+                    draws: int, layer: int = -1, seconds: float = 2.0, log=print) -> dict:
+    """{family: {representation: {budget: scores [draws]}}} for ``checkpoints`` {name: path}
+    (plus the log-mel baseline), and each family's chance level under ``"chance"``."""
+    results = {}
+    for family in families:
+        n_classes = len(TF.FAMILIES[family])
+        per_class = pool_per_class + test_per_class
+        clips, labels = TF.make_task(family, per_class * n_classes, TASK_SEED, seconds, PROBE_SAMPLE_RATE)
+        # make_task cycles the labels, so the first pool_per_class * n_classes clips are the pool.
+        pool = np.arange(pool_per_class * n_classes)
+        test = np.arange(len(pool), len(labels))
+        embeddings = {"log-mel": log_mel_embeddings(clips)}
+        for name, path in checkpoints.items():
+            embeddings[name] = scene_embeddings(path, list(clips), layer=layer)
+        results[family] = {name: {k: stratified_probe_draws(x, labels, pool, test, k, draws) for k in budgets}
+                           for name, x in embeddings.items()}
+        results[family]["chance"] = 1.0 / n_classes
+        log(f"transfer: {family} done")
+    return results
+
+
+def verdict(init: np.ndarray, trained: np.ndarray) -> str:
+    """Whether the trained model beats its init by more than the draws' spread (the larger std)."""
+    gap = trained.mean() - init.mean()
+    spread = max(init.std(), trained.std())
+    if len(init) < 2:
+        return "better" if gap > 0 else "not better"
+    if gap > spread:
+        return "better (> std)"
+    if gap > 0:
+        return "better, within std"
+    return "**not better**"
+
+
+def transfer_table(results: dict, budgets, draws: int, pool_per_class: int, test_per_class: int) -> str:
+    fmt = lambda v: f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+    lines = [
+        f"Transfer: linear probes on scene embeddings of held-out sound families (training/transfer_families.py, "
+        f"never in the training corpus), fitted on k labelled clips per class (mean ± std over {draws} draws; "
+        f"k = {pool_per_class} is the whole pool, one fit), scored on {test_per_class} other clips per class:",
+        "",
+        "| family (classes, chance) | labels per class | log-mel | model at init | trained | trained - init | |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for family, reps in results.items():
+        name = f"{family} ({len(TF.FAMILIES[family])}, {reps['chance']:.2f})"
+        for k in budgets:
+            a, b, m = reps["init"][k], reps["trained"][k], reps["log-mel"][k]
+            lines.append(f"| {name} | {k} | {fmt(m)} | {fmt(a)} | {fmt(b)} | {b.mean() - a.mean():+.3f} | "
+                         f"{verdict(a, b)} |")
+    return "\n".join(lines)
+
+
+def plot_transfer(path, results: dict, budgets) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    families = list(results)
+    cols = min(3, len(families))
+    rows = -(-len(families) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    styles = {"log-mel": ("^:", "log-mel (no model)"), "init": ("o--", "model at init"), "trained": ("s-", "trained")}
+    for ax, family in zip(axes.flat, families):
+        for name, (style, label) in styles.items():
+            mean = [results[family][name][k].mean() for k in budgets]
+            std = [results[family][name][k].std() for k in budgets]
+            ax.errorbar(budgets, mean, yerr=std, fmt=style, capsize=3, label=label)
+        ax.axhline(results[family]["chance"], color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xticks(budgets, [str(k) for k in budgets])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_title(family)
+        ax.set_xlabel("labelled clips per class")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(families):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("test accuracy")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
