@@ -177,6 +177,10 @@ class HearModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def effective_batch_size(self, device: torch.device) -> int:
+        """Chunks per forward pass on ``device``: ``batch_size``, or the device's default."""
+        return self.batch_size or DEFAULT_BATCH_SIZE.get(device.type, DEFAULT_BATCH_SIZE["cpu"])
+
     @property
     def resolved_precision(self) -> str:
         """"fp32" or "bf16": ``precision`` resolved for the device the model is on."""
@@ -254,7 +258,7 @@ class HearModel(nn.Module):
         jobs = {}  # sample length -> [(clip, chunk index)]: only equal lengths stack into a batch
         for i, (start, end) in enumerate(ranges):
             jobs.setdefault(end - start, []).extend((clip, i) for clip in range(n))
-        batch_size = self.batch_size or DEFAULT_BATCH_SIZE.get(wav.device.type, DEFAULT_BATCH_SIZE["cpu"])
+        batch_size = self.effective_batch_size(wav.device)
         for group in jobs.values():
             for b in range(0, len(group), batch_size):
                 batch = group[b:b + batch_size]
@@ -277,13 +281,16 @@ class HearModel(nn.Module):
     def _to_model_rate(self, audio) -> torch.Tensor:
         """Check a HEAR batch, move it to the model's device (through pinned memory from the host)
         and resample it to 24 kHz: [n, S] -> [n, S']."""
-        audio = validate_audio(audio)
-        device = self.device
-        if audio.device != device:
-            if audio.device.type == "cpu" and device.type == "cuda":
-                audio = audio.pin_memory()
-            audio = audio.to(device, non_blocking=True)
-        return resample(audio, self.sample_rate, MODEL_SAMPLE_RATE)
+        return resample(to_device(validate_audio(audio), self.device), self.sample_rate, MODEL_SAMPLE_RATE)
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device``; from the host to a GPU through pinned memory, without waiting for the copy."""
+    if x.device == device:
+        return x
+    if x.device.type == "cpu" and device.type == "cuda":
+        x = x.pin_memory()
+    return x.to(device, non_blocking=True)
 
 
 def validate_audio(audio) -> torch.Tensor:
