@@ -14,8 +14,9 @@ with the fewest chunks of one common length, no longer than the crop, spread eve
 clip, consecutive chunks overlapping by ``2 * context`` frames (or by a few frames more where
 the arithmetic rounds up); each frame is taken from the chunk in which it lies farther from a
 cut, so it keeps at least ``context`` frames on each side, except at the clip's ends. Timestamp
-embeddings use ``chunk_context`` (default 0.25 s); scene embeddings, a mean over every frame,
-use no context (docs/embedding.md measures both choices and the compute they cost). The
+embeddings use ``chunk_context`` (default: a sixteenth of a chunk, 0.25 s of 4 s: at most 1.15
+chunk-seconds per audio-second); scene embeddings, a mean over every frame, use no context (at
+most 1.004). docs/embedding.md measures what context buys and why these are the defaults. The
 official wrapper cuts non-overlapping 4 s chunks, recomputes nothing, but gives frames next to
 a cut no context across it and drops tails of 2048 samples or fewer; nothing is dropped here.
 
@@ -45,7 +46,7 @@ from .codec import resample
 SUPPORTED_SAMPLE_RATES = (16000, 22050, 44100, 48000)
 DEFAULT_SAMPLE_RATE = 48000  # the free HEAR 2021 task downloads are 48 kHz
 PRECISIONS = ("auto", "fp32", "bf16")
-DEFAULT_CHUNK_CONTEXT = 0.25  # seconds kept on each side of a cut for timestamp embeddings
+DEFAULT_CONTEXT_FRACTION = 1 / 16  # of a chunk, kept on each side of a cut for timestamp embeddings
 # Chunks per forward pass when batch_size is not given. CPU: 16 x 4 s chunks fill two cores and
 # peak at ~1.5 GB for EnCodecMAE-base (benchmarks/embed_throughput.py). CUDA: a guess, not
 # measured here: a 4 s chunk of the base model takes ~60 MB of activations in fp32.
@@ -167,7 +168,7 @@ class HearModel(nn.Module):
         self.layer = check_int("layer", layer, -n_layers, n_layers - 1)
         self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 1)
         self.precision = check_choice("precision", precision, PRECISIONS)
-        chunk_context = DEFAULT_CHUNK_CONTEXT if chunk_context is None else chunk_context
+        chunk_context = chunk_seconds * DEFAULT_CONTEXT_FRACTION if chunk_context is None else chunk_context
         self.chunk_context = check_seconds("chunk_context", chunk_context, chunk_seconds / 2)
         self.model = model.eval()
         self.scene_embedding_size = model.embedding_dim

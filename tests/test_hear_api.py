@@ -241,7 +241,7 @@ def test_compute_per_audio_second(tiny_checkpoints, front_end):
     """Chunk-seconds computed per audio-second, 1 s to 20 min: <= 1.05 for scene embeddings and
     <= 1.3 for timestamp embeddings with the default context (arithmetic on the plans)."""
     model = hear_codec.load_model(tiny_checkpoints[front_end])
-    assert model.chunk_context == api.DEFAULT_CHUNK_CONTEXT
+    assert model.chunk_context == 0.25  # the default: a sixteenth of the 4 s chunk
 
     def ratio(samples, context):
         plan = model.chunk_plan(samples, context)
