@@ -14,9 +14,9 @@ with the fewest chunks of one common length, no longer than the crop, spread eve
 clip, consecutive chunks overlapping by ``2 * context`` frames (or by a few frames more where
 the arithmetic rounds up); each frame is taken from the chunk in which it lies farther from a
 cut, so it keeps at least ``context`` frames on each side, except at the clip's ends. Timestamp
-embeddings use ``chunk_context`` (default: a sixteenth of a chunk, 0.25 s of 4 s: at most 1.15
+embeddings use ``chunk_context`` (default: a sixteenth of a chunk, 0.25 s of 4 s: at most 1.16
 chunk-seconds per audio-second); scene embeddings, a mean over every frame, use no context (at
-most 1.004). docs/embedding.md measures what context buys and why these are the defaults. The
+most 1.01). docs/embedding.md measures what context buys and why these are the defaults. The
 official wrapper cuts non-overlapping 4 s chunks, recomputes nothing, but gives frames next to
 a cut no context across it and drops tails of 2048 samples or fewer; nothing is dropped here.
 
