@@ -34,7 +34,8 @@ def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate:
     sample_rate: rate of the audio you will pass (16000, 22050, 44100 or 48000; resampled to 24 kHz).
     layer: which encoder layer's output to return (-1 = the last, after the final ResiDual sum);
         layers after it are not computed.
-    batch_size: 4 s chunks run through the model at once (memory vs speed; default 16 on CPU, 64 on CUDA).
+    batch_size: 4 s chunks run through the model at once (memory vs speed; default 16 on CPU; on
+        CUDA as many as fit in half the free memory).
     precision: "auto" (bf16 where the device has native bf16, else fp32; see ``resolved_precision``),
         "fp32", or "bf16" (autocast; embeddings within cosine 0.999 of fp32).
     chunk_context: long audio runs in chunks of the model's training length (4 s); for timestamp

@@ -48,9 +48,12 @@ DEFAULT_SAMPLE_RATE = 48000  # the free HEAR 2021 task downloads are 48 kHz
 PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_CONTEXT_FRACTION = 1 / 16  # of a chunk, kept on each side of a cut for timestamp embeddings
 # Chunks per forward pass when batch_size is not given. CPU: 16 x 4 s chunks fill two cores and
-# peak at ~1.5 GB for EnCodecMAE-base (benchmarks/embed_throughput.py). CUDA: a guess, not
-# measured here: a 4 s chunk of the base model takes ~60 MB of activations in fp32.
-DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 64}
+# peak at ~1.5 GB for EnCodecMAE-base (benchmarks/embed_throughput.py). CUDA: as many as fit in
+# CUDA_MEMORY_SHARE of the device's free memory, from the memory one chunk is measured to take
+# (HearModel.effective_batch_size), at most MAX_CUDA_BATCH_SIZE.
+CPU_BATCH_SIZE = 16
+CUDA_MEMORY_SHARE = 0.5  # the rest: the caller's tensors, the allocator's fragmentation
+MAX_CUDA_BATCH_SIZE = 1024  # 68 min of audio per forward: beyond it a GPU gains nothing more
 
 
 # ---------------------------------------------------------------- chunk plans
@@ -173,14 +176,35 @@ class HearModel(nn.Module):
         self.model = model.eval()
         self.scene_embedding_size = model.embedding_dim
         self.timestamp_embedding_size = model.embedding_dim
+        self._fitted_batch_sizes = {}  # (device, precision) -> chunks per forward on a GPU
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def effective_batch_size(self, device: torch.device) -> int:
-        """Chunks per forward pass on ``device``: ``batch_size``, or the device's default."""
-        return self.batch_size or DEFAULT_BATCH_SIZE.get(device.type, DEFAULT_BATCH_SIZE["cpu"])
+        """Chunks per forward pass on ``device``: ``batch_size`` if given; on CUDA, as many as fit
+        (measured once per device and precision); elsewhere CPU_BATCH_SIZE."""
+        if self.batch_size is not None:
+            return self.batch_size
+        if device.type != "cuda":
+            return CPU_BATCH_SIZE
+        key = (str(device), self.resolved_precision)
+        if key not in self._fitted_batch_sizes:
+            self._fitted_batch_sizes[key] = self._fit_cuda_batch_size(device)
+        return self._fitted_batch_sizes[key]
+
+    def _fit_cuda_batch_size(self, device: torch.device) -> int:
+        """Run two full-length chunks and size the batch from the memory they took: one host
+        synchronisation, once (not tested here: no GPU on the development machine)."""
+        probe = 2
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        self._embed(torch.zeros(probe, self.model.chunk_samples, device=device))
+        per_chunk = max(1, torch.cuda.max_memory_allocated(device) - before) / probe
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(1, min(MAX_CUDA_BATCH_SIZE, int(CUDA_MEMORY_SHARE * free / per_chunk)))
 
     @property
     def resolved_precision(self) -> str:

@@ -287,6 +287,38 @@ def test_scene_and_timestamp_plans_batch_every_chunk(tiny_checkpoints):
     assert calls == [(6, 276 * 318 + 637)]  # 3 x 277 frames, overlaps of 38 = 2 x 19 frames
 
 
+def test_cuda_batch_fills_half_the_free_memory(monkeypatch, tiny_checkpoints):
+    """On a GPU the default batch is as many chunks as fit in half the free memory, sized from
+    the memory two chunks take, measured once per device and precision. (torch.cuda is faked: this
+    checks the sizing and its caching, not a real GPU's memory.)"""
+    model = hear_codec.load_model(tiny_checkpoints["mel256"], precision="fp32")
+    memory = {"allocated": 1000, "peak": 0, "free": 30_000}
+    probes = []
+
+    def embed_probe(wav):  # two chunks take 600 bytes above what was allocated
+        probes.append(tuple(wav.shape))
+        memory["peak"] = memory["allocated"] + 600
+
+    real_zeros = torch.zeros
+    monkeypatch.setattr(model, "_embed", embed_probe)
+    monkeypatch.setattr(torch, "zeros", lambda *shape, device=None, **kw: real_zeros(*shape, **kw))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: memory["allocated"])
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: memory.update(peak=0))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: memory["peak"])
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (memory["free"], 10**6))
+    cuda = torch.device("cuda", 0)
+    assert model.effective_batch_size(cuda) == 50  # half of 30 000 free bytes at 300 bytes a chunk
+    memory["free"] = 10**12
+    assert model.effective_batch_size(cuda) == 50  # measured once per device
+    assert probes == [(2, model.model.chunk_samples)]
+    assert model.effective_batch_size(torch.device("cuda", 1)) == api.MAX_CUDA_BATCH_SIZE
+    model.batch_size = 7
+    assert model.effective_batch_size(cuda) == 7  # an explicit batch_size wins
+    model.batch_size = None
+    assert model.effective_batch_size(torch.device("cpu")) == api.CPU_BATCH_SIZE
+
+
 # ---- precision ----
 @pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bf16"), (False, True, "bf16"),
                                                          (False, False, "fp32")])
