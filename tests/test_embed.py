@@ -110,20 +110,27 @@ sys.exit(embed.main(sys.argv[2:]))
 """
 
 
-def test_killed_run_resumes_to_the_same_outputs(tiny_checkpoints, audio_folder, tmp_path, capsys):
+def test_killed_run_resumes_to_the_same_outputs(tiny_checkpoints, audio_folder, tmp_path, capsys, monkeypatch):
     argv = [audio_folder, "--model", tiny_checkpoints["mel256"], "--outputs", "scene", "timestamp"]
     assert run_embed(*argv, "--out", tmp_path / "straight") == 0
     straight = outputs(tmp_path / "straight")
     killed = tmp_path / "killed"
-    # renames: the index at the start, then 3 files per clip; die in the middle of the third clip
-    result = subprocess.run([sys.executable, "-c", KILLER, "8", *map(str, argv), "--out", str(killed)],
+    # renames: the index at the start, then 3 files per clip, shortest first (tiny.wav, c.ogg, then
+    # a.wav and e.wav in one batch); die after a.wav, in the middle of e.wav: the rerun must run
+    # that batch as a whole again to compute e.wav's numbers as the straight run did
+    result = subprocess.run([sys.executable, "-c", KILLER, "11", *map(str, argv), "--out", str(killed)],
                             env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == -9, result.stderr[-2000:]
-    assert len(list(killed.rglob("*.npy"))) == 7 and len(list(killed.rglob(".*.tmp"))) == 1
+    assert len(list(killed.rglob("*.npy"))) == 10 and len(list(killed.rglob(".e.wav.*.tmp"))) == 1
     assert json.loads((killed / "index.json").read_text())["files"] is None  # not finished
     capsys.readouterr()
+    calls = []
+    original = hear_codec.HearModel.embed
+    monkeypatch.setattr(hear_codec.HearModel, "embed",
+                        lambda self, wav, **kw: calls.append(tuple(wav.shape)) or original(self, wav, **kw))
     assert run_embed(*argv, "--out", killed) == 0
-    assert "(2 already done)" in capsys.readouterr().err
+    assert "(3 already done)" in capsys.readouterr().err
+    assert sorted(calls) == [(1, 72000), (1, 144000), (2, 48000)]  # e.wav with a.wav, as in the straight run
     assert not list(killed.rglob(".*.tmp"))
     resumed = outputs(killed)
     assert sorted(resumed[0]) == sorted(straight[0])
