@@ -18,7 +18,7 @@ import argparse
 import time
 
 import torch
-from machine import describe_machine  # noqa: E402  (benchmarks/machine.py)
+from machine import describe_ceilings, describe_machine, matmul_ceilings  # noqa: E402  (benchmarks/machine.py)
 
 
 def best_time(fn, repeats: int) -> float:
@@ -46,6 +46,7 @@ def main(argv=None):
     encoder = model.front_end.encoder
     wav = _synthetic_audio(args.chunks, 4 * 24000, torch.Generator().manual_seed(0))
     print(f"machine: {describe_machine('cpu')}")
+    print(describe_ceilings({"now": matmul_ceilings("cpu")}))
     print(f"EnCodecMAE-base ec, random weights, {args.chunks} chunks x 4 s; best of {args.repeats} calls\n")
 
     with torch.no_grad():
