@@ -252,9 +252,10 @@ def test_compute_per_audio_second(tiny_checkpoints, front_end):
     assert max(ratio(s, model.chunk_context) for s in lengths) <= 1.3
 
 
-def test_flop_counted_compute(tiny_checkpoints):
+@pytest.mark.parametrize("front_end, lengths", [("mel256", (1.0, 4.5, 10.0, 61.3)), ("ec", (1.0, 10.0))])
+def test_flop_counted_compute(tiny_checkpoints, front_end, lengths):
     """The same bounds counted in FLOPs of real forwards: against a 4 s chunk's FLOPs per second."""
-    model = hear_codec.load_model(tiny_checkpoints["mel256"])
+    model = hear_codec.load_model(tiny_checkpoints[front_end])
 
     def gflop(fn, seconds):
         with FlopCounterMode(display=False) as counter:
@@ -262,7 +263,7 @@ def test_flop_counted_compute(tiny_checkpoints):
         return counter.get_total_flops()
 
     per_second = gflop(hear_codec.get_scene_embeddings, 4.0) / 4.0
-    for seconds in (4.5, 10.0, 61.3):
+    for seconds in lengths:
         assert gflop(hear_codec.get_scene_embeddings, seconds) <= 1.05 * per_second * seconds
         assert gflop(hear_codec.get_timestamp_embeddings, seconds) <= 1.3 * per_second * seconds
 
