@@ -1,15 +1,23 @@
-"""Throughput of hear_codec.get_scene_embeddings: x real-time, achieved GFLOP/s, peak memory.
+"""Embedding throughput: our defaults against the official EnCodecMAE plan, in one run.
 
-    python benchmarks/embed_throughput.py                       # base mel256 + ec, fp32 and bf16, CPU
-    python benchmarks/embed_throughput.py --device cuda --precision bf16 --clips 64
+    python benchmarks/embed_throughput.py                 # EnCodecMAE-base, mel256 + ec, 8 clips x 10 s, CPU
+    python benchmarks/embed_throughput.py --device cuda --clips 64
 
-Each row embeds ``--clips`` clips of ``--seconds`` s at the HEAR input rate (48 kHz by default),
-after one warm-up call, with random weights (the speed does not depend on them). FLOPs are
-counted by torch's FlopCounterMode on the same call (matmuls, convolutions, attention): the
-model's own count, chunk overlap included. Peak memory is the process's peak RSS on CPU (each
-row runs in a fresh subprocess) and torch's peak allocation on GPU. "1 clip per call" rows embed
-one clip at a time in non-overlapping 4 s chunks, the way the official EnCodecMAE wrapper does;
-the batched row with 0 s context does the same work batched.
+Rows, for each front end:
+  default    load_model() as it comes (precision="auto", chunk_context 0.25 s), get_scene_embeddings
+             and get_timestamp_embeddings on all clips in one call;
+  fp32       the same with precision="fp32" forced (what "auto" resolves to on a CPU or GPU without
+             native bf16);
+  official   the official wrapper's plan (extract_features_from_array) run with our model: one clip
+             per call, non-overlapping 4 s chunks one forward each, a shorter last chunk, tails of
+             2048 samples or fewer dropped, every layer computed, fp32.
+
+Each row runs in a fresh process (peak RSS is that row's alone) on random weights (speed does not
+depend on them): one warm-up clip, then ``--clips`` clips of ``--seconds`` s at 48 kHz. Columns:
+x real-time; chunk-seconds computed per audio-second (from the plan); GFLOP counted by torch's
+FlopCounterMode on the same calls (matmuls, convolutions, attention; the EnCodec LSTM is not
+counted) and GFLOP/s as a share of the matmul ceiling of the row's precision, measured in the same
+run; peak memory (RSS on CPU, torch's peak allocation on GPU); the precision the row resolved to.
 """
 from __future__ import annotations
 
@@ -22,41 +30,90 @@ import sys
 import time
 
 import torch
-from machine import describe_machine  # noqa: E402  (benchmarks/machine.py)
+from machine import describe_ceilings, describe_machine, matmul_ceilings  # noqa: E402  (benchmarks/machine.py)
+
+OFFICIAL_CHUNK = 96000  # 4 s at 24 kHz
+OFFICIAL_MIN_LENGTH = 2048  # the official wrapper drops chunks of this many samples or fewer
 
 
-def run_one(args) -> dict:
-    """One configuration, in this process: returns the row's measurements."""
+def official_plan(model, audio: torch.Tensor) -> list:
+    """The official wrapper's work on [n, S] audio at the HEAR rate, one clip at a time:
+    [n] frame embeddings [T, D] of the last layer (all layers computed, as it does)."""
+    from hear_codec.codec import resample
+
+    out = []
+    with torch.no_grad():
+        for clip in audio:
+            wav = resample(clip[None], model.sample_rate, 24000)
+            chunks = [wav[:, i:i + OFFICIAL_CHUNK] for i in range(0, wav.shape[1], OFFICIAL_CHUNK)]
+            out.append(torch.cat([model.model.embed_layers(c)[-1][0] for c in chunks
+                                  if c.shape[1] > OFFICIAL_MIN_LENGTH]))
+    return out
+
+
+def chunk_seconds_per_audio_second(model, row: str, samples: int) -> float:
+    if row == "official":
+        kept = [min(OFFICIAL_CHUNK, samples - i) for i in range(0, samples, OFFICIAL_CHUNK)]
+        return sum(k for k in kept if k > OFFICIAL_MIN_LENGTH) / samples
+    plan = model.chunk_plan(samples, 0.0 if row.endswith("scene") else None)
+    return sum(end - start for start, end in model.chunk_samples(plan, samples)) / samples
+
+
+def run_row(args) -> dict:
+    """One row, in this process: its measurements."""
     import hear_codec
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)
+    precision = "fp32" if args.row.startswith(("fp32", "official")) else "auto"
     model = hear_codec.load_model(random_weights=f"encodecmae-{args.preset}-{args.front_end}",
-                                  precision=args.precision, batch_size=args.batch_size,
-                                  chunk_context=args.chunk_context).to(args.device)
+                                  precision=precision).to(args.device)
     audio = (torch.rand(args.clips, int(args.seconds * model.sample_rate)) * 2 - 1).mul(0.5).to(args.device)
-    calls = [audio[i:i + 1] for i in range(args.clips)] if args.one_by_one else [audio]
+    if args.row == "official":
+        def embed(batch):
+            return official_plan(model, batch)
+    elif args.row.endswith("scene"):
+        def embed(batch):
+            return hear_codec.get_scene_embeddings(batch, model)
+    else:
+        def embed(batch):
+            return hear_codec.get_timestamp_embeddings(batch, model)
 
-    def embed():
-        for batch in calls:
-            hear_codec.get_scene_embeddings(batch, model)
+    def synchronize():
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    embed()  # warm-up (kernels, caches, allocator)
+    embed(audio[:1])  # warm-up (kernels, caches, allocator)
+    synchronize()
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    embed()
+    embed(audio)
+    synchronize()
     seconds = time.perf_counter() - start
-    with FlopCounterMode(display=False) as counter:
-        hear_codec.get_scene_embeddings(calls[0], model)
-    flops = counter.get_total_flops() * len(calls)
+    with FlopCounterMode(display=False) as counter:  # every clip has the same plan: count one
+        embed(audio[:1])
     if args.device.startswith("cuda"):
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return dict(audio_s=args.clips * args.seconds, wall_s=seconds, gflop=flops / 1e9, peak_mb=peak_mb)
+    samples = round(args.seconds * 24000)
+    row = dict(audio_s=args.clips * args.seconds, wall_s=seconds, gflop=counter.get_total_flops() * args.clips / 1e9,
+               peak_mb=peak_mb, precision=model.resolved_precision,
+               chunk_ratio=chunk_seconds_per_audio_second(model, args.row, samples))
+    if args.profile:  # after the timing, on a quarter of the clips
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+        with profile(activities=activities) as prof:
+            embed(audio[:max(1, args.clips // 4)])
+            synchronize()
+        sort = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
+        row["profile"] = prof.key_averages().table(sort_by=sort, row_limit=10)
+    return row
+
+
+ROWS = ("default-scene", "default-timestamp", "fp32-scene", "fp32-timestamp", "official")
 
 
 def main(argv=None):
@@ -65,48 +122,51 @@ def main(argv=None):
                    help="torch device to run on (default: cuda if available, else cpu)")
     p.add_argument("--front-ends", nargs="+", default=["mel256", "ec"], help="front ends to measure")
     p.add_argument("--preset", default="base", help="EnCodecMAE preset (tiny, small, base, large)")
-    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], help="fp32 and/or bf16 (autocast)")
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="rows to measure")
     p.add_argument("--clips", type=int, default=8, help="clips per measurement")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
-    p.add_argument("--batch-size", type=int, default=16, help="chunks per forward pass")
-    p.add_argument("--chunk-context", type=float, default=0.5, help="seconds of context kept at chunk cuts")
-    p.add_argument("--no-one-by-one", action="store_true", help="skip the one-clip-per-call fp32 rows")
+    p.add_argument("--profile", action="store_true", help="also print each row's torch.profiler table (top 10 ops)")
     p.add_argument("--row", help=argparse.SUPPRESS)  # internal: run one row and print it as JSON
+    p.add_argument("--front-end", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.row:
-        for key, value in json.loads(args.row).items():
-            setattr(args, key, value)
-        print(json.dumps(run_one(args)))
+        print(json.dumps(run_row(args)))
         return
 
+    ceilings = matmul_ceilings(args.device)
     rows = []
     for front_end in args.front_ends:
-        configs = [dict(precision=pr, one_by_one=False) for pr in args.precisions]
-        # the same work as the official wrapper (no overlap), batched
-        configs.append(dict(precision="fp32", one_by_one=False, chunk_context=0.0))
-        if not args.no_one_by_one:
-            configs.append(dict(precision="fp32", one_by_one=True, chunk_context=0.0))
-        for config in configs:
-            row = dict(front_end=front_end, **config)
+        for row in args.rows:
             # A fresh process per row, so that peak RSS belongs to that row alone.
-            cmd = [sys.executable, __file__, "--row", json.dumps(row), "--device", args.device, "--preset",
-                   args.preset, "--clips", str(args.clips), "--seconds", str(args.seconds), "--batch-size",
-                   str(args.batch_size), "--chunk-context", str(config.get("chunk_context", args.chunk_context))]
+            cmd = [sys.executable, __file__, "--row", row, "--front-end", front_end, "--device", args.device,
+                   "--preset", args.preset, "--clips", str(args.clips), "--seconds", str(args.seconds)]
+            cmd += ["--profile"] if args.profile else []
             out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
             if out.returncode != 0:
-                sys.exit(f"row {row} failed:\n{out.stderr[-2000:]}")
-            rows.append({**row, **json.loads(out.stdout.strip().splitlines()[-1])})
+                sys.exit(f"row {row} ({front_end}) failed:\n{out.stderr[-2000:]}")
+            rows.append(dict(front_end=front_end, row=row, **json.loads(out.stdout.strip().splitlines()[-1])))
+    # The ceiling is the better of two measurements, before and after the rows (a shared machine
+    # and clock changes move it); both are printed.
+    after = matmul_ceilings(args.device)
+    measured = {"before the rows": ceilings, "after": after}
+    ceilings = {name: max(ceilings[name], after[name]) for name in ceilings}
 
     print(f"machine: {describe_machine(args.device)}")
-    print(f"get_scene_embeddings, EnCodecMAE-{args.preset}, {args.clips} clips x {args.seconds:g} s at 48 kHz, "
-          f"batch_size {args.batch_size}\n")
-    print("| front end | precision | calls | context at cuts | x real-time | wall s | GFLOP | GFLOP/s | peak MB |")
-    print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print(describe_ceilings(measured))
+    print(f"EnCodecMAE-{args.preset}, random weights, {args.clips} clips x {args.seconds:g} s at 48 kHz\n")
+    print("| front end | row | precision | x real-time | vs official | chunk-s per audio-s | GFLOP | GFLOP/s "
+          "| % of ceiling | peak MB |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        calls = "1 clip per call" if r["one_by_one"] else "batched"
-        context = f"{r.get('chunk_context', args.chunk_context):g} s"
-        print(f"| {r['front_end']} | {r['precision']} | {calls} | {context} | {r['audio_s'] / r['wall_s']:.1f} | "
-              f"{r['wall_s']:.2f} | {r['gflop']:.0f} | {r['gflop'] / r['wall_s']:.0f} | {r['peak_mb']:.0f} |")
+        official = next((o for o in rows if o["front_end"] == r["front_end"] and o["row"] == "official"), None)
+        speedup = f"{official['wall_s'] / r['wall_s']:.2f}x" if official else "-"
+        rate = r["gflop"] / r["wall_s"]
+        print(f"| {r['front_end']} | {r['row']} | {r['precision']} | {r['audio_s'] / r['wall_s']:.1f} | {speedup} | "
+              f"{r['chunk_ratio']:.3f} | {r['gflop']:.0f} | {rate:.0f} | {100 * rate / ceilings[r['precision']]:.0f} | "
+              f"{r['peak_mb']:.0f} |")
+    for r in rows:
+        if "profile" in r:
+            print(f"\n{r['front_end']} {r['row']} ({r['precision']}), torch.profiler:\n{r['profile']}")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 
 import torch
+
+# The shape of EnCodecMAE-base's feed-forward matmul over a batch of 16 chunks of 300 frames.
+CEILING_SHAPE = (4800, 768, 4096)
 
 
 def describe_machine(device) -> str:
@@ -21,3 +25,42 @@ def describe_machine(device) -> str:
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return (f"CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{load} "
             f"(torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()})")
+
+
+def matmul_ceiling(dtype: torch.dtype, device="cpu", shape=CEILING_SHAPE, seconds: float = 2.0) -> float:
+    """GFLOP/s of one [m, k] x [k, n] matmul in ``dtype``: the best of the calls made in ``seconds``
+    after a warm-up of the same length (clock ramp-up, first-touch page faults); what the kernels
+    reach on this machine, the ceiling a model's GFLOP/s is measured against."""
+    m, k, n = shape
+    device = torch.device(device)
+    a = torch.randn(m, k, device=device).to(dtype)
+    b = torch.randn(k, n, device=device).to(dtype)
+
+    def timed() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for _ in range(2):  # a warm-up, then the measurement
+        best, spent = float("inf"), 0.0
+        while spent < seconds:
+            took = timed()
+            best, spent = min(best, took), spent + took
+    return 2 * m * k * n / best / 1e9
+
+
+def matmul_ceilings(device="cpu") -> dict:
+    """{"fp32": GFLOP/s, "bf16": GFLOP/s} measured now, in this process."""
+    return {"fp32": matmul_ceiling(torch.float32, device), "bf16": matmul_ceiling(torch.bfloat16, device)}
+
+
+def describe_ceilings(measurements: dict) -> str:
+    """{label: {"fp32": GFLOP/s, "bf16": GFLOP/s}} -> one line."""
+    m, k, n = CEILING_SHAPE
+    return (f"matmul ceiling, [{m}, {k}] x [{k}, {n}], measured in this run: " + "; ".join(
+        f"{label} " + ", ".join(f"{name} {value:.0f}" for name, value in values.items())
+        for label, values in measurements.items()) + " GFLOP/s")

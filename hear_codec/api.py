@@ -1,24 +1,41 @@
-"""The HEAR API over every model family: framing, chunking, timestamps, layer choice.
+"""The HEAR API over every model family: framing, chunk plans, precision, layer choice.
 
 A model family only has to provide (see hear_codec/encodecmae.py):
-    sample_rate (24000), frame_hop (samples), first_frame_centre (samples), num_frames(S),
-    min_samples (the shortest input that gives one frame),
-    chunk_samples, embedding_dim, num_embedding_layers, embed_layers(wav [B, S], padding_mask)
-    -> list of [B, T, D].
+    sample_rate (24000), frame_hop and frame_window (samples: frame k covers
+    [k * frame_hop, k * frame_hop + frame_window), its timestamp is the centre), num_frames(S),
+    min_samples (the shortest input that gives one frame), chunk_samples (the training crop),
+    embedding_dim, num_embedding_layers,
+    embed_layers(wav [B, S], padding_mask, num_layers) -> list of num_layers tensors [B, T, D].
 
-Long audio is cut into chunks of the model's training length, aligned to its frame grid, that
-overlap by ``2 * chunk_context`` seconds; each output frame is taken from the chunk in which it
-lies farthest from a cut, so every frame sees at least ``chunk_context`` seconds (default: an
-eighth of a chunk, 0.5 s for 4 s chunks) of
-context on each side, except at the clip's ends. (The official wrapper cuts 4 s chunks with no
-overlap: frames next to a cut see no context across it.)
-HEAR batches hold clips of one length, so every clip has the same chunk plan and chunks of
-equal length are batched together, ``batch_size`` chunks at a time: memory is bounded by the
-batch, not by the clip's length.
+Chunk plans
+-----------
+A clip longer than the training crop (4 s) is embedded in chunks. :func:`plan_chunks` covers it
+with the fewest chunks of one common length, no longer than the crop, spread evenly over the
+clip, consecutive chunks overlapping by ``2 * context`` frames (or by a few frames more where
+the arithmetic rounds up); each frame is taken from the chunk in which it lies farther from a
+cut, so it keeps at least ``context`` frames on each side, except at the clip's ends. Timestamp
+embeddings use ``chunk_context`` (default: a sixteenth of a chunk, 0.25 s of 4 s: at most 1.16
+chunk-seconds per audio-second); scene embeddings, a mean over every frame, use no context (at
+most 1.01). docs/embedding.md measures what context buys and why these are the defaults. The
+official wrapper cuts non-overlapping 4 s chunks, recomputes nothing, but gives frames next to
+a cut no context across it and drops tails of 2048 samples or fewer; nothing is dropped here.
+
+Chunks of the same length, from every clip of a call, run through the model together,
+``batch_size`` at a time: memory is bounded by the batch, not by the clip's length.
+
+Precision
+---------
+``precision="auto"`` (the default) runs the transformer in bf16 (autocast) where the hardware
+has native bf16 — CUDA devices that support it, CPUs with AVX-512 BF16 or AMX — and in fp32
+elsewhere (an AVX2 CPU runs bf16 matmuls several times slower than fp32). It is resolved for the
+device the model is on when embeddings are computed: ``resolved_precision``. Front ends always
+run in fp32.
 """
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -28,99 +45,277 @@ from .codec import resample
 
 SUPPORTED_SAMPLE_RATES = (16000, 22050, 44100, 48000)
 DEFAULT_SAMPLE_RATE = 48000  # the free HEAR 2021 task downloads are 48 kHz
+PRECISIONS = ("auto", "fp32", "bf16")
+DEFAULT_CONTEXT_FRACTION = 1 / 16  # of a chunk, kept on each side of a cut for timestamp embeddings
+# Chunks per forward pass when batch_size is not given. CPU: 16 x 4 s chunks fill two cores and
+# peak at ~1.5 GB for EnCodecMAE-base (benchmarks/embed_throughput.py). CUDA: as many as fit in
+# CUDA_MEMORY_SHARE of the device's free memory, from the memory one chunk is measured to take
+# (HearModel.effective_batch_size), at most MAX_CUDA_BATCH_SIZE.
+CPU_BATCH_SIZE = 16
+CUDA_MEMORY_SHARE = 0.5  # the rest: the caller's tensors, the allocator's fragmentation
+MAX_CUDA_BATCH_SIZE = 1024  # 68 min of audio per forward: beyond it a GPU gains nothing more
 
+
+# ---------------------------------------------------------------- chunk plans
+
+@dataclass(frozen=True)
+class Chunk:
+    first_frame: int  # global index of the chunk's frame 0
+    own_from: int  # global frames [own_from, own_to) are taken from this chunk
+    own_to: int
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    total_frames: int
+    chunk_frames: int  # every chunk has this many frames
+    chunks: tuple
+
+    @property
+    def computed_frames(self) -> int:
+        return self.chunk_frames * len(self.chunks)
+
+    @property
+    def compute_ratio(self) -> float:
+        """Frames computed per frame of the clip (chunk-seconds per audio-second)."""
+        return self.computed_frames / self.total_frames
+
+
+def plan_chunks(total_frames: int, max_frames: int, context_frames: int = 0) -> ChunkPlan:
+    """The fewest chunks of equal length <= ``max_frames`` that cover ``total_frames`` frames, with
+    at least ``context_frames`` frames of context on each side of every cut.
+
+    k chunks of length L overlapping by 2c cover k L - (k - 1) 2c frames, so
+    k = ceil((F - 2c) / (C - 2c)) and L = ceil((F + (k - 1) 2c) / k); chunk i starts at
+    floor(i (F - L) / (k - 1)), so consecutive starts differ by floor or ceil of the same step and
+    every overlap is >= 2c. A cut falls in the middle of its overlap.
+    """
+    if total_frames < 1:
+        raise ValueError(f"a clip has at least one frame, got {total_frames}")
+    if not 0 <= 2 * context_frames < max_frames:
+        raise ValueError(f"context of {context_frames} frames on each side leaves nothing of a "
+                         f"{max_frames}-frame chunk")
+    if total_frames <= max_frames:
+        return ChunkPlan(total_frames, total_frames, (Chunk(0, 0, total_frames),))
+    overlap = 2 * context_frames
+    k = math.ceil((total_frames - overlap) / (max_frames - overlap))
+    length = math.ceil((total_frames + (k - 1) * overlap) / k)
+    starts = [i * (total_frames - length) // (k - 1) for i in range(k)]
+    cuts = [0] + [(nxt + start + length) // 2 for start, nxt in zip(starts, starts[1:])] + [total_frames]
+    return ChunkPlan(total_frames, length, tuple(Chunk(s, a, b) for s, a, b in zip(starts, cuts, cuts[1:])))
+
+
+# ---------------------------------------------------------------- precision
+
+def has_native_bf16(device) -> bool:
+    """Whether ``device`` runs bf16 matmuls natively: a CUDA device with bf16, or a CPU with
+    AVX-512 BF16 or AMX (asked of torch; an AVX2 CPU emulates bf16, slower than fp32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.4 has no including_emulation (and counts no emulation)
+            return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return any(getattr(torch.cpu, query, lambda: False)()
+                   for query in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return False
+
+
+def resolve_precision(precision: str, device) -> str:
+    """"auto" -> "bf16" where ``device`` has native bf16, else "fp32"; explicit choices stay."""
+    if precision == "auto":
+        return "bf16" if has_native_bf16(device) else "fp32"
+    return precision
+
+
+# ---------------------------------------------------------------- options
+
+def check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an int in [low, high], or a ValueError naming the option and what it allows."""
+    allowed = "an integer" + (f" in [{low}, {high}]" if high is not None else f" >= {low}" if low is not None else "")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"option {name!r} must be {allowed}, got {value!r} ({type(value).__name__})")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"option {name!r} must be {allowed}, got {value}")
+    return int(value)
+
+
+def check_choice(name: str, value, choices):
+    if value not in choices:
+        raise ValueError(f"option {name!r} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_seconds(name: str, value, below: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < below:
+        raise ValueError(f"option {name!r} must be a number of seconds in [0, {below:g}), got {value!r}")
+    return float(value)
+
+
+# ---------------------------------------------------------------- the wrapper
 
 class HearModel(nn.Module):
     """A model family wrapped for the HEAR API.
 
     Attributes required by HEAR: ``sample_rate`` (of the input audio), ``scene_embedding_size``
-    and ``timestamp_embedding_size``.
+    and ``timestamp_embedding_size``. ``resolved_precision`` is the precision the next call runs in.
     """
 
     def __init__(self, model: nn.Module, sample_rate: int = DEFAULT_SAMPLE_RATE, layer: int = -1,
-                 batch_size: int = 16, precision: str = "fp32", chunk_context: float | None = None):
+                 batch_size: int | None = None, precision: str = "auto", chunk_context: float | None = None):
         super().__init__()
-        if sample_rate not in SUPPORTED_SAMPLE_RATES:
-            raise ValueError(f"sample_rate must be one of {SUPPORTED_SAMPLE_RATES}, got {sample_rate}")
         n_layers = model.num_embedding_layers
-        if not -n_layers <= int(layer) < n_layers:
-            raise ValueError(f"layer must be in [{-n_layers}, {n_layers - 1}] for this model, got {layer}")
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         chunk_seconds = model.chunk_samples / MODEL_SAMPLE_RATE
-        if chunk_context is None:  # an eighth of a chunk: 0.5 s for the usual 4 s
-            chunk_context = chunk_seconds / 8
-        if not 0 <= float(chunk_context) < chunk_seconds / 2:
-            raise ValueError(f"chunk_context must be in [0, {chunk_seconds / 2}) seconds, got {chunk_context}")
-        self.context_frames = round(float(chunk_context) * MODEL_SAMPLE_RATE / model.frame_hop)
+        self.sample_rate = check_choice("sample_rate", sample_rate, SUPPORTED_SAMPLE_RATES)
+        self.layer = check_int("layer", layer, -n_layers, n_layers - 1)
+        self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 1)
+        self.precision = check_choice("precision", precision, PRECISIONS)
+        chunk_context = chunk_seconds * DEFAULT_CONTEXT_FRACTION if chunk_context is None else chunk_context
+        self.chunk_context = check_seconds("chunk_context", chunk_context, chunk_seconds / 2)
         self.model = model.eval()
-        self.sample_rate = int(sample_rate)
-        self.layer = int(layer)
-        self.batch_size = int(batch_size)
-        self.precision = precision
         self.scene_embedding_size = model.embedding_dim
         self.timestamp_embedding_size = model.embedding_dim
+        self._fitted_batch_sizes = {}  # (device, precision) -> chunks per forward on a GPU
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def effective_batch_size(self, device: torch.device) -> int:
+        """Chunks per forward pass on ``device``: ``batch_size`` if given; on CUDA, as many as fit
+        (measured once per device and precision); elsewhere CPU_BATCH_SIZE."""
+        if self.batch_size is not None:
+            return self.batch_size
+        if device.type != "cuda":
+            return CPU_BATCH_SIZE
+        key = (str(device), self.resolved_precision)
+        if key not in self._fitted_batch_sizes:
+            self._fitted_batch_sizes[key] = self._fit_cuda_batch_size(device)
+        return self._fitted_batch_sizes[key]
+
+    def _fit_cuda_batch_size(self, device: torch.device) -> int:
+        """Run two full-length chunks and size the batch from the memory they took: one host
+        synchronisation, once (not tested here: no GPU on the development machine)."""
+        probe = 2
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        self._embed(torch.zeros(probe, self.model.chunk_samples, device=device))
+        per_chunk = max(1, torch.cuda.max_memory_allocated(device) - before) / probe
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(1, min(MAX_CUDA_BATCH_SIZE, int(CUDA_MEMORY_SHARE * free / per_chunk)))
+
+    @property
+    def resolved_precision(self) -> str:
+        """"fp32" or "bf16": ``precision`` resolved for the device the model is on."""
+        return resolve_precision(self.precision, self.device)
 
     # ---- framing ----
     def frame_times_ms(self, num_frames: int, device=None) -> torch.Tensor:
         """Centre of each frame's audio span in milliseconds: [num_frames]."""
         k = torch.arange(num_frames, dtype=torch.float64, device=device)
-        centre = self.model.first_frame_centre + k * self.model.frame_hop
+        centre = self.model.frame_window / 2 + k * self.model.frame_hop
         return (centre * 1000.0 / MODEL_SAMPLE_RATE).float()
 
-    def chunk_plan(self, num_samples: int) -> list:
-        """Chunks for a clip of ``num_samples`` (at 24 kHz).
-
-        Returns a list of (sample_start, sample_end, first_frame, own_from, own_to): the chunk
-        covers samples [start, end), its frame j is global frame first_frame + j, and it supplies
-        global frames [own_from, own_to).
-        """
+    def chunk_plan(self, num_samples: int, context_seconds: float | None = None) -> ChunkPlan:
+        """The plan for a clip of ``num_samples`` samples at 24 kHz (default context: ``chunk_context``)."""
         m = self.model
-        total = m.num_frames(num_samples)
-        per_chunk = m.num_frames(m.chunk_samples)
-        if total <= per_chunk:
-            return [(0, num_samples, 0, 0, total)]
-        step = per_chunk - 2 * self.context_frames
-        offsets = list(range(0, total - per_chunk, step)) + [total - per_chunk]
-        plan = []
-        for i, o in enumerate(offsets):
-            start = o * m.frame_hop
-            end = min(num_samples, start + m.chunk_samples)
-            own_from = 0 if i == 0 else (offsets[i - 1] + per_chunk + o) // 2  # midpoint of the overlap
-            own_to = total if i == len(offsets) - 1 else (o + per_chunk + offsets[i + 1]) // 2
-            plan.append((start, end, o, own_from, own_to))
-        return plan
+        context = self.chunk_context if context_seconds is None else context_seconds
+        context_frames = round(context * MODEL_SAMPLE_RATE / m.frame_hop)
+        return plan_chunks(m.num_frames(max(num_samples, m.min_samples)), m.num_frames(m.chunk_samples),
+                           context_frames)
+
+    def chunk_samples(self, plan: ChunkPlan, num_samples: int) -> list:
+        """[(start, end)] sample range of each chunk of ``plan``: a one-chunk plan is the whole clip;
+        otherwise chunk i covers its frames' spans, cut at the clip's end (the last EnCodec frame
+        pads its hop, as in a forward over the whole clip)."""
+        if len(plan.chunks) == 1:
+            return [(0, num_samples)]
+        m = self.model
+        span = (plan.chunk_frames - 1) * m.frame_hop + m.frame_window
+        return [(c.first_frame * m.frame_hop, min(num_samples, c.first_frame * m.frame_hop + span))
+                for c in plan.chunks]
 
     # ---- embeddings ----
     def timestamp_embeddings(self, audio: torch.Tensor):
-        audio = validate_audio(audio)
-        wav = resample(audio, self.sample_rate, MODEL_SAMPLE_RATE)
+        """audio [n, S] at ``sample_rate`` -> (embeddings [n, T, D] float32, timestamps [n, T] in ms)."""
+        out = self.embed(self._to_model_rate(audio), scene=False)
+        return out["timestamp"], out["timestamps_ms"]
+
+    def scene_embeddings(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio [n, S] at ``sample_rate`` -> [n, D] float32: the mean of frame embeddings computed with
+        no context at cuts (a mean over every frame does not need it; docs/embedding.md)."""
+        return self.embed(self._to_model_rate(audio), timestamps=False)["scene"]
+
+    def embed(self, wav: torch.Tensor, scene: bool = True, timestamps: bool = True) -> dict:
+        """wav [n, S] float32 at the model's rate (24 kHz), checked by the caller.
+
+        Returns a dict with ``scene`` [n, D] and/or ``timestamp`` [n, T, D] with ``timestamps_ms``
+        [n, T], float32 on the model's device. A clip that fits in one chunk runs once for both.
+        """
         m = self.model
         if wav.shape[1] < m.min_samples:  # shorter than one frame: zero-pad to exactly one frame
             wav = nn.functional.pad(wav, (0, m.min_samples - wav.shape[1]))
-        total = m.num_frames(wav.shape[1])
+        out = {}
+        timestamp_plan = self.chunk_plan(wav.shape[1]) if timestamps else None
+        if timestamps:
+            frames = self._run_plan(wav, timestamp_plan)
+            total = frames.shape[1]
+            out["timestamp"] = frames
+            out["timestamps_ms"] = self.frame_times_ms(total, device=wav.device).expand(wav.shape[0], total).contiguous()
+        if scene:
+            scene_plan = self.chunk_plan(wav.shape[1], context_seconds=0.0)
+            if scene_plan != timestamp_plan:
+                frames = self._run_plan(wav, scene_plan)
+            out["scene"] = frames.mean(dim=1)
+        return out
+
+    def _run_plan(self, wav: torch.Tensor, plan: ChunkPlan) -> torch.Tensor:
+        """Frame embeddings [n, T, D] of every clip in ``wav`` [n, S], chunked as ``plan`` says.
+
+        Chunks of equal sample length, of all clips, are batched together; nothing here waits for
+        the device (no host synchronisation per chunk)."""
+        m = self.model
         n = wav.shape[0]
-        out = torch.empty(n, total, m.embedding_dim, dtype=torch.float32, device=audio.device)
-        for start, end, first, own_from, own_to in self.chunk_plan(wav.shape[1]):
-            chunk = wav[:, start:end]
-            for b in range(0, n, self.batch_size):
-                layers = self._embed(chunk[b:b + self.batch_size])
-                out[b:b + self.batch_size, own_from:own_to] = layers[:, own_from - first:own_to - first].float()
-        timestamps = self.frame_times_ms(total, device=audio.device).expand(n, total).contiguous()
-        return out, timestamps
+        ranges = self.chunk_samples(plan, wav.shape[1])
+        out = torch.empty(n, plan.total_frames, m.embedding_dim, dtype=torch.float32, device=wav.device)
+        jobs = {}  # sample length -> [(clip, chunk index)]: only equal lengths stack into a batch
+        for i, (start, end) in enumerate(ranges):
+            jobs.setdefault(end - start, []).extend((clip, i) for clip in range(n))
+        batch_size = self.effective_batch_size(wav.device)
+        for group in jobs.values():
+            for b in range(0, len(group), batch_size):
+                batch = group[b:b + batch_size]
+                chunks = torch.stack([wav[clip, ranges[i][0]:ranges[i][1]] for clip, i in batch])
+                emb = self._embed(chunks)
+                for row, (clip, i) in enumerate(batch):
+                    c = plan.chunks[i]
+                    out[clip, c.own_from:c.own_to] = emb[row, c.own_from - c.first_frame:c.own_to - c.first_frame]
+        return out
 
     @torch.no_grad()
     def _embed(self, wav: torch.Tensor) -> torch.Tensor:
-        autocast = (torch.autocast(wav.device.type, dtype=torch.bfloat16) if self.precision == "bf16"
-                    else nullcontext())
+        """The chosen layer for a batch of chunks: [B, S] -> [B, T, D], running no layer after it."""
+        bf16 = self.resolved_precision == "bf16"
+        autocast = torch.autocast(wav.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         with autocast:
-            return self.model.embed_layers(wav)[self.layer]
+            num_layers = self.layer % self.model.num_embedding_layers + 1
+            return self.model.embed_layers(wav, num_layers=num_layers)[-1].float()
 
-    def scene_embeddings(self, audio: torch.Tensor) -> torch.Tensor:
-        embeddings, _ = self.timestamp_embeddings(audio)
-        return embeddings.mean(dim=1)
+    def _to_model_rate(self, audio) -> torch.Tensor:
+        """Check a HEAR batch, move it to the model's device (through pinned memory from the host)
+        and resample it to 24 kHz: [n, S] -> [n, S']."""
+        return resample(to_device(validate_audio(audio), self.device), self.sample_rate, MODEL_SAMPLE_RATE)
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device``; from the host to a GPU through pinned memory, without waiting for the copy."""
+    if x.device == device:
+        return x
+    if x.device.type == "cpu" and device.type == "cuda":
+        x = x.pin_memory()
+    return x.to(device, non_blocking=True)
 
 
 def validate_audio(audio) -> torch.Tensor:

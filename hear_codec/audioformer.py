@@ -16,6 +16,7 @@ backbone (or, with ``embedding="concat"``, of all backbones side by side), BOA/E
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import asdict, dataclass, fields
 
@@ -170,7 +171,7 @@ class AudioFormer(nn.Module):
 
     # ---- framing (used by the HEAR wrapper and by training) ----
     frame_hop = codec_lib.HOP_LENGTH  # 320 samples at 24 kHz
-    first_frame_centre = codec_lib.HOP_LENGTH / 2  # frame k covers [320 k, 320 (k + 1))
+    frame_window = codec_lib.HOP_LENGTH  # frame k covers [320 k, 320 (k + 1))
     min_samples = 1  # EnCodec pads the last hop
 
     @staticmethod
@@ -201,11 +202,13 @@ class AudioFormer(nn.Module):
         with torch.autocast(wav.device.type, enabled=False):
             return self.codec.encode_codes(wav.float(), self.config.num_codebooks)
 
-    def backbone_states(self, tokens: torch.Tensor, codebook: int, all_layers: bool = False):
+    def backbone_states(self, tokens: torch.Tensor, codebook: int, all_layers: bool = False,
+                        num_layers: int | None = None):
         """Run codebook ``codebook``'s backbone on its sequences.
 
         tokens [B, L] (layout of :func:`codes_to_tokens`, MASK allowed) -> last hidden state
-        [B, L, D], or with ``all_layers`` the list of the num_layers layer outputs.
+        [B, L, D], or with ``all_layers`` the list of the layer outputs. num_layers: run only the
+        first this many layers (default: all; the later ones are not computed).
         """
         q = self.config.num_codebooks
         attention_mask = (tokens != PAD).long()
@@ -219,8 +222,9 @@ class AudioFormer(nn.Module):
         if tokens.shape[-1] > self.config.max_positions:
             raise ValueError(f"{tokens.shape[-1]} tokens per sequence exceed max_positions="
                              f"{self.config.max_positions}; embed long audio in chunks")
-        out = backbone(input_ids=ids, attention_mask=attention_mask, token_type_ids=types,
-                       output_hidden_states=all_layers, return_dict=True)
+        with _first_layers(backbone, num_layers):
+            out = backbone(input_ids=ids, attention_mask=attention_mask, token_type_ids=types,
+                           output_hidden_states=all_layers, return_dict=True)
         return list(out.hidden_states[1:]) if all_layers else out.last_hidden_state
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
@@ -253,20 +257,42 @@ class AudioFormer(nn.Module):
             raise RuntimeError("this AudioFormer has no classifier (num_classes = 0); fine-tune it first")
         return self.classifier(self.clip_embedding(tokens))
 
-    def embed_layers(self, wav: torch.Tensor, padding_mask: torch.Tensor | None = None) -> list:
+    def embed_layers(self, wav: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                     num_layers: int | None = None) -> list:
         """Per-layer frame embeddings for HEAR, no masking.
 
-        wav [B, S] at 24 kHz; padding_mask [B, T] bool (True = frame beyond the clip).
+        wav [B, S] at 24 kHz; padding_mask [B, T] bool (True = frame beyond the clip); num_layers:
+        run only the first this many layers (default: all), e.g. ``layer + 1`` for one layer.
         Returns num_layers tensors [B, T, embedding_dim], T = ceil(S / 320): frame t is token
         position t + 1 (BOA and EOA dropped).
         """
+        num_layers = self.config.num_layers if num_layers is None else num_layers
+        if not 1 <= num_layers <= self.config.num_layers:
+            raise ValueError(f"num_layers must be in [1, {self.config.num_layers}], got {num_layers}")
         codes = self.encode_codes(wav)
         t = codes.shape[-1]
         lengths = None if padding_mask is None else (~padding_mask).sum(1)
         tokens = codes_to_tokens(codes, lengths)
-        per_codebook = [self.backbone_states(tokens[:, c], c, all_layers=True) for c in self.embedding_codebooks]
-        return [torch.cat([layers[i][:, 1:t + 1] for layers in per_codebook], dim=-1)
-                for i in range(self.config.num_layers)]
+        per_codebook = [self.backbone_states(tokens[:, c], c, all_layers=True, num_layers=num_layers)
+                        for c in self.embedding_codebooks]
+        return [torch.cat([layers[i][:, 1:t + 1] for layers in per_codebook], dim=-1) for i in range(num_layers)]
+
+
+@contextlib.contextmanager
+def _first_layers(backbone: nn.Module, num_layers: int | None):
+    """A RoFormer that runs only its first ``num_layers`` layers for the duration of the block.
+
+    transformers' encoder loops over ``encoder.layer`` and has nothing after the last layer, so
+    the outputs of the layers kept are exactly what the whole model computes for them."""
+    layers = backbone.encoder.layer
+    if num_layers is None or num_layers == len(layers):
+        yield
+        return
+    backbone.encoder.layer = layers[:num_layers]
+    try:
+        yield
+    finally:
+        backbone.encoder.layer = layers
 
 
 def _first_codebooks(codec: codec_lib.Codec, n_q: int) -> codec_lib.Codec:

@@ -140,16 +140,29 @@ class Codec(nn.Module):
         return self.quantize_features(self.encode_features(wav), n_q)
 
 
-# On CPU the SEANet encoder is memory-bound: 16 x 4 s clips took 5.9 s in one call and 2.4 s in
-# calls of 2 (2-core AMD EPYC, torch 2.13). GPUs get the whole batch at once.
-CPU_MICRO_BATCH = 2
+# On CPU the SEANet encoder has two halves that want opposite batch sizes. Its convolutions run
+# at 24 kHz on wide activations and are memory-bound: micro-batches of 2 chunks keep them in cache
+# (16 x 4 s chunks: 2.8 s in calls of 2, 5.1 s in one call). Its LSTM, at 75 Hz, is bound by
+# reading its weights at every step, so it wants the whole batch at once (0.27 s for the 16
+# chunks in one call, 1.0 s in calls of 2). Together: 3.3 s instead of 4.2 s for micro-batches of
+# 2 throughout, with bit-identical output (2-core Xeon with AMX, torch 2.13; docs/embedding.md).
+# GPUs get the whole batch at once.
+CPU_CONV_MICRO_BATCH = 2
 
 
 def run_encoder(encoder: nn.Module, wav: torch.Tensor) -> torch.Tensor:
-    """A SEANet encoder over a batch, in micro-batches on CPU: [batch, samples] -> [batch, frames, 128]."""
-    step = CPU_MICRO_BATCH if wav.device.type == "cpu" else max(1, wav.shape[0])
+    """A SEANet encoder over a batch: [batch, samples] -> [batch, frames, 128].
+
+    On CPU the convolutions before the LSTM run in micro-batches and the rest on the whole batch."""
     x = wav.unsqueeze(1)
-    return torch.cat([encoder(x[i:i + step]) for i in range(0, len(x), step)]).transpose(1, 2)
+    if wav.device.type != "cpu":
+        return encoder(x).transpose(1, 2)
+    layers = encoder.model  # encodec's SEANetEncoder: an nn.Sequential of convolutions, an SLSTM, ...
+    split = next((i for i, layer in enumerate(layers) if type(layer).__name__ == "SLSTM"), len(layers))
+    convolutions = layers[:split]
+    step = CPU_CONV_MICRO_BATCH
+    hidden = torch.cat([convolutions(x[i:i + step]) for i in range(0, len(x), step)])
+    return layers[split:](hidden).transpose(1, 2)
 
 
 def _check_wav(wav: torch.Tensor) -> None:

@@ -192,9 +192,9 @@ class EncodecMAE(nn.Module):
         return self.front_end.hop
 
     @property
-    def first_frame_centre(self) -> float:
-        """Centre of frame 0 in samples: frame k covers [k * hop, k * hop + window)."""
-        return self.front_end.window / 2
+    def frame_window(self) -> int:
+        """Samples at 24 kHz that one frame covers: frame k is [k * hop, k * hop + window) (637 / 320)."""
+        return self.front_end.window
 
     def num_frames(self, num_samples: int) -> int:
         return num_frames(self.config.front_end, num_samples)
@@ -220,17 +220,24 @@ class EncodecMAE(nn.Module):
         """Front-end features before the projection: [B, S] -> [B, T, 256 or 128]."""
         return self.front_end(wav)
 
-    def embed_layers(self, wav: torch.Tensor, padding_mask: torch.Tensor | None = None) -> list:
+    def embed_layers(self, wav: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                     num_layers: int | None = None) -> list:
         """Per-layer activations for embeddings, no masking.
 
-        wav [B, S] at 24 kHz; padding_mask [B, T] bool (True = padding frame).
-        Returns num_layers tensors [B, T, D]: the x0 stream of layers 1..L-1 and, for the last
-        layer, the final ResiDual combination ``x0_L + final_norm(x1_L)`` (the official
-        ``extract_features`` convention).
+        wav [B, S] at 24 kHz; padding_mask [B, T] bool (True = padding frame); num_layers: run
+        only the first this many encoder layers (default: all), e.g. ``layer + 1`` for one layer.
+        Returns num_layers tensors [B, T, D]: the x0 stream of each layer and, when the whole
+        stack runs, for the last layer the final ResiDual combination ``x0_L + final_norm(x1_L)``
+        (the official ``extract_features`` convention).
         """
+        num_layers = self.config.num_layers if num_layers is None else num_layers
+        if not 1 <= num_layers <= self.config.num_layers:
+            raise ValueError(f"num_layers must be in [1, {self.config.num_layers}], got {num_layers}")
         x = self.position(self.input_proj(self.input_features(wav)))
-        out, streams, _ = self.encoder(x, padding_mask, return_layers=True)
-        return streams[:-1] + [out]
+        layers, x1 = self.encoder.streams(x, padding_mask, num_layers)
+        if num_layers == self.config.num_layers:
+            layers[-1] = layers[-1] + self.encoder.final_norm(x1)
+        return layers
 
     def last_layer_x0(self, features: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The last encoder layer's x0 stream, before the final ResiDual combination: [B, T, D].

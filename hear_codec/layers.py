@@ -85,16 +85,23 @@ class ResiDualTransformer(nn.Module):
         self.layers = nn.ModuleList(ResiDualLayer(dim, num_heads) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, return_layers: bool = False):
+    def streams(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, num_layers: int | None = None):
+        """Run the first ``num_layers`` layers (default: all), and no more: an embedding of an
+        early layer needs none of the later ones. Returns (the x0 stream after each layer run,
+        a list of [batch, time, dim]; the x1 stream after the last layer run)."""
         attn_mask = None if padding_mask is None else ~padding_mask[:, None, None, :]
         x0 = x1 = x
-        streams = []
-        for layer in self.layers:
+        x0_streams = []
+        for layer in self.layers[:num_layers]:
             x0, x1 = layer(x0, x1, self.ffn, attn_mask)
-            streams.append(x0)
-        out = x0 + self.final_norm(x1)
+            x0_streams.append(x0)
+        return x0_streams, x1
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, return_layers: bool = False):
+        x0_streams, x1 = self.streams(x, padding_mask)
+        out = x0_streams[-1] + self.final_norm(x1)
         if return_layers:
-            return out, streams, x1
+            return out, x0_streams, x1
         return out
 
 

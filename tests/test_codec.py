@@ -83,3 +83,20 @@ def test_resample_keeps_a_tone_and_removes_aliases():
     assert abs(float(freqs[spectrum.argmax()]) - 1000) < 5
     alias = spectrum[(freqs > 8000) & (freqs < 10000)].max()  # 15 kHz would fold to 9 kHz
     assert alias < 10 ** (-50 / 20) * spectrum.max()  # Kaiser(5.0) design: about -57 dB here
+
+
+def test_encoder_batching_on_cpu(offline_codec, rng):
+    """Convolutions in micro-batches, the LSTM on the whole batch: the numbers of one call over all."""
+    encoder = offline_codec.encoder
+    seen = {"conv": [], "lstm": []}
+    hooks = [encoder.model[0].register_forward_hook(lambda m, args, out: seen["conv"].append(args[0].shape[0])),
+             encoder.model[13].register_forward_hook(lambda m, args, out: seen["lstm"].append(args[0].shape[0]))]
+    wav = torch.rand(5, 9600, generator=rng) - 0.5
+    with torch.no_grad():
+        batched = codec_lib.run_encoder(encoder, wav)
+        for hook in hooks:
+            hook.remove()
+        whole = encoder(wav.unsqueeze(1)).transpose(1, 2)
+    assert type(encoder.model[13]).__name__ == "SLSTM"
+    assert seen == {"conv": [2, 2, 1], "lstm": [5]}
+    assert batched.shape == (5, 30, 128) and torch.allclose(batched, whole, atol=1e-6)

@@ -1,0 +1,80 @@
+"""hear_codec.audio: reading any soundfile format, mixing down, resampling, segments, clear errors."""
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from hear_codec.audio import AUDIO_EXTENSIONS, AudioReadError, audio_info, find_audio_files, read_audio
+from hear_codec.codec import resample
+
+
+def tone(samples, rate, channels=1, seed=0):
+    """[samples] or [samples, channels] float32 in [-0.5, 0.5]: a 440 Hz tone plus noise."""
+    t = np.arange(samples) / rate
+    rng = np.random.default_rng(seed)
+    x = 0.3 * np.sin(2 * np.pi * 440 * t)[:, None] + 0.1 * rng.uniform(-1, 1, (samples, channels))
+    return (x[:, 0] if channels == 1 else x).astype(np.float32)
+
+
+def test_formats_channels_and_rates(tmp_path):
+    stereo = tone(44100, 44100, channels=2)
+    sf.write(tmp_path / "a.wav", stereo, 44100, subtype="FLOAT")
+    sf.write(tmp_path / "b.flac", tone(16000, 16000), 16000)  # 16-bit PCM
+    sf.write(tmp_path / "c.ogg", tone(48000, 48000), 48000)  # Vorbis, lossy
+    wav, sr = read_audio(tmp_path / "a.wav")
+    assert sr == 44100 and wav.dtype == torch.float32 and wav.shape == (44100,)
+    assert torch.equal(wav, torch.from_numpy(stereo.mean(axis=1)))  # mixed down by the mean
+    wav, sr = read_audio(tmp_path / "b.flac")
+    assert sr == 16000 and (wav - torch.from_numpy(tone(16000, 16000))).abs().max() <= 1 / 32768
+    wav, sr = read_audio(tmp_path / "c.ogg")
+    assert sr == 48000 and wav.shape == (48000,)
+    assert np.corrcoef(wav.numpy(), tone(48000, 48000))[0, 1] > 0.95
+    info = audio_info(tmp_path / "a.wav")
+    assert (info.frames, info.sample_rate, info.channels, info.seconds) == (44100, 44100, 2, 1.0)
+
+
+def test_resampling_is_the_codec_resampler(tmp_path):
+    sf.write(tmp_path / "a.wav", tone(22050 * 2 + 7, 22050), 22050, subtype="FLOAT")
+    wav, sr = read_audio(tmp_path / "a.wav", sample_rate=24000)
+    native, _ = read_audio(tmp_path / "a.wav")
+    assert sr == 24000 and wav.dtype == torch.float32
+    assert wav.shape[0] == audio_info(tmp_path / "a.wav").frames_at(24000) == 48008
+    assert torch.equal(wav, resample(native.double(), 22050, 24000).float())
+
+
+def test_segments(tmp_path):
+    sf.write(tmp_path / "a.wav", tone(16000 * 3, 16000), 16000, subtype="FLOAT")
+    whole, _ = read_audio(tmp_path / "a.wav")
+    part, _ = read_audio(tmp_path / "a.wav", start=1.0, duration=0.5)
+    assert torch.equal(part, whole[16000:24000])
+    end, _ = read_audio(tmp_path / "a.wav", start=2.75, duration=1.0)  # shorter at the end of the file
+    assert torch.equal(end, whole[44000:])
+    resampled, sr = read_audio(tmp_path / "a.wav", 24000, start=1.0, duration=0.5)
+    assert sr == 24000 and resampled.shape == (12000,)
+
+
+def test_errors_name_the_file(tmp_path):
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt " + bytes(range(200)))
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 16000)
+    nan = tmp_path / "nan.wav"
+    sf.write(nan, np.array([0.0, np.nan, 0.1], dtype=np.float32), 16000, subtype="FLOAT")
+    for path, reason in ((tmp_path / "missing.wav", "cannot read audio"), (corrupt, "cannot read audio"),
+                         (empty, "no samples"), (nan, "NaN or Inf")):
+        with pytest.raises(AudioReadError, match=reason) as error:
+            read_audio(path)
+        assert str(path) in str(error.value)
+    for path in (tmp_path / "missing.wav", corrupt, empty):
+        with pytest.raises(AudioReadError, match=str(path)):
+            audio_info(path)
+    assert issubclass(AudioReadError, ValueError)
+
+
+def test_find_audio_files(tmp_path):
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "folder.wav").mkdir()  # a folder is not a file, whatever its name
+    for name in ("b.WAV", "sub/a.flac", "sub/deeper/c.ogg", "notes.txt", "sub/x.npy"):
+        (tmp_path / name).write_bytes(b"")
+    assert find_audio_files(tmp_path) == [tmp_path / "b.WAV", tmp_path / "sub/a.flac", tmp_path / "sub/deeper/c.ogg"]
+    assert ".wav" in AUDIO_EXTENSIONS and ".flac" in AUDIO_EXTENSIONS and ".ogg" in AUDIO_EXTENSIONS
