@@ -17,6 +17,8 @@ The errors a user can fix, :data:`USER_ERRORS`:
   offline, a bad labels file);
 * a bad path: ``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``,
   ``FileExistsError``, ``PermissionError``;
+* :class:`hear_codec.audio.AudioReadError`: an audio file that is missing, unreadable, empty
+  or holds NaN / Inf samples (the message names the file);
 * :class:`hear_codec.checkpoint.CheckpointError`: a missing, truncated, damaged, foreign or
   newer-version checkpoint, or a published variant hear_codec cannot convert;
 * :class:`hear_codec.codec.CodecWeightsUnavailable`,
@@ -36,6 +38,7 @@ import argparse
 import sys
 from typing import Callable, NoReturn
 
+from .audio import AudioReadError
 from .checkpoint import CheckpointError
 from .codec import CodecWeightsUnavailable
 from .published import PublishedWeightsUnavailable
@@ -47,7 +50,7 @@ class UserError(Exception):
 
 
 USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
-               PermissionError, CheckpointError, CodecWeightsUnavailable, PublishedWeightsUnavailable)
+               PermissionError, AudioReadError, CheckpointError, CodecWeightsUnavailable, PublishedWeightsUnavailable)
 USER_ERROR_STATUS = 2
 
 

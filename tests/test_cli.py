@@ -8,6 +8,7 @@ import re
 import pytest
 
 from hear_codec import cli
+from hear_codec.audio import AudioReadError
 from hear_codec.checkpoint import DamagedCheckpointError
 from hear_codec.codec import CodecWeightsUnavailable
 from hear_codec.published import PublishedWeightsUnavailable
@@ -23,6 +24,7 @@ def raising(error: BaseException):
     cli.UserError("--clip-seconds 9 is longer than the model's positions"),
     FileNotFoundError("checkpoint not found: x.ckpt"),
     NotADirectoryError("out is a file"),
+    AudioReadError("clip.wav: cannot read audio (LibsndfileError: Format not recognised)"),
     DamagedCheckpointError("damaged checkpoint x.ckpt: 1 of 9 tensors differ"),
     CodecWeightsUnavailable("EnCodec weights file not found: w.th"),
     PublishedWeightsUnavailable("could not get the published EnCodecMAE weights"),

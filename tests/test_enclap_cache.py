@@ -9,7 +9,8 @@ from training.enclap.data import read_caption_csv
 
 
 def test_feature_cache_round_trip_and_resume(tmp_path, monkeypatch):
-    from training.enclap.cache import AudioFeaturizer, FeatureCache, build_cache, read_audio
+    from hear_codec.audio import read_audio
+    from training.enclap.cache import AudioFeaturizer, FeatureCache, build_cache
 
     for i, seconds in enumerate([0.5, 0.3, 0.7]):
         write_noise_wav(tmp_path / f"{i}.wav", seconds, rate=[16_000, 44_100, 48_000][i], seed=i)
@@ -49,7 +50,7 @@ def test_feature_cache_round_trip_and_resume(tmp_path, monkeypatch):
 
 
 def test_unreadable_audio_is_named(tmp_path):
-    from training.enclap.cache import read_audio
+    from hear_codec.audio import read_audio
 
     (tmp_path / "broken.wav").write_bytes(b"not audio")
     with pytest.raises(ValueError, match="broken.wav"):

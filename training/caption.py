@@ -189,7 +189,8 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from training.enclap.cache import FeatureCache, read_audio
+    from hear_codec.audio import find_audio_files, read_audio
+    from training.enclap.cache import FeatureCache
     from training.enclap.data import ClipReferences, EnClapCollator
 
     module = _load_module(args)
@@ -202,7 +203,7 @@ def cmd_predict(args) -> None:
     else:
         files = [Path(f) for f in args.audio]
         if args.audio_dir:
-            files += sorted(p for p in Path(args.audio_dir).rglob("*") if p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))
+            files += find_audio_files(args.audio_dir)
         if not files:
             raise UserError("predict: give --audio FILE..., --audio-dir DIR or --cache DIR")
         missing = [str(f) for f in files if not f.is_file()]

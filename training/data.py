@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import time
 import zlib
@@ -65,14 +64,13 @@ from torch.utils.data import Dataset, Sampler
 
 from hear_codec import cli
 from hear_codec.checkpoint import atomic_torch_save
-from hear_codec.codec import FRAME_RATE, PRETRAINED_CHECKPOINT, SAMPLE_RATE, load_codec, resample
+from hear_codec.audio import AUDIO_EXTENSIONS, find_audio_files, read_audio
+from hear_codec.codec import FRAME_RATE, PRETRAINED_CHECKPOINT, SAMPLE_RATE, load_codec
 from training import spectral_targets
 
 log = logging.getLogger(__name__)
 
 MAX_FILE_SECONDS = 10_000.0  # official FILTER_AUDIO_LENGTH (configs/base/unsupervised_pretrain.gin)
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".snd",
-                    ".caf", ".w64", ".rf64", ".wv"}
 
 
 @dataclass
@@ -138,8 +136,7 @@ def list_sources(sources) -> list:
     for source in sources:
         source = Path(source)
         if source.is_dir():
-            files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-            out.extend((str(p), None) for p in files)
+            out.extend((str(p), None) for p in find_audio_files(source))
         elif source.is_file() and source.suffix.lower() in AUDIO_EXTENSIONS:
             out.append((str(source), None))
         elif source.is_file():
@@ -242,19 +239,7 @@ def split_train_val(entries, val_fraction: float, val_max: int) -> tuple:
 
 def read_segment(entry: AudioEntry, start_seconds: float, seconds: float) -> np.ndarray:
     """Mono float32 at 24 kHz of [start, start + seconds) (shorter at the end of the file)."""
-    with sf.SoundFile(entry.path) as f:
-        sr = f.samplerate
-        start = int(start_seconds * sr)
-        # A little extra so resampling has context at the end; trimmed below.
-        n = int(math.ceil(seconds * sr)) + 1
-        f.seek(min(start, max(0, f.frames - 1)))
-        data = f.read(n, dtype="float32", always_2d=True)
-    if data.size == 0:
-        raise ValueError("no samples decoded")
-    mono = data.mean(axis=1)
-    if sr != SAMPLE_RATE:  # the one resampler of the project (scipy's polyphase filter on CPU)
-        mono = resample(torch.from_numpy(mono.astype(np.float64)), sr, SAMPLE_RATE).numpy().astype(np.float32)
-    return mono[: int(round(seconds * SAMPLE_RATE))]
+    return read_audio(entry.path, SAMPLE_RATE, start=start_seconds, duration=seconds)[0].numpy()
 
 
 def mix_seed(*values) -> int:

@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from hear_codec import audioformer as af
 from hear_codec import cli
 from hear_codec import codec as codec_lib
+from hear_codec.audio import read_audio
 from hear_codec.checkpoint import load_checkpoint, save_checkpoint
 from hear_codec.cli import UserError
 from training import engine
@@ -196,15 +197,8 @@ def check_labels(examples: list, vocabulary: list, source, multiclass: bool) -> 
 
 def load_clip(path: Path, clip_samples: int) -> tuple:
     """(wav [clip_samples] float32 at 24 kHz, mono, zero-padded; valid samples)."""
-    import soundfile as sf
-
-    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    wav = torch.from_numpy(data.mean(axis=1))
-    if sr != codec_lib.SAMPLE_RATE:
-        wav = codec_lib.resample(wav.double(), sr, codec_lib.SAMPLE_RATE).float()
+    wav, _ = read_audio(path, codec_lib.SAMPLE_RATE)
     n = min(len(wav), clip_samples)
-    if n == 0:
-        raise ValueError("no samples")
     out = torch.zeros(clip_samples)
     out[:n] = wav[:n]
     return out, n

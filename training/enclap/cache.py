@@ -19,11 +19,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from hear_codec.audio import read_audio
 from hear_codec.codec import SAMPLE_RATE as CODEC_RATE
 from hear_codec.codec import codebooks_for_bandwidth, load_codec, resample
 from training.enclap.data import CaptionDataError, Clip
@@ -34,17 +34,6 @@ CLAP_DIM = 512
 DEFAULT_CLAP = "laion/clap-htsat-fused"
 CLAP_CHOICES = ("pretrained", "tiny-random", "none")
 CACHE_VERSION = 1
-
-
-def read_audio(path) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and the file's sample rate."""
-    try:
-        wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:
-        raise CaptionDataError(f"cannot read audio file {path}: {e}") from e
-    if wav.shape[0] == 0:
-        raise CaptionDataError(f"audio file {path} is empty")
-    return wav.mean(axis=1), rate
 
 
 class ClapEmbedder:
@@ -128,13 +117,14 @@ class AudioFeaturizer:
         self.device = device
         self.settings = {"codec": codec, "clap": self.clap.name, "bandwidth": bandwidth, "codebooks": self.n_q}
 
-    def __call__(self, clips: list[tuple[np.ndarray, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """[(mono samples, sample rate), ...] -> [(codes [frames, n_q] int16, clap [512] float32), ...]."""
+    def __call__(self, clips: list[tuple[torch.Tensor, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """[(mono samples [n] float32, sample rate), ...] (what :func:`hear_codec.audio.read_audio`
+        returns) -> [(codes [frames, n_q] int16, clap [512] float32), ...]."""
         codes = []
         for wav, rate in clips:  # one at a time: padding a batch would change the last frames' codes
-            x = resample(torch.from_numpy(wav).to(self.device).unsqueeze(0), rate, CODEC_RATE)
+            x = resample(wav.to(self.device).unsqueeze(0), rate, CODEC_RATE)
             codes.append(self.codec.encode_codes(x, n_q=self.n_q)[0].T.to(torch.int16).cpu())
-        wavs_48k = [resample(torch.from_numpy(w).unsqueeze(0), r, CLAP_RATE)[0].numpy() for w, r in clips]
+        wavs_48k = [resample(w.unsqueeze(0), r, CLAP_RATE)[0].numpy() for w, r in clips]
         clap = self.clap(wavs_48k)
         return list(zip(codes, clap))
 

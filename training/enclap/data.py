@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
+from hear_codec.audio import AUDIO_EXTENSIONS
 from hear_codec.cli import UserError
 from training.data import mix_seed
 from training.enclap.model import IGNORE_INDEX, EnClapBartConfig
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 DATASET_KINDS = ("clotho", "audiocaps", "csv")
 
 
