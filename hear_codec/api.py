@@ -1,11 +1,7 @@
 """The HEAR API over every model family: framing, chunk plans, precision, layer choice.
 
-A model family only has to provide (see hear_codec/encodecmae.py):
-    sample_rate (24000), frame_hop and frame_window (samples: frame k covers
-    [k * frame_hop, k * frame_hop + frame_window), its timestamp is the centre), num_frames(S),
-    min_samples (the shortest input that gives one frame), chunk_samples (the training crop),
-    embedding_dim, num_embedding_layers,
-    embed_layers(wav [B, S], padding_mask, num_layers) -> list of num_layers tensors [B, T, D].
+A model family only has to provide what :class:`ModelFamily` lists (EncodecMAE and AudioFormer
+do; tests/test_api.py checks both).
 
 Chunk plans
 -----------
@@ -36,6 +32,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -54,6 +51,29 @@ DEFAULT_CONTEXT_FRACTION = 1 / 16  # of a chunk, kept on each side of a cut for 
 CPU_BATCH_SIZE = 16
 CUDA_MEMORY_SHARE = 0.5  # the rest: the caller's tensors, the allocator's fragmentation
 MAX_CUDA_BATCH_SIZE = 1024  # 68 min of audio per forward: beyond it a GPU gains nothing more
+
+
+
+@runtime_checkable
+class ModelFamily(Protocol):
+    """What :class:`HearModel` needs of a model (an ``nn.Module``). Lengths are samples at the
+    model's rate."""
+
+    sample_rate: int  # the rate the model runs at (24000)
+    frame_hop: int  # frame k covers [k * frame_hop, k * frame_hop + frame_window); its timestamp is the centre
+    frame_window: int
+    min_samples: int  # the shortest input that gives one frame
+    chunk_samples: int  # the training crop: longer audio is embedded in chunks no longer than this
+    embedding_dim: int
+    num_embedding_layers: int
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames of an input of ``num_samples``."""
+
+    def embed_layers(self, wav: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                     num_layers: int | None = None) -> list:
+        """wav [B, S]; padding_mask [B, T] bool (True = padding frame) -> the first ``num_layers``
+        (default: all) layers' embeddings, each [B, T, embedding_dim]; later layers are not run."""
 
 
 # ---------------------------------------------------------------- chunk plans
@@ -162,7 +182,7 @@ class HearModel(nn.Module):
     and ``timestamp_embedding_size``. ``resolved_precision`` is the precision the next call runs in.
     """
 
-    def __init__(self, model: nn.Module, sample_rate: int = DEFAULT_SAMPLE_RATE, layer: int = -1,
+    def __init__(self, model: ModelFamily, sample_rate: int = DEFAULT_SAMPLE_RATE, layer: int = -1,
                  batch_size: int | None = None, precision: str = "auto", chunk_context: float | None = None):
         super().__init__()
         n_layers = model.num_embedding_layers

@@ -1,4 +1,5 @@
 """The HEAR API: shapes, timestamps, chunk plans and their compute, layer choice, precision, bad input."""
+import inspect
 import random
 
 import pytest
@@ -7,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import hear_codec
 from conftest import noise
-from hear_codec import api, encodecmae
+from hear_codec import api, audioformer, encodecmae
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models
 
@@ -407,3 +408,29 @@ def test_option_errors_name_the_option(tiny_checkpoints, option, value, match):
     options = {"random_weights": "encodecmae-tiny-mel256"} if path is None else {}
     with pytest.raises(ValueError, match=match):
         hear_codec.load_model(path, **{**options, option: value})
+
+
+def test_both_families_satisfy_the_model_family_protocol():
+    families = {"encodecmae-mel256": encodecmae.new_model(encodecmae.preset("tiny")),
+                "encodecmae-ec": encodecmae.new_model(encodecmae.preset("tiny", front_end="ec")),
+                "audioformer": audioformer.new_model(audioformer.preset("tiny", codec_weights="offline"), "offline")}
+    for name, model in families.items():
+        assert isinstance(model, api.ModelFamily), name
+        assert {"padding_mask", "num_layers"} <= set(inspect.signature(model.embed_layers).parameters), name
+        with torch.no_grad():
+            layers = model.embed_layers(torch.rand(1, model.chunk_samples) - 0.5, num_layers=1)
+        assert len(layers) == 1 and layers[0].shape == (1, model.num_frames(model.chunk_samples), model.embedding_dim)
+        hear_codec.HearModel(model)  # the wrapper takes it
+
+
+def test_a_model_without_a_member_is_not_a_family():
+    class NoWindow:
+        sample_rate, frame_hop, min_samples, chunk_samples, embedding_dim, num_embedding_layers = 24000, 320, 1, 96000, 8, 1
+
+        def num_frames(self, num_samples):
+            return num_samples // 320
+
+        def embed_layers(self, wav, padding_mask=None, num_layers=None):
+            return []
+
+    assert not isinstance(NoWindow(), api.ModelFamily)

@@ -2,7 +2,7 @@
 
 Sources
 -------
-* a folder: every file below it whose extension soundfile reads (wav, flac, ogg, mp3, aiff, ...);
+* a folder: every file below it with an audio extension (``hear_codec.audio.AUDIO_EXTENSIONS``: wav, flac, ogg, mp3, aiff, ...);
 * a manifest: a text file with one audio path per line (relative paths are relative to the
   manifest's folder); an optional second tab-separated column gives the duration in seconds,
   which skips probing, and further columns are ignored (``OUT/data_index.tsv``, written by every
