@@ -81,7 +81,7 @@ def _random_model(spec: str, seed: int):
     torch.manual_seed(seed)
     config = encodecmae.preset(preset, front_end=front_end, codec_weights="offline")
     encoder = load_codec("offline", seed=seed).encoder if front_end == "ec" else None
-    return encodecmae.EncodecMAE(config, codec_encoder=encoder).eval()
+    return encodecmae.new_model(config, codec_encoder=encoder).eval()
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel):
