@@ -35,6 +35,7 @@ Numeric options take their range from the argparse types here (:data:`positive_i
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Callable, NoReturn
 
@@ -102,3 +103,15 @@ def fraction(text: str) -> float:
     if value >= 1:
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
     return value
+
+
+def parse_model_options(text: str) -> dict:
+    """``--model-options``: the JSON object of ``load_model`` options heareval takes, e.g.
+    '{"sample_rate": 16000}'. Raises UserError."""
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--model-options is not valid JSON ({e}): {text!r}") from None
+    if not isinstance(options, dict):
+        raise UserError(f"--model-options must be a JSON object such as '{{\"sample_rate\": 16000}}', got {text!r}")
+    return options

@@ -25,16 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import cli
+from .cli import UserError
+
 INDEX = "index.json"
 INDEX_FORMAT = "hear_codec.embed/1"
 OUTPUTS = {  # --outputs choice -> the files it writes, by suffix
     "scene": ("scene_embedding",),
     "timestamp": ("timestamp_embeddings", "timestamps"),
 }
-
-
-class UsageError(Exception):
-    """A problem the user can fix (bad path, option or output folder): printed, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +66,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except UsageError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -87,12 +86,12 @@ def run(args) -> int:
     config = {"format": INDEX_FORMAT, "model": None if args.model is None else str(Path(args.model).resolve()),
               "model_options": options, "outputs": sorted(args.outputs)}
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
+        raise UserError(f"--out {out} exists and is not a folder")
     try:
         model = load_model(args.model, **options).to(args.device)
     except (CheckpointError, FileNotFoundError, ValueError, TypeError, CodecWeightsUnavailable,
             PublishedWeightsUnavailable) as e:  # a bad path, file or option, or weights not at hand
-        raise UsageError(f"cannot load the model: {e}") from e
+        raise UserError(f"cannot load the model: {e}") from e
     prepare_output_dir(out, config)
     suffixes = [s for name in config["outputs"] for s in OUTPUTS[name]]
 
@@ -159,30 +158,25 @@ def list_inputs(paths) -> list:
         elif root.is_file():
             found = [(root.name, root)]
         else:
-            raise UsageError(f"{arg}: no such file or folder")
+            raise UserError(f"{arg}: no such file or folder")
         for name, path in found:
             if path.resolve() in seen:
                 continue
             if name in named:
-                raise UsageError(f"{path} and {named[name]} would both be written as {name!r}; "
+                raise UserError(f"{path} and {named[name]} would both be written as {name!r}; "
                                  "give their common parent folder instead")
             named[name] = path
             seen.add(path.resolve())
     if not named:
-        raise UsageError(f"no audio files in {' '.join(map(str, paths))}")
+        raise UserError(f"no audio files in {' '.join(map(str, paths))}")
     return list(named.items())
 
 
 def parse_options(text: str, layer: int | None) -> dict:
-    try:
-        options = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"--model-options is not valid JSON ({e}): {text}") from e
-    if not isinstance(options, dict):
-        raise UsageError(f"--model-options must be a JSON object, got {text}")
+    options = cli.parse_model_options(text)
     if layer is not None:
         if "layer" in options:
-            raise UsageError("give the layer either with --layer or in --model-options, not both")
+            raise UserError("give the layer either with --layer or in --model-options, not both")
         options["layer"] = layer
     options.pop("sample_rate", None)  # files are resampled to the model's rate directly
     return options
@@ -196,10 +190,10 @@ def prepare_output_dir(out: Path, config: dict) -> None:
         try:
             previous = json.loads(index.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise UsageError(f"{index} is unreadable ({e}); remove it or choose another --out") from e
+            raise UserError(f"{index} is unreadable ({e}); remove it or choose another --out") from e
         mine = {k: previous.get(k) for k in config}
         if mine != config:
-            raise UsageError(f"{out} holds embeddings of another run ({json.dumps(mine)}); "
+            raise UserError(f"{out} holds embeddings of another run ({json.dumps(mine)}); "
                              f"this run is {json.dumps(config)}. Choose another --out, or delete {out}")
     else:  # recorded now, so that a killed run is resumed only with the same model and options
         write_json(index, {**config, "files": None})
@@ -274,4 +268,4 @@ def _atomic_write(path: Path, write) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -50,16 +50,6 @@ def embeddings_folder_name(module: str, model_options: Dict) -> str:
     return module + "-" + "-".join(f"{slugify(k)}={slugify(str(v))}" for k, v in model_options.items())
 
 
-def parse_model_options(text: str) -> Dict:
-    try:
-        options = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--model-options is not valid JSON ({e}): {text!r}") from None
-    if not isinstance(options, dict):
-        raise ValueError(f"--model-options must be a JSON object such as '{{\"sample_rate\": 16000}}', got {text!r}")
-    return options
-
-
 def check_inputs(checkpoint: Optional[str], tasks_dir: Path | str, task_names: Sequence[str],
                  grid: str) -> List[Path]:
     """Check what can be checked before loading anything; returns the task folders.
@@ -233,11 +223,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     _log_to(args.out / "evaluate.log")
     try:
-        model_options = parse_model_options(args.model_options)
+        model_options = cli.parse_model_options(args.model_options)
         check_inputs(args.checkpoint, args.tasks_dir, args.task, args.grid)
         check_out_dir(args.out, run_settings("hear_codec", args.checkpoint, model_options, args.grid,
                                              args.grid_points))
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, cli.UserError) as e:
         log.error("%s", e)
         return 2
     rows = run_evaluation(args.checkpoint, args.tasks_dir, args.out, task_names=args.task,
