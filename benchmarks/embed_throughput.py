@@ -39,7 +39,7 @@ OFFICIAL_MIN_LENGTH = 2048  # the official wrapper drops chunks of this many sam
 def official_plan(model, audio: torch.Tensor) -> list:
     """The official wrapper's work on [n, S] audio at the HEAR rate, one clip at a time:
     [n] frame embeddings [T, D] of the last layer (all layers computed, as it does)."""
-    from hear_codec.codec import resample
+    from hear_codec.audio import resample
 
     out = []
     with torch.no_grad():

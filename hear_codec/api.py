@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from .codec import SAMPLE_RATE as MODEL_SAMPLE_RATE
-from .codec import resample
+from .audio import resample
 
 SUPPORTED_SAMPLE_RATES = (16000, 22050, 44100, 48000)
 DEFAULT_SAMPLE_RATE = 48000  # the free HEAR 2021 task downloads are 48 kHz

@@ -35,7 +35,6 @@ import os
 import sys
 import types
 import warnings
-from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -72,7 +71,7 @@ def _import_encodec():
         def fail(*args, **kwargs):
             raise ImportError(
                 f"torchaudio.{name} is not available (torchaudio is not installed or does not match "
-                "this torch build); hear_codec does not need it, use hear_codec.codec.resample instead"
+                "this torch build); hear_codec does not need it, use hear_codec.audio.resample instead"
             )
         return fail
 
@@ -282,52 +281,3 @@ def _synthetic_audio(batch: int, samples: int, gen: torch.Generator) -> torch.Te
     return wav.clamp(-1, 1).float()
 
 
-def resample(wav: torch.Tensor, orig_sr: int, target_sr: int = SAMPLE_RATE) -> torch.Tensor:
-    """Band-limited polyphase resampling along the last axis (scipy's resample_poly design).
-
-    48 kHz -> 24 kHz is an exact polyphase decimation by 2 with a Kaiser-windowed low-pass;
-    16 kHz -> 24 kHz is up 3, down 2. CPU tensors go through scipy's C implementation (about 3x
-    faster than a one-channel conv1d here); other devices run the same filter in torch.
-    wav: [..., samples] -> [..., ceil(samples * target_sr / orig_sr)], same dtype and device.
-    """
-    if orig_sr == target_sr:
-        return wav
-    ratio = Fraction(int(target_sr), int(orig_sr))
-    if wav.device.type == "cpu":
-        from scipy.signal import resample_poly
-
-        out = resample_poly(wav.detach().numpy(), ratio.numerator, ratio.denominator, axis=-1)
-        return torch.from_numpy(out).to(wav.dtype)
-    return _resample_torch(wav, ratio.numerator, ratio.denominator)
-
-
-def _resample_torch(wav: torch.Tensor, up: int, down: int) -> torch.Tensor:
-    """Zero-stuff by ``up``, low-pass, keep every ``down``-th sample: resample_poly in torch."""
-    taps = _polyphase_filter(up, down).to(device=wav.device, dtype=wav.dtype)
-    shape = wav.shape
-    x = wav.reshape(-1, 1, shape[-1])
-    n_out = -(-shape[-1] * up // down)
-    if up > 1:
-        stuffed = x.new_zeros(x.shape[0], 1, shape[-1] * up)
-        stuffed[..., ::up] = x
-        x = stuffed
-    half = (taps.numel() - 1) // 2
-    # conv1d is a correlation; the filter is symmetric so this is the convolution, centred.
-    y = torch.nn.functional.conv1d(torch.nn.functional.pad(x, (half, half)), taps.view(1, 1, -1), stride=down)
-    return y[..., :n_out].reshape(*shape[:-1], -1)
-
-
-_FILTERS: dict = {}
-
-
-def _polyphase_filter(up: int, down: int) -> torch.Tensor:
-    """The low-pass that scipy.signal.resample_poly designs: Kaiser(5.0), 10 zero crossings, gain ``up``."""
-    key = (up, down)
-    if key not in _FILTERS:
-        from scipy.signal import firwin
-
-        max_rate = max(up, down)
-        half_len = 10 * max_rate
-        h = firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)) * up
-        _FILTERS[key] = torch.tensor(h, dtype=torch.float64)
-    return _FILTERS[key]

@@ -61,7 +61,7 @@ def test_chunked_long_clip_aligns_with_frame_grid(tiny_checkpoints, sample_rate)
     audio = noise(2, 13.0, sample_rate)
     assert len(model.chunk_plan(13 * 24000).chunks) > 2
     emb, ts = hear_codec.get_timestamp_embeddings(audio, model)
-    wav24 = hear_codec.codec.resample(audio, sample_rate, 24000)
+    wav24 = hear_codec.audio.resample(audio, sample_rate, 24000)
     whole = model.model.input_proj(model.model.input_features(wav24))  # one pass, no chunks
     assert emb.shape == whole.shape
     assert torch.allclose(emb, whole, atol=1e-5)
@@ -93,7 +93,7 @@ def test_chunked_equals_unchunked_inside_one_chunk(mel_model, ec_model):
     for model in (mel_model, ec_model):
         audio = noise(2, 3.5, 48000)
         emb, _ = hear_codec.get_timestamp_embeddings(audio, model)
-        direct = model.model.embed_layers(hear_codec.codec.resample(audio, 48000, 24000))[-1]
+        direct = model.model.embed_layers(hear_codec.audio.resample(audio, 48000, 24000))[-1]
         assert torch.allclose(emb, direct, atol=1e-5)
 
 
@@ -101,7 +101,7 @@ def test_overlap_keeps_long_clip_close_to_unchunked(mel_model):
     """Every frame keeps >= 0.25 s of context on each side of a cut: outputs stay close."""
     audio = noise(1, 6.0, 48000)
     emb, _ = hear_codec.get_timestamp_embeddings(audio, mel_model)
-    direct = mel_model.model.embed_layers(hear_codec.codec.resample(audio, 48000, 24000))[-1]
+    direct = mel_model.model.embed_layers(hear_codec.audio.resample(audio, 48000, 24000))[-1]
     cos = torch.nn.functional.cosine_similarity(emb, direct, dim=-1)
     assert cos.min() > 0.95
 
@@ -161,7 +161,7 @@ def test_layer_truncation_equals_the_full_forward(front_end):
     model = encodecmae.EncodecMAE(encodecmae.preset("tiny", front_end=front_end, num_layers=4)).eval()
     audio = noise(2, 1.5, 48000)
     with torch.no_grad():
-        full = model.embed_layers(hear_codec.codec.resample(audio, 48000, 24000))
+        full = model.embed_layers(hear_codec.audio.resample(audio, 48000, 24000))
     runs = []
     for j, layer in enumerate(model.encoder.layers):
         layer.register_forward_hook(lambda module, args, out, j=j: runs.append(j))

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 import hear_codec
-from hear_codec.codec import SAMPLE_RATE, resample
+from hear_codec.audio import resample
+from hear_codec.codec import SAMPLE_RATE
 from hear_codec.fbank import KaldiFbank
 from training import transfer_families as TF
 

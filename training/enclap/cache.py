@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hear_codec.audio import read_audio
+from hear_codec.audio import read_audio, resample
 from hear_codec.codec import SAMPLE_RATE as CODEC_RATE
-from hear_codec.codec import codebooks_for_bandwidth, load_codec, resample
+from hear_codec.codec import codebooks_for_bandwidth, load_codec
 from training.enclap.data import CaptionDataError, Clip
 from training.enclap.text import PretrainedUnavailable
 
