@@ -106,8 +106,9 @@ def test_overlap_keeps_long_clip_close_to_unchunked(mel_model):
     assert cos.min() > 0.95
 
 
-def test_memory_is_bounded_by_the_chunk_batch(tiny_checkpoints):
-    model = hear_codec.load_model(tiny_checkpoints["mel256"], batch_size=2, sample_rate=16000)
+def record_forward_shapes(model) -> list:
+    """Spy on the encoder of a loaded HEAR model: the returned list fills with the [B, S] shape of
+    every batch of chunks it is called with."""
     calls = []
     original = model.model.embed_layers
 
@@ -116,6 +117,12 @@ def test_memory_is_bounded_by_the_chunk_batch(tiny_checkpoints):
         return original(wav, padding_mask, num_layers)
 
     model.model.embed_layers = spy
+    return calls
+
+
+def test_memory_is_bounded_by_the_chunk_batch(tiny_checkpoints):
+    model = hear_codec.load_model(tiny_checkpoints["mel256"], batch_size=2, sample_rate=16000)
+    calls = record_forward_shapes(model)
     audio = noise(3, 60.0, 16000)  # 3 one-minute clips
     emb, ts = hear_codec.get_timestamp_embeddings(audio, model)
     assert emb.shape[1] == model.model.num_frames(60 * 24000)
@@ -269,14 +276,7 @@ def test_scene_and_timestamp_plans_batch_every_chunk(tiny_checkpoints):
     """A 10 s clip: scene embeddings run 3 equal chunks with no context (not 3 x 4 s), timestamps
     3 chunks with 0.25 s of context, each plan in one forward pass of all its chunks."""
     model = hear_codec.load_model(tiny_checkpoints["mel256"])
-    calls = []
-    original = model.model.embed_layers
-
-    def spy(wav, padding_mask=None, num_layers=None):
-        calls.append(tuple(wav.shape))
-        return original(wav, padding_mask, num_layers)
-
-    model.model.embed_layers = spy
+    calls = record_forward_shapes(model)
     audio = noise(2, 10.0, 48000)
     hear_codec.get_scene_embeddings(audio, model)
     assert calls == [(6, 250 * 318 + 637)]  # 753 frames = 3 x 251
