@@ -40,6 +40,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hear_codec import seanet
+
 SAMPLE_RATE = 24_000
 HOP_LENGTH = 320  # product of the SEANet strides [2, 4, 5, 8]
 FRAME_RATE = SAMPLE_RATE / HOP_LENGTH  # 75 frames per second
@@ -140,28 +142,21 @@ class Codec(nn.Module):
 
 
 # On CPU the SEANet encoder has two halves that want opposite batch sizes. Its convolutions run
-# at 24 kHz on wide activations and are memory-bound: micro-batches of 2 chunks keep them in cache
-# (16 x 4 s chunks: 2.8 s in calls of 2, 5.1 s in one call). Its LSTM, at 75 Hz, is bound by
-# reading its weights at every step, so it wants the whole batch at once (0.27 s for the 16
-# chunks in one call, 1.0 s in calls of 2). Together: 3.3 s instead of 4.2 s for micro-batches of
-# 2 throughout, with bit-identical output (2-core Xeon with AMX, torch 2.13; docs/embedding.md).
-# GPUs get the whole batch at once.
+# at 24 kHz on wide activations and are memory-bound: micro-batches of 2 chunks keep them in cache.
+# Its LSTM, at 75 Hz, is bound by reading its weights at every step, so it wants the whole batch
+# at once. hear_codec/seanet.py runs both that way, with channels-last convolutions and each
+# padding written once: 16 x 4 s chunks in about half the time of encodec's own forward
+# (benchmarks/ec_front_end.py, docs/embedding.md). GPUs run encodec's forward on the whole batch.
 CPU_CONV_MICRO_BATCH = 2
 
 
 def run_encoder(encoder: nn.Module, wav: torch.Tensor) -> torch.Tensor:
     """A SEANet encoder over a batch: [batch, samples] -> [batch, frames, 128].
 
-    On CPU the convolutions before the LSTM run in micro-batches and the rest on the whole batch."""
-    x = wav.unsqueeze(1)
+    On CPU through :func:`hear_codec.seanet.encode` (the same numbers up to float32 rounding)."""
     if wav.device.type != "cpu":
-        return encoder(x).transpose(1, 2)
-    layers = encoder.model  # encodec's SEANetEncoder: an nn.Sequential of convolutions, an SLSTM, ...
-    split = next((i for i, layer in enumerate(layers) if type(layer).__name__ == "SLSTM"), len(layers))
-    convolutions = layers[:split]
-    step = CPU_CONV_MICRO_BATCH
-    hidden = torch.cat([convolutions(x[i:i + step]) for i in range(0, len(x), step)])
-    return layers[split:](hidden).transpose(1, 2)
+        return encoder(wav.unsqueeze(1)).transpose(1, 2)
+    return seanet.encode(encoder, wav, CPU_CONV_MICRO_BATCH)
 
 
 def _check_wav(wav: torch.Tensor) -> None:

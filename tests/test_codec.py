@@ -57,19 +57,3 @@ def test_bad_bandwidth_and_audio(offline_codec):
     with pytest.raises(TypeError, match="floating"):
         offline_codec.encode_features(torch.zeros(1, 100, dtype=torch.int16))
 
-
-def test_encoder_batching_on_cpu(offline_codec, rng):
-    """Convolutions in micro-batches, the LSTM on the whole batch: the numbers of one call over all."""
-    encoder = offline_codec.encoder
-    seen = {"conv": [], "lstm": []}
-    hooks = [encoder.model[0].register_forward_hook(lambda m, args, out: seen["conv"].append(args[0].shape[0])),
-             encoder.model[13].register_forward_hook(lambda m, args, out: seen["lstm"].append(args[0].shape[0]))]
-    wav = torch.rand(5, 9600, generator=rng) - 0.5
-    with torch.no_grad():
-        batched = codec_lib.run_encoder(encoder, wav)
-        for hook in hooks:
-            hook.remove()
-        whole = encoder(wav.unsqueeze(1)).transpose(1, 2)
-    assert type(encoder.model[13]).__name__ == "SLSTM"
-    assert seen == {"conv": [2, 2, 1], "lstm": [5]}
-    assert batched.shape == (5, 30, 128) and torch.allclose(batched, whole, atol=1e-6)
