@@ -84,7 +84,7 @@ def _conv(sconv: nn.Module, x: torch.Tensor, elu_alpha: float | None = None) -> 
     causal, split otherwise), plus, on the right, what makes the last window full."""
     conv = sconv.conv.conv  # SConv1d -> NormConv1d -> nn.Conv1d
     if sconv.pad_mode != "reflect" or not isinstance(sconv.conv.norm, nn.Identity):
-        return _channels_first(sconv, F.elu(x, elu_alpha) if elu_alpha is not None else x)
+        return _channels_first(sconv, _elu(x, elu_alpha))
     (kernel,), (stride,), (dilation,) = conv.kernel_size, conv.stride, conv.dilation
     length = x.shape[1]
     total = (kernel - 1) * dilation - (stride - 1)
@@ -92,7 +92,7 @@ def _conv(sconv: nn.Module, x: torch.Tensor, elu_alpha: float | None = None) -> 
     extra = (math.ceil(frames) - 1) * stride + (kernel - total) - length
     left, right = (total, extra) if sconv.causal else (total - total // 2, total // 2 + extra)
     if length <= max(left, right):  # encodec zero-pads such short inputs before reflecting
-        return _channels_first(sconv, F.elu(x, elu_alpha) if elu_alpha is not None else x)
+        return _channels_first(sconv, _elu(x, elu_alpha))
     padded = _padded(x, left, right, elu_alpha)  # [B, left + T + right, C_in]
     weight = _weight(conv)  # [C_out, C_in, kernel]
     if conv.in_channels == 1 and dilation == 1:  # a matrix product over the sliding windows
@@ -106,7 +106,7 @@ def _conv(sconv: nn.Module, x: torch.Tensor, elu_alpha: float | None = None) -> 
 def _padded(x: torch.Tensor, left: int, right: int, elu_alpha: float | None) -> torch.Tensor:
     """[B, T, C] -> [B, left + T + right, C]: (ELU of) x with reflected edges, written once."""
     if left == right == 0:
-        return F.elu(x, elu_alpha) if elu_alpha is not None else x
+        return _elu(x, elu_alpha)
     b, t, c = x.shape
     out = x.new_empty(b, left + t + right, c)
     body = out[:, left:left + t]
@@ -119,6 +119,10 @@ def _padded(x: torch.Tensor, left: int, right: int, elu_alpha: float | None) -> 
     if right:
         out[:, left + t:] = out[:, left + t - right - 1:left + t - 1].flip(1)
     return out
+
+
+def _elu(x: torch.Tensor, alpha: float | None) -> torch.Tensor:
+    return x if alpha is None else F.elu(x, alpha)
 
 
 def _weight(conv: nn.Conv1d) -> torch.Tensor:
