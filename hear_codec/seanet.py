@@ -110,7 +110,7 @@ def _padded(x: torch.Tensor, left: int, right: int, elu_alpha: float | None) -> 
     b, t, c = x.shape
     out = x.new_empty(b, left + t + right, c)
     body = out[:, left:left + t]
-    if elu_alpha is not None:
+    if elu_alpha is not None:  # F.elu has no out=; this is the op it calls (alpha, scale, input_scale)
         torch._C._nn.elu(x, elu_alpha, 1.0, 1.0, out=body)
     else:
         body.copy_(x)
