@@ -222,22 +222,3 @@ def test_vocabulary_sounds_keep_their_codes_while_they_last():
     # Deep codebooks flip now and then between near-tied codewords; the contrast is the point.
     assert steady[0] > 0.9 and steady[1] > 0.9, steady
     assert steady[2] < 0.3, steady
-
-
-def test_noise_bursts_have_textures_in_time():
-    """The corpus's noise bursts (training/data.py) come in textures: about half of them (gated and
-    tick trains) have an envelope that repeats at one of TEXTURE_PERIODS, the rest do not."""
-    from hear_codec.codec import FRAME_RATE
-
-    sr = 24000
-    t = np.arange(int(0.8 * sr)) / sr
-    block = int(sr / FRAME_RATE) // 4  # a quarter frame
-    periodic = []
-    for seed in range(60):
-        x = D._event("noise_burst", np.random.default_rng(seed), t, t, sr)
-        env = np.sqrt((x[: len(x) // block * block].reshape(-1, block) ** 2).mean(1))
-        env = env - env.mean()
-        corr = lambda lag: (env[:-lag] * env[lag:]).mean() / (env.var() + 1e-12)
-        # repeats after a period, not after half of one (a slow swell is correlated at both)
-        periodic.append(max(corr(4 * int(p)) - corr(2 * int(p)) for p in D.TEXTURE_PERIODS) > 0.5)
-    assert 0.3 < np.mean(periodic) < 0.7, np.mean(periodic)

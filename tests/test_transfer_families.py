@@ -31,13 +31,3 @@ def test_held_out_registers_hold_no_pitch_of_the_built_in_corpus():
     for centre in TF.REGISTER_CENTRES:
         low, high = centre * 2 ** (-TF.REGISTER_SPREAD / 12), centre * 2 ** (TF.REGISTER_SPREAD / 12)
         assert not any(low <= f <= high for f in corpus), centre
-
-
-def test_held_out_noise_events_are_not_the_corpus_noise_textures():
-    """The corpus's gated noise and click trains repeat far slower than the held-out crackle
-    (20-200 clicks/s) and engine (15-60 Hz) do."""
-    from hear_codec.codec import FRAME_RATE
-    from training import data as D
-
-    rates = [FRAME_RATE / p for p in D.TEXTURE_PERIODS]
-    assert max(rates) < 10 and "impacts" not in D.NOISE_TEXTURES and "crackle" not in D.NOISE_TEXTURES

@@ -344,7 +344,7 @@ class StepSampler(Sampler):
 # ---------------------------------------------------------------- the synthetic corpus
 
 SYNTH_CLASSES = ("tone", "chirp", "harmonic", "noise_burst", "am", "fm")
-CORPUS_VERSION = 3  # bump when corpus_clip changes: cached codec targets are keyed on it
+CORPUS_VERSION = 2  # bump when corpus_clip changes: cached codec targets are keyed on it
 
 
 def corpus_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPLE_RATE,
@@ -392,17 +392,10 @@ def corpus_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPL
 # loudness levels and a flat envelope: an event then keeps the same codes while it sounds (or
 # repeats them, for AM/FM), and a small vocabulary means each word recurs across clips, so a
 # model can learn its codes from a few hundred clips (tests/test_data.py checks this).
-# Noise bursts stay random: their codes are not predictable. They come in textures with temporal
-# structure (steady, gated at a rate, swelling or fading, a regular train of band-limited clicks)
-# so that a model sees noise whose level pattern in time says what it is. None of them is a kind
-# of the transfer check's held-out noise events (decaying resonant impacts, Poisson crackle at
-# 20-200 clicks/s, low-passed wind with gusts, engine pulses at 15-60 Hz over a hum): the gates
-# and clicks repeat at 3.75-9.4 Hz, and nothing decays exponentially.
-NOISE_TEXTURES = ("steady", "gated", "swell", "ticks")
-TEXTURE_PERIODS = (8, 12, 20)  # frames (9.4, 6.25, 3.75 Hz)
+# Noise bursts stay random: their codes are not predictable.
 LEVELS = (0.12, 0.35)
 TONE_HZ = (225, 450, 900, 1800, 3000)
-NOTE_HZ = (75, 150, 225, 300, 450, 525, 600, 900, 1050)  # each 2+ semitones from the held-out registers
+NOTE_HZ = (75, 150, 300, 600)
 TIMBRES = ((0.6, 1.0), (1.0, 0.3), (2.0, 0.5))  # (spectral tilt, even-partial level)
 CHIRPS = ((200, 1600), (1600, 200), (400, 3200), (3200, 400))  # (start Hz, end Hz) over 0.4 s
 CARRIER_HZ = (300, 900, 1800)
@@ -426,23 +419,13 @@ def _event(kind, rng, t, tt, sr):
         amps = k ** -tilt * np.where(k % 2 == 1, 1.0, even)
         x = (amps[:, None] * np.sin(2 * np.pi * f0 * k[:, None] * t[None, :])).sum(0)
         return x / amps.sum()
-    if kind == "noise_burst":  # band-limited noise (or ticks) in one of the textures
-        texture = NOISE_TEXTURES[rng.integers(len(NOISE_TEXTURES))]
-        period = rng.choice(TEXTURE_PERIODS) / FRAME_RATE  # seconds
-        if texture == "ticks":  # a regular train of clicks
-            x = np.zeros(len(tt))
-            x[np.round(np.arange(0.0, tt[-1], period) * sr).astype(int)] = 1.0
-        else:
-            x = rng.standard_normal(len(tt))
+    if kind == "noise_burst":
+        x = rng.standard_normal(len(tt))
         lo, hi = sorted(rng.uniform(100, nyq * 0.8, size=2))
         spec = np.fft.rfft(x)
         f = np.fft.rfftfreq(len(tt), 1 / sr)
         spec[(f < lo) | (f > hi)] = 0
         x = np.fft.irfft(spec, len(tt))
-        if texture == "gated":  # on for half of each period
-            x = x * ((tt % period) < period / 2)
-        elif texture == "swell":  # a linear crescendo or decrescendo over the event
-            x = x * (tt / tt[-1] if rng.random() < 0.5 else 1 - tt / tt[-1])
         return x / (np.abs(x).max() + 1e-8)
     if kind == "am":
         fc, fm = rng.choice(CARRIER_HZ), FRAME_RATE / rng.choice(MODULATION_PERIODS)
@@ -519,21 +502,19 @@ def precompute_codes(dataset: SyntheticCorpus, codec, n_q: int, cache: Path | No
 
 def frozen_codec(cfg: DataConfig):
     """What makes the targets: the published EnCodec, the offline (random) EnCodec, or the
-    stand-in (k-means of log-mel bands fitted on the built-in corpus, plus a pitch stream;
-    training/spectral_targets.py)."""
+    log-mel k-means stand-in fitted on the built-in corpus (training/spectral_targets.py)."""
     if cfg.codec == spectral_targets.NAME:
         if cfg.sources:
             raise SystemExit(f"--codec {spectral_targets.NAME}: the stand-in targets are fitted on the built-in corpus; "
                              "with --data use --codec pretrained (the paper's targets) or offline")
-        log.info("targets: %s, a stand-in for EnCodec's codes (k-means of log-mel bands and a pitch stream; "
-                 "training/spectral_targets.py), "
+        log.info("targets: %s, a stand-in for EnCodec's codes (k-means of log-mel bands; training/spectral_targets.py), "
                  "not the paper's; --codec pretrained gives the published EnCodec's", spectral_targets.NAME)
         published = Path(torch.hub.get_dir()) / "checkpoints" / PRETRAINED_CHECKPOINT
         if published.is_file():
             log.warning("the published EnCodec weights are on this machine (%s), but --codec %s was chosen: "
                         "--codec pretrained trains on the paper's targets", published, spectral_targets.NAME)
         corpus = SyntheticCorpus(cfg.synthetic_clips, cfg.crop_seconds, seed=cfg.seed, offset=0)
-        return spectral_targets.fit_on_corpus(corpus, seed=cfg.seed)
+        return spectral_targets.fit_on_corpus(corpus, spectral_targets.BANDS, seed=cfg.seed)
     log.info("targets: the %s EnCodec's codes", "published" if cfg.codec == "pretrained" else "offline (random-weight)")
     return load_codec(cfg.codec, path=cfg.codec_path) if cfg.codec == "pretrained" else load_codec("offline")
 
@@ -602,7 +583,7 @@ def add_data_args(group, *, codec_use: str, defaults: "DataDependentDefaults", s
     codec_use: what the codec makes for this model (shown in --codec's help); ``defaults``: the
     model's data-dependent defaults (shown in the help of --crop-seconds, --batch-size, --codec);
     ``stand_in_targets``: the model only needs targets from the codec, so --codec may also be the
-    stand-in (training/spectral_targets.py).
+    log-mel k-means stand-in (training/spectral_targets.py).
     """
     d = {f.name: f.default for f in fields(DataConfig)}
     group.add_argument("--data", nargs="+", default=None, metavar="DIR_OR_MANIFEST",
@@ -616,7 +597,7 @@ def add_data_args(group, *, codec_use: str, defaults: "DataDependentDefaults", s
                        help=f"clips per micro-batch per device (default: {defaults.note('batch_size')})")
     stand_in = [spectral_targets.NAME] if stand_in_targets else []
     stand_in_help = (f"; or {spectral_targets.NAME}: not EnCodec, a stand-in fitted on the built-in corpus "
-                     "(k-means of log-mel bands and a pitch stream, targets that mean the same for any audio; the mel256 front end "
+                     "(k-means of log-mel bands, targets that mean the same for any audio; the mel256 front end "
                      "only)" if stand_in_targets else "")
     group.add_argument("--codec", default=None, choices=["pretrained", "offline"] + stand_in,
                        help=f"EnCodec weights that make {codec_use}: pretrained (published, the paper) or offline "

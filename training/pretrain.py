@@ -1,7 +1,7 @@
 """Pretraining CLI: ``python -m training.pretrain [--model NAME] [options]``.
 
 With no arguments it trains the built-in default (tiny EnCodecMAE, synthetic corpus generated
-in code, a stand-in for EnCodec's targets -- log-mel band k-means and pitch: training/spectral_targets.py) in a
+in code, the log-mel k-means stand-in for EnCodec's targets: training/spectral_targets.py) in a
 few minutes on a CPU and writes ``runs/pretrain/last.ckpt.hearcodec``,
 which ``hear-validator hear_codec --model runs/pretrain/last.ckpt.hearcodec`` accepts. With
 ``--preset small|base|large --data DIR_OR_MANIFEST`` it is the paper's setting (see
@@ -43,7 +43,7 @@ def build_parser(name: str = DEFAULT_MODEL) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.pretrain",
         description="Pretrain a hear_codec model with the shared Lightning engine. Without arguments: the "
-                    "built-in tiny EnCodecMAE on a synthetic corpus with stand-in targets (log-mel band k-means and pitch, not "
+                    "built-in tiny EnCodecMAE on a synthetic corpus with stand-in targets (log-mel k-means, not "
                     "EnCodec; minutes on a CPU). "
                     "Options whose default says 'with --data' take the paper's setting when --data is given.",
     )
