@@ -3,10 +3,9 @@
 The same layers and weights as ``encodec``'s own ``SEANetEncoder.forward``, computed another way,
 because on a CPU that forward spends most of its time moving memory rather than multiplying:
 
-* Its activations are channels-first [batch, channels, time]. oneDNN's fast 1-d convolution
-  kernels want channels-last, so it reorders every input and output around every convolution:
-  at 24 kHz on 32-64 channels those convolutions ran at a third of the speed they reach on
-  channels-last data (benchmarks/ec_front_end.py).
+* Its activations are channels-first [batch, channels, time], a layout oneDNN's convolutions are
+  slow on: the 1x1 and strided convolutions at 48-12 kHz ran 2-8x slower than on the same data
+  channels-last (docs/embedding.md, "The ec front end").
 * Every ``SConv1d`` pads its input with ``F.pad`` (reflect), a full copy of the activation even
   when the padding is zero (the 1x1 convolutions), and most of them follow an ELU, another full
   pass: 19 % and 12 % of the encoder's time (torch profiler, 16 x 4 s chunks).
@@ -18,7 +17,7 @@ only the few reflected samples at the edges are copied. The first convolution (o
 channel, where oneDNN is slowest) is a matrix product over the input's sliding windows.
 
 The result equals the module's own forward up to float32 rounding (another summation order:
-max |difference| ~1e-6 on features of size ~1, tests/test_seanet.py); EnCodec's codes can then
+max |difference| 3e-7 on features of max 0.1, tests/test_seanet.py); EnCodec's codes can then
 differ only where two codewords are equally near (the parity tests allow such ties).
 Weights are read from the modules at every call (weight norm included), so a state dict loaded
 into the encoder is always what runs.
