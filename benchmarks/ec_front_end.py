@@ -54,15 +54,12 @@ def main(argv=None):
     print(describe_ceilings({"now": matmul_ceilings("cpu")}))
     print(f"EnCodecMAE-base ec, random weights, {args.chunks} chunks x 4 s; best of {args.repeats} calls\n")
 
-    def encodec_forward(x):  # [B, S] -> [B, T, 128], as the official EncodecEncoder runs it
-        return encoder(x.unsqueeze(1)).transpose(1, 2)
-
     def bf16_embedding():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return model.embed_layers(wav)
 
     with torch.no_grad():
-        reference = encodec_forward(wav)
+        reference = codec.encodec_forward(encoder, wav)
         whole = best_times({"front end": lambda: codec.run_encoder(encoder, wav),
                             "fp32": lambda: model.embed_layers(wav), "bf16": bf16_embedding}, args.repeats)
         print("| whole embedding | seconds | EnCodec encoder (run_encoder) | share |")
@@ -72,8 +69,8 @@ def main(argv=None):
                   f"{100 * whole['front end'] / whole[name]:.0f} % |")
 
         variants = {"encodec's forward, one chunk per call (official)":
-                    lambda: torch.cat([encodec_forward(c[None]) for c in wav]),
-                    "encodec's forward, the whole batch": lambda: encodec_forward(wav)}
+                    lambda: torch.cat([codec.encodec_forward(encoder, c[None]) for c in wav]),
+                    "encodec's forward, the whole batch": lambda: codec.encodec_forward(encoder, wav)}
         for step in sorted({1, 2, 4, args.chunks}):
             variants[f"seanet.encode, micro-batches of {step}"] = (lambda step=step: seanet.encode(encoder, wav, step))
         times = best_times(variants, args.repeats)

@@ -46,11 +46,8 @@ def official_plan(model, audio: torch.Tensor) -> list:
     from hear_codec import codec
     from hear_codec.audio import resample
 
-    def encodec_forward(encoder, wav):  # [B, S] -> [B, T, 128], the official EncodecEncoder's call
-        return encoder(wav.unsqueeze(1)).transpose(1, 2)
-
     out = []
-    with torch.no_grad(), mock.patch.object(codec, "run_encoder", encodec_forward):
+    with torch.no_grad(), mock.patch.object(codec, "run_encoder", codec.encodec_forward):
         for clip in audio:
             wav = resample(clip[None], model.sample_rate, 24000)
             chunks = [wav[:, i:i + OFFICIAL_CHUNK] for i in range(0, wav.shape[1], OFFICIAL_CHUNK)]

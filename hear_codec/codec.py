@@ -155,8 +155,14 @@ def run_encoder(encoder: nn.Module, wav: torch.Tensor) -> torch.Tensor:
 
     On CPU through :func:`hear_codec.seanet.encode` (the same numbers up to float32 rounding)."""
     if wav.device.type != "cpu":
-        return encoder(wav.unsqueeze(1)).transpose(1, 2)
+        return encodec_forward(encoder, wav)
     return seanet.encode(encoder, wav, CPU_CONV_MICRO_BATCH)
+
+
+def encodec_forward(encoder: nn.Module, wav: torch.Tensor) -> torch.Tensor:
+    """encodec's own SEANetEncoder forward, as the official EnCodecMAE runs it:
+    [batch, samples] -> [batch, frames, 128]."""
+    return encoder(wav.unsqueeze(1)).transpose(1, 2)
 
 
 def _check_wav(wav: torch.Tensor) -> None:
@@ -250,7 +256,7 @@ def _init_codebooks_offline(encoder: nn.Module, quantizer: nn.Module, seed: int)
     gen = torch.Generator().manual_seed(seed + 1)
     encoder.eval()
     wav = _synthetic_audio(8, 2 * SAMPLE_RATE, gen)
-    residual = encoder(wav.unsqueeze(1)).transpose(1, 2).reshape(-1, FEATURE_DIM)  # [1200, 128]
+    residual = encodec_forward(encoder, wav).reshape(-1, FEATURE_DIM)  # [1200, 128]
     for layer in quantizer.vq.layers:
         codebook = layer._codebook
         idx = torch.randint(0, residual.shape[0], (codebook.codebook_size,), generator=gen)

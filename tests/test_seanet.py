@@ -4,6 +4,7 @@ import torch
 
 from hear_codec import codec as codec_lib
 from hear_codec import seanet
+from hear_codec.codec import encodec_forward as reference  # encodec's own forward
 
 
 def small_encoder(causal: bool, residual_layers: int = 1, true_skip: bool = False) -> torch.nn.Module:
@@ -14,11 +15,6 @@ def small_encoder(causal: bool, residual_layers: int = 1, true_skip: bool = Fals
         return encodec.modules.SEANetEncoder(channels=1, dimension=16, n_filters=4, ratios=[4, 2],
                                              n_residual_layers=residual_layers, causal=causal,
                                              true_skip=true_skip).eval()
-
-
-def reference(encoder, wav):
-    """encodec's forward: [B, S] -> [B, frames, dim]."""
-    return encoder(wav.unsqueeze(1)).transpose(1, 2)
 
 
 @pytest.mark.parametrize("causal", [True, False])
