@@ -24,8 +24,6 @@ into the encoder is always what runs.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,16 +79,15 @@ def _conv(sconv: nn.Module, x: torch.Tensor, elu_alpha: float | None = None) -> 
 
     SConv1d pads (kernel - 1) * dilation - (stride - 1) samples by reflection (on the left when
     causal, split otherwise), plus, on the right, what makes the last window full."""
+    from encodec.modules.conv import get_extra_padding_for_conv1d  # imported already: sconv is encodec's
+
     conv = sconv.conv.conv  # SConv1d -> NormConv1d -> nn.Conv1d
-    if sconv.pad_mode != "reflect" or not isinstance(sconv.conv.norm, nn.Identity):
-        return _channels_first(sconv, _elu(x, elu_alpha))
     (kernel,), (stride,), (dilation,) = conv.kernel_size, conv.stride, conv.dilation
-    length = x.shape[1]
     total = (kernel - 1) * dilation - (stride - 1)
-    frames = (length - kernel + total) / stride + 1
-    extra = (math.ceil(frames) - 1) * stride + (kernel - total) - length
+    extra = get_extra_padding_for_conv1d(x.transpose(1, 2), kernel, stride, total)
     left, right = (total, extra) if sconv.causal else (total - total // 2, total // 2 + extra)
-    if length <= max(left, right):  # encodec zero-pads such short inputs before reflecting
+    if (sconv.pad_mode != "reflect" or not isinstance(sconv.conv.norm, nn.Identity)
+            or x.shape[1] <= max(left, right)):  # encodec zero-pads such short inputs before reflecting
         return _channels_first(sconv, _elu(x, elu_alpha))
     padded = _padded(x, left, right, elu_alpha)  # [B, left + T + right, C_in]
     weight = _weight(conv)  # [C_out, C_in, kernel]
