@@ -170,6 +170,11 @@ def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
     assert set(results) == {"pitch", "noise_events"} and len(results["pitch"]["trained"]["1"]) == 2
     assert set(results["pitch"]) == {"log-mel", "init", "trained", "chance"}
     assert (out / "transfer_check.png").stat().st_size > 0
+    # the summary over runs (here the same run twice) reads what the check wrote
+    from training import transfer_check
+    summary = transfer_check.summarise_runs({name: transfer_check.read_results(out) for name in ("a", "b")})
+    assert "| pitch | 1 |" in summary and "| noise_events | 2 |" in summary and summary.count(" of 2 |") == 2  # budget 1
+    assert summary.count("n/a (one fit)") == 2  # budget 2 is the whole pool: one fit
     # bad input: no run there, too few labels for six classes, targets of another corpus version
     with pytest.raises(SystemExit, match="not found"):
         learning_check.main(["--run", str(tmp_path / "nothing")])

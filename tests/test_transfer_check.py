@@ -1,6 +1,9 @@
-"""The transfer check (training/transfer_check.py): its probes and verdicts. Its held-out families:
-test_transfer_families.py; the check end to end on a 2-step run: tests/test_pretrain.py (it needs a
-training run)."""
+"""The transfer check (training/transfer_check.py): its probes, verdicts and the summary over runs.
+Its held-out families: test_transfer_families.py; the check end to end on a 2-step run:
+tests/test_pretrain.py (it needs a training run)."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -26,3 +29,38 @@ def test_verdict_needs_a_gap_larger_than_the_spread():
     assert TC.verdict(init, init + 0.1) == "better (> std)"
     assert TC.verdict(init, init + 0.05) == "better, within std"
     assert TC.verdict(init, init - 0.01) == "**not better**"
+
+
+def _results(gaps_at_2: dict, spread: float = 0.05) -> dict:
+    """Transfer results with init scores around 0.5 (std ``spread``) and trained = init + gap."""
+    init = 0.5 + spread * np.array([-1.0, 1.0])  # std = spread
+    return {family: {"init": {2: init, 24: np.array([0.9])}, "trained": {2: init + gap, 24: np.array([0.95])},
+                     "log-mel": {2: init, 24: np.array([0.9])}, "chance": 0.25}
+            for family, gap in gaps_at_2.items()}
+
+
+def test_summary_over_runs_gives_each_gap_its_verdict_and_the_mean_and_std(tmp_path):
+    runs = {"s0": _results({"pitch": 0.08, "vowels": 0.2}), "s1": _results({"pitch": -0.02, "vowels": 0.1}),
+            "s2": _results({"pitch": 0.03})}  # s2 has no vowels: only the families every run has
+    for name, results in runs.items():
+        (tmp_path / name).mkdir()
+        TC.write_results(tmp_path / name, results)
+    read = {name: TC.read_results(tmp_path / name) for name in runs}
+    assert np.allclose(read["s0"]["pitch"]["trained"][2], runs["s0"]["pitch"]["trained"][2])
+    table = TC.summarise_runs(read)
+    # gaps 0.08 (> std 0.05), -0.02, 0.03: mean 0.030, std 0.041; one of three runs better beyond the spread
+    assert "| pitch | 2 | +0.080*, -0.020, +0.030 | +0.030 ± 0.041 | 1 of 3 |" in table
+    assert "| pitch | 24 | +0.050, +0.050, +0.050 | +0.050 ± 0.000 | n/a (one fit) |" in table
+    assert "vowels" not in table
+
+
+def test_summary_refuses_a_missing_run_or_check_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run folder not found"):
+        TC.read_results(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="has no transfer_check.json: run python -m training.learning_check"):
+        TC.read_results(tmp_path)
+    # as a command: one line on stderr, status 2, no traceback
+    proc = subprocess.run([sys.executable, "-m", "training.transfer_check", str(tmp_path / "nothing")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: run folder not found"), proc.stderr
+    assert "Traceback" not in proc.stderr

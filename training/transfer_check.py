@@ -1,7 +1,9 @@
 """Does pretraining transfer? Linear probes on held-out sound families, trained model vs its init.
 
 ``python -m training.learning_check --run OUT --transfer`` runs this after the in-corpus checks
-(``OUT/transfer_check.md``, ``.json``, ``.png``).
+(``OUT/transfer_check.md``, ``.json``, ``.png``). ``python -m training.transfer_check RUN [RUN ...]``
+summarises the checks of several runs, e.g. seeds of one configuration (:func:`summarise_runs`):
+one run's verdict depends on its seed (docs/pretraining.md, "Seeds").
 
 For each family of :mod:`training.transfer_families` (kinds of sound the built-in corpus never
 has), HEAR scene embeddings (``hear_codec.get_scene_embeddings``, 48 kHz input, mean over
@@ -20,6 +22,7 @@ clips per class.
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 
 import hear_codec
+from hear_codec import cli
 from hear_codec.audio import resample
 from hear_codec.codec import SAMPLE_RATE
 from hear_codec.fbank import KaldiFbank
@@ -73,9 +77,7 @@ def run_check(run: Path, checkpoints: dict, args, log=print) -> dict:
     log(table)
     run = Path(run)
     (run / "transfer_check.md").write_text(table + "\n")
-    (run / "transfer_check.json").write_text(json.dumps(
-        {family: {name: (value if name == "chance" else {str(k): v.tolist() for k, v in value.items()})
-                  for name, value in reps.items()} for family, reps in results.items()}, indent=1))
+    write_results(run, results)
     plot_transfer(run / "transfer_check.png", results, budgets)
     return results
 
@@ -216,3 +218,66 @@ def plot_transfer(path, results: dict, budgets) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_results(run, results: dict) -> None:
+    """``results`` (:func:`transfer_probes`) as ``run/transfer_check.json``; :func:`read_results` reads it."""
+    (Path(run) / "transfer_check.json").write_text(json.dumps(
+        {family: {name: (value if name == "chance" else {str(k): np.asarray(v).tolist() for k, v in value.items()})
+                  for name, value in reps.items()} for family, reps in results.items()}, indent=1))
+
+
+def read_results(run) -> dict:
+    """A run's transfer check as written by :func:`run_check`: {family: {representation: {budget:
+    scores [draws]}, "chance": float}}."""
+    path = Path(run) / "transfer_check.json"
+    if not Path(run).is_dir():
+        raise FileNotFoundError(f"run folder not found: {run}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{run} has no transfer_check.json: run "
+                                f"python -m training.learning_check --run {run} --transfer first")
+    raw = json.loads(path.read_text())
+    return {family: {name: (value if name == "chance" else {int(k): np.asarray(v) for k, v in value.items()})
+                     for name, value in reps.items()} for family, reps in raw.items()}
+
+
+def summarise_runs(results: dict) -> str:
+    """A markdown table over several runs' transfer checks ({run name: :func:`read_results`}): per
+    family and budget, each run's trained - init (``*`` where its verdict is "better (> std)"),
+    the mean +- std of the gaps over the runs, and how many runs beat their init beyond the draws'
+    spread. Families and budgets are those every run has."""
+    names = list(results)
+    families = [f for f in next(iter(results.values())) if all(f in r for r in results.values())]
+    if not families:
+        raise cli.UserError("the runs' transfer checks have no held-out family in common")
+    lines = [f"Transfer checks of {len(names)} runs ({', '.join(names)}): trained - init per run "
+             "(* = better than init by more than the draws' std), mean ± std over the runs:", "",
+             "| family | labels per class | trained - init per run | mean ± std | runs better (> std) |",
+             "|---|---|---|---|---|"]
+    for family in families:
+        budgets = sorted(set.intersection(*(set(r[family]["init"]) for r in results.values())))
+        for k in budgets:
+            pairs = [(r[family]["init"][k], r[family]["trained"][k]) for r in results.values()]
+            gaps = np.array([b.mean() - a.mean() for a, b in pairs])
+            marks = [f"{g:+.3f}{'*' if verdict(a, b) == 'better (> std)' else ''}" for g, (a, b) in zip(gaps, pairs)]
+            better = sum(m.endswith("*") for m in marks)
+            # the whole pool is one fit: no draws, so no spread to beat
+            count = f"{better} of {len(gaps)}" if all(len(a) > 1 for a, _ in pairs) else "n/a (one fit)"
+            spread = f"{gaps.mean():+.3f} ± {gaps.std():.3f}" if len(gaps) > 1 else f"{gaps.mean():+.3f}"
+            lines.append(f"| {family} | {k} | {', '.join(marks)} | {spread} | {count} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m training.transfer_check",
+        description="Summarise the transfer checks of several runs (e.g. seeds of the built-in default, each "
+                    "checked with python -m training.learning_check --run RUN --transfer): each run's "
+                    "trained - init per held-out family and label budget, the mean and std over the runs.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders holding transfer_check.json")
+    args = p.parse_args(argv)
+    print(summarise_runs({str(run): read_results(run) for run in args.runs}))
+
+
+if __name__ == "__main__":
+    cli.run(main)
