@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from hear_codec import cli
 from training import transfer_check as TC
 
 
@@ -59,6 +60,11 @@ def test_summary_refuses_a_missing_run_or_check_clearly(tmp_path):
         TC.read_results(tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match="has no transfer_check.json: run python -m training.learning_check"):
         TC.read_results(tmp_path)
+    for damaged in ('{"pitch": {"init": {"2": [0.5', '{"pitch": {"log-mel": {"2": [0.5]}}}', '[1, 2]'):
+        (tmp_path / "transfer_check.json").write_text(damaged)
+        with pytest.raises(cli.UserError, match="transfer_check.json is damaged or not a transfer check"):
+            TC.read_results(tmp_path)
+    (tmp_path / "transfer_check.json").unlink()
     # as a command: one line on stderr, status 2, no traceback
     proc = subprocess.run([sys.executable, "-m", "training.transfer_check", str(tmp_path / "nothing")],
                           capture_output=True, text=True, timeout=120)

@@ -236,9 +236,17 @@ def read_results(run) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{run} has no transfer_check.json: run "
                                 f"python -m training.learning_check --run {run} --transfer first")
-    raw = json.loads(path.read_text())
-    return {family: {name: (value if name == "chance" else {int(k): np.asarray(v) for k, v in value.items()})
-                     for name, value in reps.items()} for family, reps in raw.items()}
+    try:
+        raw = json.loads(path.read_text())
+        results = {family: {name: (value if name == "chance" else {int(k): np.asarray(v, dtype=float)
+                                                                   for k, v in value.items()})
+                            for name, value in reps.items()} for family, reps in raw.items()}
+        for family, reps in results.items():
+            if not {"init", "trained"} <= set(reps):
+                raise ValueError(f"{family} has no init or trained scores")
+    except (ValueError, AttributeError, TypeError) as e:  # JSONDecodeError is a ValueError
+        raise cli.UserError(f"{path} is damaged or not a transfer check's results ({e})") from None
+    return results
 
 
 def summarise_runs(results: dict) -> str:
