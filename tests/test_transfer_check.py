@@ -60,7 +60,9 @@ def test_summary_refuses_a_missing_run_or_check_clearly(tmp_path):
         TC.read_results(tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match="has no transfer_check.json: run python -m training.learning_check"):
         TC.read_results(tmp_path)
-    for damaged in ('{"pitch": {"init": {"2": [0.5', '{"pitch": {"log-mel": {"2": [0.5]}}}', '[1, 2]'):
+    for damaged in ('{"pitch": {"init": {"2": [0.5', '{"pitch": {"log-mel": {"2": [0.5]}}}', '[1, 2]',
+                    '{"pitch": {"init": {"2": []}, "trained": {"2": [0.5]}}}',
+                    '{"pitch": {"init": {"2": [NaN]}, "trained": {"2": [0.5]}}}'):
         (tmp_path / "transfer_check.json").write_text(damaged)
         with pytest.raises(cli.UserError, match="transfer_check.json is damaged or not a transfer check"):
             TC.read_results(tmp_path)

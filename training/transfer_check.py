@@ -244,6 +244,8 @@ def read_results(run) -> dict:
         for family, reps in results.items():
             if not {"init", "trained"} <= set(reps):
                 raise ValueError(f"{family} has no init or trained scores")
+            if any(v.size == 0 or not np.isfinite(v).all() for name in ("init", "trained") for v in reps[name].values()):
+                raise ValueError(f"{family} has an empty or non-finite score list")
     except (ValueError, AttributeError, TypeError) as e:  # JSONDecodeError is a ValueError
         raise cli.UserError(f"{path} is damaged or not a transfer check's results ({e})") from None
     return results
@@ -267,12 +269,12 @@ def summarise_runs(results: dict) -> str:
         for k in budgets:
             pairs = [(r[family]["init"][k], r[family]["trained"][k]) for r in results.values()]
             gaps = np.array([b.mean() - a.mean() for a, b in pairs])
-            marks = [f"{g:+.3f}{'*' if verdict(a, b) == 'better (> std)' else ''}" for g, (a, b) in zip(gaps, pairs)]
-            better = sum(m.endswith("*") for m in marks)
+            beyond = [verdict(a, b) == "better (> std)" for a, b in pairs]
+            marks = ", ".join(f"{g:+.3f}{'*' if ok else ''}" for g, ok in zip(gaps, beyond))
             # the whole pool is one fit: no draws, so no spread to beat
-            count = f"{better} of {len(gaps)}" if all(len(a) > 1 for a, _ in pairs) else "n/a (one fit)"
+            count = f"{sum(beyond)} of {len(gaps)}" if all(len(a) > 1 for a, _ in pairs) else "n/a (one fit)"
             spread = f"{gaps.mean():+.3f} ± {gaps.std():.3f}" if len(gaps) > 1 else f"{gaps.mean():+.3f}"
-            lines.append(f"| {family} | {k} | {', '.join(marks)} | {spread} | {count} |")
+            lines.append(f"| {family} | {k} | {marks} | {spread} | {count} |")
     return "\n".join(lines)
 
 
