@@ -32,18 +32,18 @@ Model families register in :data:`FAMILIES`; each model has ``family``, ``config
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import safetensors
 import safetensors.torch
 import torch
+
+from .files import atomic_path
 
 FORMAT = "hear_codec"
 FORMAT_VERSION = 2  # safetensors + weight hashes
@@ -103,34 +103,16 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, metadata: d
         "metadata": metadata_json,
         "weights_sha256": json.dumps({k: tensor_sha256(v) for k, v in state.items()}),
     }
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         safetensors.torch.save_file(state, tmp, metadata=header)
     return Path(path)
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """torch.save to ``path`` so that a reader never sees a half-written file."""
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
-
-
-@contextlib.contextmanager
-def _atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; once the body has written it, fsync and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def tensor_sha256(tensor: torch.Tensor) -> str:

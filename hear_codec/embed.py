@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import cli
+from .files import write_bytes, write_json
 from .cli import UserError
 
 INDEX = "index.json"
@@ -247,24 +246,7 @@ def is_done(out: Path, name: str, suffixes) -> bool:
 
 def save_npy(path: Path, array: np.ndarray) -> None:
     """np.save to a temporary file beside ``path``, then rename: a reader never sees half a file."""
-    _atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array)))
-
-
-def write_json(path: Path, data) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes(path, lambda f: np.save(f, np.ascontiguousarray(array)))
 
 
 if __name__ == "__main__":

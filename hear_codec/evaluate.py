@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from hear_codec import cli
+from hear_codec.files import write_json
 
 if TYPE_CHECKING:
     from hear_codec.evaluation.scores import TaskScore
@@ -137,7 +138,7 @@ def run_evaluation(
     log.info("%d task(s) from %s; model %s (%s), sample rate %d Hz, grid %s (heareval %r, %d point(s))",
              len(task_dirs), tasks_dir, checkpoint, module, sample_rate, grid, heareval_grid, grid_points)
 
-    (out_dir / "run.json").write_text(json.dumps(settings, indent=4))
+    write_json(out_dir / "run.json", settings, indent=4)
 
     compat.apply()
     embeddings_runner = compat.import_embeddings_runner().runner

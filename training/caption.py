@@ -15,13 +15,13 @@ import csv
 import dataclasses
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from hear_codec import cli
+from hear_codec.files import atomic_path, write_json, write_text
 from hear_codec.cli import UserError
 
 log = logging.getLogger("training.caption")
@@ -153,14 +153,10 @@ def _load_module(args):
 
 
 def _write_csv(path, rows: list[tuple[str, str]]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "caption"])
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def cmd_evaluate(args) -> None:
@@ -184,7 +180,7 @@ def cmd_evaluate(args) -> None:
         print(f"{name:8s} {r}")
     if args.out:
         _write_csv(Path(args.out) / "predictions.csv", sorted(preds.items()))
-        (Path(args.out) / "metrics.json").write_text(json.dumps(report, indent=1))
+        write_json(Path(args.out) / "metrics.json", report)
         log.info("wrote %s/predictions.csv and metrics.json", args.out)
 
 
@@ -277,7 +273,7 @@ def cmd_demo(args) -> None:
         f"| constant caption \"{best_constant}\" (best on training references) | {base_cider:.3f} | {base_acc:.1%} |\n"
         f"| tiny EnCLAP, {args.steps} steps | {model_cider:.3f} | {model_acc:.1%} |\n"
     )
-    (out / "results.md").write_text(table)
+    write_text(out / "results.md", table)
     print(table)
 
 

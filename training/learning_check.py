@@ -25,7 +25,6 @@ curve as ``OUT/learning_check.png``; the transfer check's as ``OUT/transfer_chec
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from hear_codec import cli
+from hear_codec.files import write_json, write_text
 from hear_codec.checkpoint import load_checkpoint
 from training import data as D
 from training import transfer_check
@@ -223,11 +223,11 @@ def main(argv=None):
     table = "\n".join(lines)
     print(table)
     plot_probe(run / "learning_check.png", sizes, probe, args.layers[-1])
-    (run / "learning_check.md").write_text(table + "\n")
-    (run / "learning_check.json").write_text(json.dumps(
-        {"masked_accuracy": {k: v.tolist() for k, v in acc.items()},
-         "probe": {k: {str(n): v.tolist() for n, v in d.items()} for k, d in probe.items()},
-         "probe_majority_class": majority_class, "step": meta.get("step")}, indent=1))
+    write_text(run / "learning_check.md", table + "\n")
+    write_json(run / "learning_check.json",
+                     {"masked_accuracy": {k: v.tolist() for k, v in acc.items()},
+                      "probe": {k: {str(n): v.tolist() for n, v in d.items()} for k, d in probe.items()},
+                      "probe_majority_class": majority_class, "step": meta.get("step")})
     if args.transfer:
         print()
         transfer_check.run_check(run, {"init": init_path, "trained": trained_path}, args)

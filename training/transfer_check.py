@@ -31,6 +31,7 @@ import torch
 
 import hear_codec
 from hear_codec import cli
+from hear_codec.files import write_json, write_text
 from hear_codec.audio import resample
 from hear_codec.codec import SAMPLE_RATE
 from hear_codec.fbank import KaldiFbank
@@ -76,7 +77,7 @@ def run_check(run: Path, checkpoints: dict, args, log=print) -> dict:
     table = transfer_table(results, budgets, args.transfer_draws, args.transfer_pool, args.transfer_test)
     log(table)
     run = Path(run)
-    (run / "transfer_check.md").write_text(table + "\n")
+    write_text(run / "transfer_check.md", table + "\n")
     write_results(run, results)
     plot_transfer(run / "transfer_check.png", results, budgets)
     return results
@@ -222,9 +223,9 @@ def plot_transfer(path, results: dict, budgets) -> None:
 
 def write_results(run, results: dict) -> None:
     """``results`` (:func:`transfer_probes`) as ``run/transfer_check.json``; :func:`read_results` reads it."""
-    (Path(run) / "transfer_check.json").write_text(json.dumps(
-        {family: {name: (value if name == "chance" else {str(k): np.asarray(v).tolist() for k, v in value.items()})
-                  for name, value in reps.items()} for family, reps in results.items()}, indent=1))
+    write_json(Path(run) / "transfer_check.json",
+                     {family: {name: (value if name == "chance" else {str(k): np.asarray(v).tolist() for k, v in value.items()})
+                               for name, value in reps.items()} for family, reps in results.items()})
 
 
 def read_results(run) -> dict:

@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from hear_codec import audioformer as af
 from hear_codec import cli
+from hear_codec.files import write_json
 from hear_codec import codec as codec_lib
 from hear_codec.audio import read_audio
 from hear_codec.checkpoint import load_checkpoint, save_checkpoint
@@ -579,9 +580,7 @@ def main(argv=None) -> dict:
     for name in ("valid", "test"):
         if name in data:
             results[f"{name}_{metric}"] = evaluate(best, *data[name], multilabel)
-    tmp = out_dir / ".results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(out_dir / "results.json")
+    write_json(out_dir / "results.json", results, indent=2)
     print(json.dumps(results, indent=2))
     return results
 

@@ -15,7 +15,6 @@ resumes at the first missing shard. Training and evaluation read only the cache,
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from hear_codec.files import write_json
 from hear_codec.audio import read_audio, resample
+from hear_codec.checkpoint import atomic_torch_save
 from hear_codec.codec import SAMPLE_RATE as CODEC_RATE
 from hear_codec.codec import codebooks_for_bandwidth, load_codec
 from training.enclap.data import CaptionDataError, Clip
@@ -129,16 +130,6 @@ class AudioFeaturizer:
         return list(zip(codes, clap))
 
 
-def _atomic_save(obj, path: Path, save=torch.save) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(obj, path: Path) -> None:
-    _atomic_save(obj, path, lambda o, p: Path(p).write_text(json.dumps(o, indent=1)))
-
-
 def build_cache(clips: list[Clip], out_dir, featurizer: AudioFeaturizer, shard_size: int = 256,
                 batch_size: int = 8, progress: bool = True) -> Path:
     """Compute and store features for ``clips`` in ``out_dir``; resumes an interrupted run."""
@@ -157,7 +148,7 @@ def build_cache(clips: list[Clip], out_dir, featurizer: AudioFeaturizer, shard_s
                 f"{out_dir} already holds a cache made with other settings or clips "
                 f"({old['settings']}); use a new folder or delete this one"
             )
-    _write_json(manifest, manifest_path)
+    write_json(manifest_path, manifest)
     shards = [clips[i : i + shard_size] for i in range(0, len(clips), shard_size)]
     todo = [i for i in range(len(shards)) if not _shard_path(out_dir, i).exists()]
     done_clips = len(clips) - sum(len(shards[i]) for i in todo)
@@ -171,7 +162,7 @@ def build_cache(clips: list[Clip], out_dir, featurizer: AudioFeaturizer, shard_s
                     codes.append(c)
                     clap.append(e)
                 bar.update(len(chunk))
-            _atomic_save({"ids": ids, "codes": codes, "clap": torch.stack(clap)}, _shard_path(out_dir, i))
+            atomic_torch_save({"ids": ids, "codes": codes, "clap": torch.stack(clap)}, _shard_path(out_dir, i))
     return out_dir
 
 

@@ -1,0 +1,59 @@
+"""Writing files whole or not at all: the one place hear_codec and training write results from.
+
+A long job killed mid-write (Ctrl-C, a cluster's time limit, a full disk) must leave either the
+previous file or none, never half of one that a later reader or ``--resume`` trusts. Every
+writer here writes a temporary file beside the target, flushes it to disk, then renames it over
+the target (``os.replace`` is atomic on POSIX and Windows within one filesystem)::
+
+    with atomic_path("out/model.ckpt") as tmp:   # any writer that takes a path
+        torch.save(obj, tmp)
+    write_text("out/results.md", table)
+    write_json("out/results.json", {"accuracy": 0.9})
+
+On any exception, including KeyboardInterrupt, the temporary file is removed and the target is
+left as it was.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path`` (its folder is created); once the body has written
+    it, fsync it and rename it over ``path``. If the body raises, the temporary file is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, write) -> Path:
+    """Call ``write(f)`` on a binary file object whose content becomes ``path``, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """``text`` (UTF-8) as the file ``path``, atomically."""
+    return write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def write_json(path: str | os.PathLike, data, indent: int = 1) -> Path:
+    """``data`` (JSON data) as the file ``path``, atomically; serialised before the file is opened,
+    so data that is not JSON raises TypeError and leaves ``path`` untouched."""
+    return write_text(path, json.dumps(data, indent=indent))

@@ -1,0 +1,46 @@
+"""hear_codec.files: a writer killed mid-write leaves the old file (or none) and no temporary."""
+import json
+
+import pytest
+
+from hear_codec import files
+
+
+def test_atomic_path_replaces_the_file_only_when_the_body_finishes(tmp_path):
+    target = tmp_path / "sub" / "results.json"  # the folder is created
+    with files.atomic_path(target) as tmp:
+        assert not target.exists()  # nothing is visible until the body is done
+        with open(tmp, "w") as f:
+            f.write("new")
+    assert target.read_text() == "new"
+    assert [p.name for p in target.parent.iterdir()] == ["results.json"]
+
+
+def test_a_write_killed_midway_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "results.md"
+    target.write_text("old")
+
+    def killed(f):
+        f.write(b"half a fi")
+        raise KeyboardInterrupt("killed mid-write")
+
+    with pytest.raises(KeyboardInterrupt):
+        files.write_bytes(target, killed)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.md"]
+
+
+def test_write_json_refuses_data_that_is_not_json_before_touching_the_file(tmp_path):
+    target = tmp_path / "results.json"
+    files.write_json(target, {"accuracy": [0.5, 0.75]})
+    assert json.loads(target.read_text()) == {"accuracy": [0.5, 0.75]}
+    with pytest.raises(TypeError):
+        files.write_json(target, {"accuracy": object()})
+    assert json.loads(target.read_text()) == {"accuracy": [0.5, 0.75]}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_write_text_is_utf8(tmp_path):
+    target = tmp_path / "table.md"
+    files.write_text(target, "trained − init ± std\n")
+    assert target.read_bytes().decode("utf-8") == "trained − init ± std\n"
