@@ -168,7 +168,9 @@ def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
     assert transfer.count("better") >= 3  # "better (> std)", "better, within std", "**not better**" or "better"
     results = json.loads((out / "transfer_check.json").read_text())
     assert set(results) == {"pitch", "noise_events"} and len(results["pitch"]["trained"]["1"]) == 2
-    assert set(results["pitch"]) == {"log-mel", "init", "trained", "chance"}
+    assert set(results["pitch"]) == {"log-mel", "init", "trained", "chance", "separation"}
+    assert np.asarray(results["pitch"]["separation"]["trained"]).shape == (6, 6)  # one per pair of registers
+    assert "Class pairs the trained model holds closer together than its init" in transfer
     assert (out / "transfer_check.png").stat().st_size > 0
     # the summary over runs (here the same run twice) reads what the check wrote
     from training import transfer_check

@@ -32,11 +32,35 @@ def test_verdict_needs_a_gap_larger_than_the_spread():
     assert TC.verdict(init, init - 0.01) == "**not better**"
 
 
+def test_class_separation_is_centroid_distance_over_within_class_spread():
+    # two features, three classes; class 2 sits between 0 and 1 on feature 0 but far away on feature 1
+    x = np.array([[0.0, 0.0], [0.0, 0.0], [2.0, 0.0], [2.0, 0.0], [1.0, 3.0], [1.0, 3.0]])
+    x = np.concatenate([x + [0.5, 0.5], x - [0.5, 0.5]])  # each class: two clips +-0.5 from its centroid
+    y = np.array([0, 0, 1, 1, 2, 2] * 2)
+    sep = TC.class_separation(x, y)
+    # standardised: feature 0 has std sqrt(2/3 + 1/4), feature 1 sqrt(2 + 1/4); within = 0.25/var0 + 0.25/var1
+    var0, var1 = 2 / 3 + 0.25, 2 + 0.25
+    within = 0.25 / var0 + 0.25 / var1
+    assert sep.shape == (3, 3) and np.allclose(np.diag(sep), 0) and np.allclose(sep, sep.T)
+    assert np.isclose(sep[0, 1], (4 / var0) / within)
+    assert np.isclose(sep[0, 2], (1 / var0 + 9 / var1) / within)
+    assert sep[0, 2] > sep[0, 1]
+
+
+def test_closer_pairs_lists_the_pairs_training_brought_together():
+    init = np.array([[0.0, 1.0, 2.0, 15], [1.0, 0.0, 1.0, 1], [2.0, 1.0, 0.0, 1], [15, 1, 1, 0]])
+    # (0, 1): 1 -> 0.5, closer; (1, 2): 1 -> 0.85, not by enough; (0, 3): 15 -> 10, closer but far apart
+    trained = np.array([[0.0, 0.5, 2.5, 10], [0.5, 0.0, 0.85, 1], [2.5, 0.85, 0.0, 1], [10, 1, 1, 0]])
+    results = {"noise_events": {"separation": {"init": init, "trained": trained}}, "vowels": {}}  # vowels: none stored
+    assert TC.closer_pairs(results) == [("noise_events", "impacts", "crackle", 1.0, 0.5)]
+
+
 def _results(gaps_at_2: dict, spread: float = 0.05) -> dict:
     """Transfer results with init scores around 0.5 (std ``spread``) and trained = init + gap."""
     init = 0.5 + spread * np.array([-1.0, 1.0])  # std = spread
     return {family: {"init": {2: init, 24: np.array([0.9])}, "trained": {2: init + gap, 24: np.array([0.95])},
-                     "log-mel": {2: init, 24: np.array([0.9])}, "chance": 0.25}
+                     "log-mel": {2: init, 24: np.array([0.9])}, "chance": 0.25,
+                     "separation": {"init": np.eye(2), "trained": 2 * np.eye(2)}}
             for family, gap in gaps_at_2.items()}
 
 
@@ -48,6 +72,7 @@ def test_summary_over_runs_gives_each_gap_its_verdict_and_the_mean_and_std(tmp_p
         TC.write_results(tmp_path / name, results)
     read = {name: TC.read_results(tmp_path / name) for name in runs}
     assert np.allclose(read["s0"]["pitch"]["trained"][2], runs["s0"]["pitch"]["trained"][2])
+    assert np.allclose(read["s0"]["pitch"]["separation"]["trained"], runs["s0"]["pitch"]["separation"]["trained"])
     table = TC.summarise_runs(read)
     # gaps 0.08 (> std 0.05), -0.02, 0.03: mean 0.030, std 0.041; one of three runs better beyond the spread
     assert "| pitch | 2 | +0.080*, -0.020, +0.030 | +0.030 ± 0.041 | 1 of 3 |" in table

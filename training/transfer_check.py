@@ -19,6 +19,11 @@ A logistic-regression probe (standardised features) is fitted on ``k`` labelled 
 drawn ``draws`` times from the pool (the same draws for every representation), and scored on the
 test clips. Learned representations show first with few labels, so the budgets start at 1-2
 clips per class.
+
+Where a family is lost, :func:`class_separation` says which distinctions: for each pair of
+classes, how far apart their centroids are relative to the spread inside a class (pool clips, no
+labels needed for the scaling). The table ends with the pairs the trained model holds closer
+together than its init did (e.g. the pitch registers below 300 Hz).
 """
 from __future__ import annotations
 
@@ -40,6 +45,8 @@ from training import transfer_families as TF
 TASK_SEED = 515  # the held-out clips' seed (families are disjoint in kind; the seed only picks clips)
 PROBE_SAMPLE_RATE = 48_000
 REPRESENTATIONS = ("log-mel", "init", "trained")
+CLOSER = 0.8  # a pair is "held closer" when trained separation < CLOSER x init separation ...
+CONFUSABLE = 2.0  # ... and below this: pairs further apart are rarely confused (e.g. impacts / wind: 10-15)
 
 
 def add_args(parser) -> None:
@@ -137,7 +144,8 @@ def stratified_probe_draws(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, 
 def transfer_probes(checkpoints: dict, families, pool_per_class: int, test_per_class: int, budgets,
                     draws: int, layer: int = -1, seconds: float = 2.0, log=print) -> dict:
     """{family: {representation: {budget: scores [draws]}}} for ``checkpoints`` {name: path}
-    (plus the log-mel baseline), and each family's chance level under ``"chance"``."""
+    (plus the log-mel baseline), each family's chance level under ``"chance"`` and its
+    :func:`class_separation` over the pool clips under ``"separation"`` ({representation: [c, c]})."""
     results = {}
     for family in families:
         n_classes = len(TF.FAMILIES[family])
@@ -152,8 +160,40 @@ def transfer_probes(checkpoints: dict, families, pool_per_class: int, test_per_c
         results[family] = {name: {k: stratified_probe_draws(x, labels, pool, test, k, draws) for k in budgets}
                            for name, x in embeddings.items()}
         results[family]["chance"] = 1.0 / n_classes
+        results[family]["separation"] = {name: class_separation(x[pool], labels[pool]) for name, x in embeddings.items()}
         log(f"transfer: {family} done")
     return results
+
+
+def class_separation(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """How far apart the classes are: [classes, classes], entry (i, j) the squared distance between
+    the centroids of classes i and j over the mean squared distance of a clip to its own class's
+    centroid, after standardising each feature over all of ``x``.
+
+    x: [clips, dim] embeddings; labels: [clips] ints 0..classes-1. A nearest-centroid reading of
+    a linear probe with few labels: pairs with small values are the ones it confuses."""
+    z = (x - x.mean(0)) / (x.std(0) + 1e-8)
+    classes = np.unique(labels)
+    centroids = np.stack([z[labels == c].mean(0) for c in classes])
+    within = np.mean([((z[labels == c] - centroids[i]) ** 2).sum(1).mean() for i, c in enumerate(classes)])
+    return ((centroids[:, None] - centroids[None]) ** 2).sum(-1) / within
+
+
+def closer_pairs(results: dict) -> list:
+    """The confusable class pairs the trained model holds closer than its init (trained separation
+    below ``CLOSER`` x init and below ``CONFUSABLE``): [(family, class a, class b, init separation,
+    trained separation)], from each family's ``"separation"`` (:func:`transfer_probes`)."""
+    out = []
+    for family, reps in results.items():
+        if "separation" not in reps:
+            continue
+        init, trained = (np.asarray(reps["separation"][n]) for n in ("init", "trained"))
+        names = TF.FAMILIES[family]
+        for i in range(len(init)):
+            for j in range(i + 1, len(init)):
+                if trained[i, j] < CLOSER * init[i, j] and trained[i, j] < CONFUSABLE:
+                    out.append((family, names[i], names[j], float(init[i, j]), float(trained[i, j])))
+    return out
 
 
 def verdict(init: np.ndarray, trained: np.ndarray) -> str:
@@ -185,6 +225,11 @@ def transfer_table(results: dict, budgets, draws: int, pool_per_class: int, test
             a, b, m = reps["init"][k], reps["trained"][k], reps["log-mel"][k]
             lines.append(f"| {name} | {k} | {fmt(m)} | {fmt(a)} | {fmt(b)} | {b.mean() - a.mean():+.3f} | "
                          f"{verdict(a, b)} |")
+    pairs = closer_pairs(results)
+    lines += ["", f"Class pairs the trained model holds closer together than its init (separation: squared "
+              f"distance of the class centroids over the within-class spread, pool clips; listed when "
+              f"trained < {CLOSER} x init and < {CONFUSABLE}): " + ("none." if not pairs else "")]
+    lines += [f"- {family}: {a} / {b}: {s0:.2f} at init, {s1:.2f} trained" for family, a, b, s0, s1 in pairs]
     return "\n".join(lines)
 
 
@@ -223,14 +268,21 @@ def plot_transfer(path, results: dict, budgets) -> None:
 
 def write_results(run, results: dict) -> None:
     """``results`` (:func:`transfer_probes`) as ``run/transfer_check.json``; :func:`read_results` reads it."""
+    def encode(name, value):
+        if name == "chance":
+            return value
+        if name == "separation":
+            return {rep: np.asarray(m).tolist() for rep, m in value.items()}
+        return {str(k): np.asarray(v).tolist() for k, v in value.items()}
+
     write_json(Path(run) / "transfer_check.json",
-                     {family: {name: (value if name == "chance" else {str(k): np.asarray(v).tolist() for k, v in value.items()})
-                               for name, value in reps.items()} for family, reps in results.items()})
+               {family: {name: encode(name, value) for name, value in reps.items()} for family, reps in results.items()})
 
 
 def read_results(run) -> dict:
     """A run's transfer check as written by :func:`run_check`: {family: {representation: {budget:
-    scores [draws]}, "chance": float}}."""
+    scores [draws]}, "chance": float, "separation": {representation: [c, c]}}} (checks written
+    before the separation existed have none)."""
     path = Path(run) / "transfer_check.json"
     if not Path(run).is_dir():
         raise FileNotFoundError(f"run folder not found: {run}")
@@ -239,9 +291,15 @@ def read_results(run) -> dict:
                                 f"python -m training.learning_check --run {run} --transfer first")
     try:
         raw = json.loads(path.read_text())
-        results = {family: {name: (value if name == "chance" else {int(k): np.asarray(v, dtype=float)
-                                                                   for k, v in value.items()})
-                            for name, value in reps.items()} for family, reps in raw.items()}
+
+        def decode(name, value):
+            if name == "chance":
+                return value
+            if name == "separation":
+                return {rep: np.asarray(m, dtype=float) for rep, m in value.items()}
+            return {int(k): np.asarray(v, dtype=float) for k, v in value.items()}
+
+        results = {family: {name: decode(name, value) for name, value in reps.items()} for family, reps in raw.items()}
         for family, reps in results.items():
             if not {"init", "trained"} <= set(reps):
                 raise ValueError(f"{family} has no init or trained scores")
