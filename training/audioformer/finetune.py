@@ -49,11 +49,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from hear_codec import audioformer as af
 from hear_codec import cli
-from hear_codec.files import write_json
 from hear_codec import codec as codec_lib
 from hear_codec.audio import read_audio
 from hear_codec.checkpoint import load_checkpoint, save_checkpoint
 from hear_codec.cli import UserError
+from hear_codec.files import write_json
 from training import engine
 from training.audioformer.mpc import ft2_loss, mpc_loss
 
