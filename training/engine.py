@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -69,6 +68,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from hear_codec import cli
 from hear_codec.checkpoint import atomic_torch_save
+from hear_codec.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -335,12 +335,10 @@ def plot_loss_curve(log_dir, png) -> Path | None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    png = Path(png)
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, png)
-    return png
+    return Path(png)
 
 
 def _next_log_version(log_dir: Path) -> int:

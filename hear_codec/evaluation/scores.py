@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from hear_codec import cli
+from hear_codec.files import atomic_path, write_text
 
 # Primary metrics where lower is better (heareval's ScoreFunction(maximize=False)).
 LOWER_IS_BETTER = {"segment_1s_er"}
@@ -88,7 +89,7 @@ def _fmt(value, digits: int = 4) -> str:
 def write_csv(rows: Sequence[TaskScore], path: Path | str) -> Path:
     path = Path(path)
     names = [f.name for f in fields(TaskScore)]
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=names)
         writer.writeheader()
         for row in rows:
@@ -113,7 +114,7 @@ def write_tables(rows: Sequence[TaskScore], out_dir: Path | str, title: str = ""
     returns their paths."""
     out_dir = Path(out_dir)
     md = out_dir / "scores.md"
-    md.write_text((f"{title}\n\n" if title else "") + markdown_table(rows))
+    write_text(md, (f"{title}\n\n" if title else "") + markdown_table(rows))
     return [write_csv(rows, out_dir / "scores.csv"), md]
 
 
