@@ -30,7 +30,12 @@ def atomic_path(path: str | os.PathLike):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp makes the file private (0600); give it the mode a plain open() would (0666 less the
+    # umask), so results and checkpoints stay readable by whoever could read them before.
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

@@ -1,5 +1,7 @@
 """hear_codec.files: a writer killed mid-write leaves the old file (or none) and no temporary."""
 import json
+import os
+import stat
 
 import pytest
 
@@ -44,3 +46,14 @@ def test_write_text_is_utf8(tmp_path):
     target = tmp_path / "table.md"
     files.write_text(target, "trained − init ± std\n")
     assert target.read_bytes().decode("utf-8") == "trained − init ± std\n"
+
+
+def test_the_file_gets_the_mode_a_plain_write_would_give(tmp_path):
+    old = os.umask(0o022)
+    try:
+        files.write_text(tmp_path / "results.md", "x")
+        plain = tmp_path / "plain.md"
+        plain.write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "results.md").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
