@@ -66,7 +66,7 @@ def corpus_tokens(out_dir: Path, name: str, clips: int, offset: int, seconds: fl
     from training.data import SyntheticCorpus
 
     codes = torch.load(out_dir / "cache" / f"codes-{name}.pt", weights_only=True)["codes"].long()
-    corpus = SyntheticCorpus(clips, seconds, seed=seed, offset=offset)
+    corpus = SyntheticCorpus(clips, seconds, seed=seed, offset=offset, sounds="grid")  # the offline codec's words
     frames = torch.tensor([codec_lib.num_frames(corpus[i]["length"]) for i in range(clips)])
     return af.codes_to_tokens(codes, frames.clamp(max=codes.shape[-1]))
 

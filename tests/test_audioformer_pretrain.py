@@ -24,6 +24,7 @@ def test_pretrain_registry_export_and_resume(tmp_path):
     first = hear_codec.load_model(path)
     assert first.model.family == "audioformer" and first.model.metadata["step"] == 2
     assert first.model.config.codec_weights == "offline" and first.model.config.chunk_seconds == 1.5
+    assert first.model.metadata["corpus_sounds"] == "grid"  # its codes are the offline codec's: grid words
     run(tmp_path / "b", 4, "--resume")
     resumed = hear_codec.load_model(path).model
     assert resumed.metadata["step"] == 4

@@ -203,9 +203,43 @@ def test_synthetic_corpus_has_classes_and_short_clips():
     assert not torch.equal(other[0]["wav"], corpus[0]["wav"])
 
 
+def _share_below(kind, words, hz=300.0, events=200, sr=24000):
+    """Mean share of an event's energy below ``hz``, over ``events`` events of one kind."""
+    rng = np.random.default_rng(0)
+    t = np.arange(sr // 2) / sr
+    f = np.fft.rfftfreq(len(t), 1 / sr)
+    shares = []
+    for _ in range(events):
+        power = np.abs(np.fft.rfft(D._event(kind, rng, t, t, sr, words))) ** 2
+        shares.append(power[f < hz].sum() / power.sum())
+    return float(np.mean(shares))
+
+
+def test_spectral_vocabulary_puts_sound_below_300_hz():
+    """The spectral words (the stand-in targets' corpus) fill the octaves the grid words leave
+    almost empty (docs/pretraining.md, "A fourth pass"): low tones and carriers, noise bursts
+    whose bands reach down to 60 Hz."""
+    for kind, grid_most, spectral_least in (("tone", 0.25, 0.6), ("am", 0.1, 0.5), ("noise_burst", 0.01, 0.1)):
+        grid, spectral = _share_below(kind, D.GRID_SOUNDS), _share_below(kind, D.SPECTRAL_SOUNDS)
+        assert grid < grid_most and spectral > spectral_least, (kind, grid, spectral)
+
+
+def test_corpus_sounds_follow_the_codec():
+    """The offline codec gets the frame-grid words, every spectral target the spectral ones; the
+    cached codes are keyed on the choice, so a cache of one is never read as the other."""
+    assert D.corpus_sounds("offline") == "grid"
+    assert D.corpus_sounds("mel-kmeans") == D.corpus_sounds("pretrained") == "spectral"
+    grid, spectral = D.SyntheticCorpus(4, 1.0, sounds="grid"), D.SyntheticCorpus(4, 1.0, sounds="spectral")
+    assert D.codes_cache_key(grid, "w", 8) != D.codes_cache_key(spectral, "w", 8)
+    assert grid.labels() == spectral.labels()  # same classes, different words
+    assert not all(torch.equal(grid[i]["wav"], spectral[i]["wav"]) for i in range(4))
+    with pytest.raises(ValueError, match="unknown corpus sounds 'loud'"):
+        D.SyntheticCorpus(4, 1.0, sounds="loud")
+
+
 def test_vocabulary_sounds_keep_their_codes_while_they_last():
-    """Why the built-in corpus puts pitches on the 75 Hz frame grid (training/data.py): the offline
-    codec's codes hold still through a sustained grid sound and flicker for an off-grid one."""
+    """Why the offline codec's corpus puts pitches on the 75 Hz frame grid (training/data.py): the
+    offline codec's codes hold still through a sustained grid sound and flicker for an off-grid one."""
     from hear_codec.codec import load_codec
 
     codec = load_codec("offline")
@@ -213,9 +247,9 @@ def test_vocabulary_sounds_keep_their_codes_while_they_last():
     t = np.arange(sr) / sr
     rng = np.random.default_rng(0)
     waves = [
-        0.35 * np.sin(2 * np.pi * D.TONE_HZ[2] * t),
-        0.35 * D._event("harmonic", rng, t, t, sr),
-        0.35 * np.sin(2 * np.pi * (D.TONE_HZ[2] + 10) * t),  # 10 Hz off the grid
+        0.35 * np.sin(2 * np.pi * D.GRID_SOUNDS.tone_hz[2] * t),
+        0.35 * D._event("harmonic", rng, t, t, sr, D.GRID_SOUNDS),
+        0.35 * np.sin(2 * np.pi * (D.GRID_SOUNDS.tone_hz[2] + 10) * t),  # 10 Hz off the grid
     ]
     codes = codec.encode_codes(torch.tensor(np.stack(waves), dtype=torch.float32), 8)[..., 10:-5]
     steady = (codes[..., 1:] == codes[..., :-1]).float().mean(dim=(1, 2))

@@ -149,7 +149,8 @@ def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
 
     out = tmp_path / "run"
     path = pretrain.main(["--out", str(out), "--max-steps", "2", *TINY])
-    assert read_checkpoint(path)["metadata"]["data"] == "synthetic"
+    meta = read_checkpoint(path)["metadata"]
+    assert meta["data"] == "synthetic" and meta["corpus_sounds"] == "spectral"  # stand-in targets: spectral words
     assert_hear_validator_passes(path)
     acc, probe = learning_check.main(["--run", str(out), "--draws", "1", "--probe-sizes", "8", "16",
                                       "--probe-draws", "2", "--probe-test", "12", "--transfer",

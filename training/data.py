@@ -344,20 +344,21 @@ class StepSampler(Sampler):
 # ---------------------------------------------------------------- the synthetic corpus
 
 SYNTH_CLASSES = ("tone", "chirp", "harmonic", "noise_burst", "am", "fm")
-CORPUS_VERSION = 2  # bump when corpus_clip changes: cached codec targets are keyed on it
+CORPUS_VERSION = 3  # bump when corpus_clip changes: cached codec targets are keyed on it
 
 
 def corpus_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPLE_RATE,
-                min_fraction: float = 1.0) -> tuple:
+                min_fraction: float = 1.0, sounds: str = "spectral") -> tuple:
     """One clip of the built-in corpus: (wav float32 [<= seconds * sr], label).
 
     The label (index into SYNTH_CLASSES) is drawn from the index. A clip holds 1-4 events of its
     class one after another, with short silences between them, over faint pink-ish noise; each
-    event is a word of the sound vocabulary below (pitch, timbre, modulation, loudness) and
-    lasts 0.4-1 s (the first one less if the clip is shorter). With ``min_fraction < 1`` a
-    quarter of the clips are shorter (uniform in [min_fraction, 1] of ``seconds``), to exercise
-    padding.
+    event is a word of the sound vocabulary ``sounds`` (a key of SOUNDS, below: pitch, timbre,
+    modulation, loudness) and lasts 0.4-1 s (the first one less if the clip is shorter). With
+    ``min_fraction < 1`` a quarter of the clips are shorter (uniform in [min_fraction, 1] of
+    ``seconds``), to exercise padding.
     """
+    words = SOUNDS[sounds]
     rng = np.random.default_rng(mix_seed(seed, index, 7))
     label = int(rng.integers(len(SYNTH_CLASSES)))
     n = int(round(seconds * sr))
@@ -380,39 +381,89 @@ def corpus_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPL
         tt = t[a:b] - t[a]
         ramp = np.minimum(1.0, np.minimum(tt, tt[-1] - tt) / 0.005)  # 5 ms fades: no clicks
         level = rng.choice(LEVELS)
-        wav[a:b] += level * ramp * _event(SYNTH_CLASSES[label], rng, t[a:b], tt, sr)
+        wav[a:b] += level * ramp * _event(SYNTH_CLASSES[label], rng, t[a:b], tt, sr, words)
         start = (b / sr) + rng.uniform(0.05, 0.15)
     return np.clip(wav, -1, 1).astype(np.float32), label
 
 
-# The sound vocabulary. A random EnCodec (the offline codec) is close to a linear filter bank: its
-# codes follow each partial's phase at the frame, and they change with loudness in steps. So
-# pitches are multiples of the codec frame rate (75 Hz) with phases locked to the clip start (the
-# same phase in every frame), chirps start on the frame grid, and each event has one of two
-# loudness levels and a flat envelope: an event then keeps the same codes while it sounds (or
-# repeats them, for AM/FM), and a small vocabulary means each word recurs across clips, so a
-# model can learn its codes from a few hundred clips (tests/test_data.py checks this).
-# Noise bursts stay random: their codes are not predictable.
+# The sound vocabularies. Two, because the two kinds of built-in targets need different ones.
+#
+# "grid", for the offline codec (--codec offline: AudioFormer's built-in run, whose codes are its
+# input as well as its targets). A random EnCodec is close to a linear filter bank: its codes
+# follow each partial's phase at the frame, and they change with loudness in steps. So pitches are
+# multiples of the codec frame rate (75 Hz) with phases locked to the clip start (the same phase in
+# every frame), chirps start on the frame grid, and each event has one of two loudness levels and a
+# flat envelope: an event then keeps the same codes while it sounds (or repeats them, for AM/FM),
+# and a small vocabulary means each word recurs across clips, so a model can learn its codes from a
+# few hundred clips (tests/test_data.py checks this). Noise bursts stay random: their codes are not
+# predictable.
+#
+# "spectral", for targets that read the spectrum (the mel-kmeans stand-in, EnCodecMAE's built-in
+# default, and the published EnCodec): these need no grid, and what the corpus lacks, a model
+# trained on it does not learn to tell apart. With the grid words alone the corpus held almost no
+# sound below ~300 Hz (three note pitches, one tone, the noise floor), and the trained model held
+# low pitches and low noises closer together than its init did (docs/pretraining.md, "A fourth
+# pass"). So this vocabulary adds 30 tone pitches 55-302 Hz (every third of them also an AM/FM
+# carrier), replaces the four grid note pitches by 56 from 60 to 1662 Hz, and draws noise-burst
+# band edges log-uniform from 60 Hz (low bands as often as high ones). Every added pitch lies more
+# than 2.5 semitones from each register centre of the transfer check's held-out pitch family
+# (training/transfer_families.py), so that family stays unheard.
 LEVELS = (0.12, 0.35)
-TONE_HZ = (225, 450, 900, 1800, 3000)
-NOTE_HZ = (75, 150, 300, 600)
 TIMBRES = ((0.6, 1.0), (1.0, 0.3), (2.0, 0.5))  # (spectral tilt, even-partial level)
 CHIRPS = ((200, 1600), (1600, 200), (400, 3200), (3200, 400))  # (start Hz, end Hz) over 0.4 s
-CARRIER_HZ = (300, 900, 1800)
 MODULATION_PERIODS = (2, 5, 8)  # AM/FM modulators repeat every this many frames
 
 
-def _event(kind, rng, t, tt, sr):
-    """One event's waveform. t: clip time of its samples (s), tt: time since its onset (s)."""
+@dataclass(frozen=True)
+class CorpusSounds:
+    """The pitches and noise bands one sound vocabulary draws its events from."""
+
+    name: str
+    tone_hz: tuple  # sine tones
+    note_hz: tuple  # fundamentals of the harmonic notes
+    carrier_hz: tuple  # AM and FM carriers
+    noise_low_hz: float  # noise-burst band edges lie in [noise_low_hz, 0.8 * Nyquist] ...
+    noise_log_edges: bool  # ... drawn log-uniform (True) or uniform (False)
+
+
+def _off_register_pitches(lowest_hz: float, steps: int, below_hz: float) -> tuple:
+    """``lowest_hz * 2 ** (k / 24)``, k < steps (a half-semitone grid), below ``below_hz`` and more
+    than 2.5 semitones from every held-out register centre."""
+    from training.transfer_families import REGISTER_CENTRES
+
+    grid = lowest_hz * 2 ** (np.arange(steps) / 24)
+    return tuple(float(f) for f in grid
+                 if f < below_hz and all(abs(12 * np.log2(f / c)) > 2.5 for c in REGISTER_CENTRES))
+
+
+_LOW_TONES_HZ = _off_register_pitches(55.0, 60, 350.0)  # 30 pitches, 55-302 Hz
+GRID_SOUNDS = CorpusSounds("grid", tone_hz=(225, 450, 900, 1800, 3000), note_hz=(75, 150, 300, 600),
+                           carrier_hz=(300, 900, 1800), noise_low_hz=100.0, noise_log_edges=False)
+SPECTRAL_SOUNDS = CorpusSounds("spectral", tone_hz=GRID_SOUNDS.tone_hz + _LOW_TONES_HZ,
+                               note_hz=_off_register_pitches(60.0, 120, 1700.0),  # 56 pitches, 60-1662 Hz
+                               carrier_hz=GRID_SOUNDS.carrier_hz + _LOW_TONES_HZ[::3],
+                               noise_low_hz=60.0, noise_log_edges=True)
+SOUNDS = {s.name: s for s in (GRID_SOUNDS, SPECTRAL_SOUNDS)}
+
+
+def corpus_sounds(codec: str) -> str:
+    """The sound vocabulary of the built-in corpus for a run whose codes come from ``codec``
+    (a --codec choice): the frame-grid words for the random-weight EnCodec, else the spectral ones."""
+    return "grid" if codec == "offline" else "spectral"
+
+
+def _event(kind, rng, t, tt, sr, words: CorpusSounds = SPECTRAL_SOUNDS):
+    """One event's waveform from the vocabulary ``words``. t: clip time of its samples (s), tt: time
+    since its onset (s)."""
     nyq = sr / 2
     if kind == "tone":
-        return np.sin(2 * np.pi * rng.choice(TONE_HZ) * t)
+        return np.sin(2 * np.pi * rng.choice(words.tone_hz) * t)
     if kind == "chirp":  # a 0.4 s glide, repeated while the event lasts
         f0, f1 = CHIRPS[rng.integers(len(CHIRPS))]
         u = tt % 0.4
         return np.sin(2 * np.pi * (f0 * u + 0.5 * (f1 - f0) / 0.4 * u ** 2))
     if kind == "harmonic":
-        f0 = rng.choice(NOTE_HZ)
+        f0 = rng.choice(words.note_hz)
         tilt, even = TIMBRES[rng.integers(len(TIMBRES))]
         k = np.arange(1, 13)
         k = k[k * f0 < nyq * 0.9]
@@ -421,17 +472,20 @@ def _event(kind, rng, t, tt, sr):
         return x / amps.sum()
     if kind == "noise_burst":
         x = rng.standard_normal(len(tt))
-        lo, hi = sorted(rng.uniform(100, nyq * 0.8, size=2))
+        if words.noise_log_edges:
+            lo, hi = sorted(np.exp(rng.uniform(np.log(words.noise_low_hz), np.log(nyq * 0.8), size=2)))
+        else:
+            lo, hi = sorted(rng.uniform(words.noise_low_hz, nyq * 0.8, size=2))
         spec = np.fft.rfft(x)
         f = np.fft.rfftfreq(len(tt), 1 / sr)
         spec[(f < lo) | (f > hi)] = 0
         x = np.fft.irfft(spec, len(tt))
         return x / (np.abs(x).max() + 1e-8)
     if kind == "am":
-        fc, fm = rng.choice(CARRIER_HZ), FRAME_RATE / rng.choice(MODULATION_PERIODS)
+        fc, fm = rng.choice(words.carrier_hz), FRAME_RATE / rng.choice(MODULATION_PERIODS)
         return (1 + 0.9 * np.sin(2 * np.pi * fm * t)) / 1.9 * np.sin(2 * np.pi * fc * t)
     if kind == "fm":
-        fc, fm = rng.choice(CARRIER_HZ), FRAME_RATE / rng.choice(MODULATION_PERIODS)
+        fc, fm = rng.choice(words.carrier_hz), FRAME_RATE / rng.choice(MODULATION_PERIODS)
         beta = rng.choice((1.0, 4.0))
         return np.sin(2 * np.pi * fc * t + beta * np.sin(2 * np.pi * fm * t))
     raise ValueError(kind)
@@ -440,12 +494,16 @@ def _event(kind, rng, t, tt, sr):
 class SyntheticCorpus(Dataset):
     """``num_clips`` clips of :func:`corpus_clip`, same item format as :class:`AudioCrops` plus
     ``label``; indices ``offset .. offset + num_clips - 1`` of the generator (disjoint offsets give
-    disjoint sets). Accepts ``(index, crop_seed)`` keys too (the seed is ignored: clips are
-    already crop-length). Optional ``targets`` [num_clips, n_q, T] are returned as ``codes``."""
+    disjoint sets), words of the vocabulary ``sounds`` (a key of SOUNDS). Accepts
+    ``(index, crop_seed)`` keys too (the seed is ignored: clips are already crop-length). Optional
+    ``targets`` [num_clips, n_q, T] are returned as ``codes``."""
 
     def __init__(self, num_clips: int, seconds: float = 2.0, seed: int = 0, offset: int = 0,
-                 min_fraction: float = 0.5):
+                 min_fraction: float = 0.5, sounds: str = "spectral"):
+        if sounds not in SOUNDS:
+            raise ValueError(f"unknown corpus sounds {sounds!r}; choose from {', '.join(SOUNDS)}")
         self.num_clips, self.seconds, self.seed, self.offset = int(num_clips), float(seconds), int(seed), int(offset)
+        self.sounds = sounds
         self.min_fraction = min_fraction
         self.crop_samples = int(round(self.seconds * SAMPLE_RATE))
         self.draws_per_epoch = [1] * self.num_clips  # every clip fits in one crop
@@ -457,7 +515,8 @@ class SyntheticCorpus(Dataset):
 
     def clip(self, i: int) -> tuple:
         if i not in self._cache:
-            self._cache[i] = corpus_clip(self.offset + i, self.seconds, self.seed, min_fraction=self.min_fraction)
+            self._cache[i] = corpus_clip(self.offset + i, self.seconds, self.seed, min_fraction=self.min_fraction,
+                                         sounds=self.sounds)
         return self._cache[i]
 
     def __getitem__(self, key):
@@ -476,7 +535,7 @@ class SyntheticCorpus(Dataset):
 
 def codes_cache_key(dataset: SyntheticCorpus, codec_weights: str, n_q: int) -> str:
     """What the cached codes of a fixed corpus depend on (stored beside them, checked on reuse)."""
-    return (f"{CORPUS_VERSION}-{dataset.num_clips}-{dataset.offset}-{dataset.seed}-{dataset.seconds}-"
+    return (f"{CORPUS_VERSION}-{dataset.sounds}-{dataset.num_clips}-{dataset.offset}-{dataset.seed}-{dataset.seconds}-"
             f"{codec_weights}-{n_q}")
 
 
@@ -513,7 +572,8 @@ def frozen_codec(cfg: DataConfig):
         if published.is_file():
             log.warning("the published EnCodec weights are on this machine (%s), but --codec %s was chosen: "
                         "--codec pretrained trains on the paper's targets", published, spectral_targets.NAME)
-        corpus = SyntheticCorpus(cfg.synthetic_clips, cfg.crop_seconds, seed=cfg.seed, offset=0)
+        corpus = SyntheticCorpus(cfg.synthetic_clips, cfg.crop_seconds, seed=cfg.seed, offset=0,
+                                 sounds=corpus_sounds(cfg.codec))
         return spectral_targets.fit_on_corpus(corpus, spectral_targets.BANDS, seed=cfg.seed)
     log.info("targets: the %s EnCodec's codes", "published" if cfg.codec == "pretrained" else "offline (random-weight)")
     return load_codec(cfg.codec, path=cfg.codec_path) if cfg.codec == "pretrained" else load_codec("offline")
@@ -550,14 +610,17 @@ def build_datasets(cfg: DataConfig, out_dir: Path, codec=None, n_q: int = 0) -> 
         meta = dict(data=[str(x) for x in cfg.sources], files=len(rows), skipped=len(skipped),
                     train_files=len(train_entries), val_files=len(val_entries), draws_per_epoch=epoch)
         return train_set, val_set, meta
-    train_set = SyntheticCorpus(cfg.synthetic_clips, cfg.crop_seconds, seed=cfg.seed, offset=0)
-    val_set = SyntheticCorpus(cfg.synthetic_val_clips, cfg.crop_seconds, seed=cfg.seed, offset=cfg.synthetic_clips)
+    sounds = corpus_sounds(cfg.codec)
+    train_set = SyntheticCorpus(cfg.synthetic_clips, cfg.crop_seconds, seed=cfg.seed, offset=0, sounds=sounds)
+    val_set = SyntheticCorpus(cfg.synthetic_val_clips, cfg.crop_seconds, seed=cfg.seed, offset=cfg.synthetic_clips,
+                              sounds=sounds)
     if n_q:
         t0 = time.time()
         for name, ds in (("train", train_set), ("val", val_set)):  # fixed clips: encode each once
             ds.targets = precompute_codes(ds, codec, n_q, out_dir / "cache" / f"codes-{name}.pt")
         log.info("codec targets for the synthetic corpus: %.1f s", time.time() - t0)
-    return train_set, val_set, dict(data="synthetic", train_clips=len(train_set), val_clips=len(val_set))
+    return train_set, val_set, dict(data="synthetic", corpus_sounds=sounds, train_clips=len(train_set),
+                                    val_clips=len(val_set))
 
 
 def make_loaders(train_set, val_set, collate, cfg: DataConfig) -> tuple:

@@ -169,8 +169,9 @@ def main(argv=None):
     init = load_checkpoint(init_path)
     cfg = trained.config
     seconds, seed = cfg.chunk_seconds, int(meta.get("seed", 0))
-    train = D.SyntheticCorpus(meta["train_clips"], seconds, seed=seed, offset=0)
-    val = D.SyntheticCorpus(meta["val_clips"], seconds, seed=seed, offset=meta["train_clips"])
+    sounds = meta.get("corpus_sounds", "grid")  # runs from before the spectral vocabulary trained on the grid one
+    train = D.SyntheticCorpus(meta["train_clips"], seconds, seed=seed, offset=0, sounds=sounds)
+    val = D.SyntheticCorpus(meta["val_clips"], seconds, seed=seed, offset=meta["train_clips"], sounds=sounds)
     targets = meta.get("targets", meta["codec"])  # the stand-in's name carries its centroids' hash
     train_codes = cached_codes(run, "train", train, targets, cfg.num_codec_streams)
     val_codes = cached_codes(run, "val", val, targets, cfg.num_codec_streams)
@@ -184,7 +185,7 @@ def main(argv=None):
     sizes = sorted(args.probe_sizes)
     pool = sizes[-1]
     n = pool + args.probe_test
-    clips, labels = zip(*[D.corpus_clip(i, seconds, PROBE_SEED, sr=48000) for i in range(n)])
+    clips, labels = zip(*[D.corpus_clip(i, seconds, PROBE_SEED, sr=48000, sounds=sounds) for i in range(n)])
     clips = [np.pad(c, (0, int(seconds * 48000) - len(c))) for c in clips]
     y = np.array(labels)
     probe = {}

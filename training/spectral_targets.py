@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 NAME = "mel-kmeans"  # the --codec choice and the checkpoints' metadata
 BANDS = 8  # codebooks, one per band: as many as the EnCodec codebooks EnCodecMAE predicts (6 kbps)
-CLUSTERS = 256  # per band (EnCodec has 1024 codes per codebook; 256 suffices for a few hundred clips)
+CLUSTERS = 64  # per band (EnCodec: 1024 per codebook); coarser codes transfer better (docs/pretraining.md)
 FIT_CLIPS = 400  # corpus clips whose frames the centroids are fitted on
 FIT_FRAMES = 30_000  # at most this many of their frames (drawn at random)
 FIT_ITERS = 30  # Lloyd iterations (a stand-in needs good, not converged, centroids)
