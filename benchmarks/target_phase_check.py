@@ -2,7 +2,7 @@
 
     python benchmarks/target_phase_check.py [--clips 80]
 
-For the built-in corpus and each held-out family of the transfer check (training/transfer_families.py),
+For the built-in corpus (in both sound vocabularies) and each held-out family of the transfer check (training/transfer_families.py),
 ``clips`` clips at 24 kHz, and the targets of stream q0 from the offline (random-weight) EnCodec and
 from the log-mel k-means stand-in (training/spectral_targets.py, fitted on the built-in corpus):
 
@@ -72,13 +72,15 @@ def main(argv=None):
     p.add_argument("--clips", type=int, default=80, help="clips per set (default: %(default)s)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    corpus = np.stack([np.pad(w, (0, 2 * SAMPLE_RATE - len(w)))
-                       for w, _ in (D.synth_clip(i, 2.0, 5) for i in range(args.clips))])
-    sets = {"built-in corpus": corpus}
+    sets = {}
+    for sounds in D.SOUNDS:  # the grid words (the offline codec's) and the spectral ones (the stand-in's)
+        sets[f"built-in corpus, {sounds} words"] = np.stack([
+            np.pad(w, (0, 2 * SAMPLE_RATE - len(w)))
+            for w, _ in (D.corpus_clip(i, 2.0, 5, sounds=sounds) for i in range(args.clips))])
     for family in FAMILIES:
         sets[family] = make_task(family, args.clips, 3, sr=SAMPLE_RATE)[0]
-    codecs = {"offline EnCodec": load_codec("offline"),
-              "stand-in": spectral_targets.fit_on_corpus(D.SyntheticCorpus(400, 2.0, seed=0))}
+    codecs = {"offline EnCodec": load_codec("offline"),  # the stand-in as the default run fits it
+              "stand-in": spectral_targets.fit_on_corpus(D.SyntheticCorpus(400, 2.0, seed=0, sounds="spectral"))}
     print("| set | targets | 1-NN mel -> q0 | majority q0 | q0 unchanged after a shift of "
           + " / ".join(map(str, SHIFTS)) + " samples | log-mel cosine after 160 |")
     print("|---|---|---|---|---|---|")
