@@ -664,7 +664,8 @@ def add_data_args(group, *, codec_use: str, defaults: "DataDependentDefaults", s
                      "only)" if stand_in_targets else "")
     group.add_argument("--codec", default=None, choices=["pretrained", "offline"] + stand_in,
                        help=f"EnCodec weights that make {codec_use}: pretrained (published, the paper) or offline "
-                            f"(random, for demos/tests){stand_in_help} (default: {defaults.note('codec')})")
+                            f"(random, for demos/tests; the built-in corpus then uses its frame-grid sound "
+                            f"vocabulary, training/data.py){stand_in_help} (default: {defaults.note('codec')})")
     group.add_argument("--codec-path", default=None,
                        help="local copy of encodec_24khz-d7cc33bc.th (default: torch hub cache / download)")
     group.add_argument("--num-workers", type=cli.non_negative_int, default=None,
