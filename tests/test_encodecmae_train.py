@@ -26,7 +26,7 @@ def test_loaders_give_masked_batches_in_step_order(tmp_path):
     assert batch["wav"].shape == (4, 24000) and batch["mask"].shape == batch["padding_mask"].shape == (4, frames)
     assert not (batch["mask"] & batch["padding_mask"]).any()
     assert isinstance(sampler, D.StepSampler) and sampler.batch_size == 4
-    assert len(val_loader.dataset) == 2 and meta == dict(data="synthetic", train_clips=8, val_clips=2)
+    assert len(val_loader.dataset) == 2 and meta == dict(data="synthetic", corpus_sounds="grid", train_clips=8, val_clips=2)
     again = next(iter(build_loaders(built_in_data(), tmp_path, config, None)[0]))
     assert torch.equal(again["wav"], batch["wav"]) and torch.equal(again["mask"], batch["mask"])  # seeded
 
