@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
@@ -28,14 +28,8 @@ def atomic_path(path: str | os.PathLike):
     it, fsync it and rename it over ``path``. If the body raises, the temporary file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp makes the file private (0600); give it the mode a plain open() would (0666 less the
-    # umask), so results and checkpoints stay readable by whoever could read them before.
+    tmp = _create_beside(path)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -44,6 +38,19 @@ def atomic_path(path: str | os.PathLike):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _create_beside(path: Path) -> str:
+    """Create a new, empty, uniquely named file beside ``path`` and return its name. Created with
+    mode 0666, which the kernel narrows by the umask exactly as for a plain open() (mkstemp's
+    files are private, 0600, and reading the umask means setting it, process-wide)."""
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:  # a name another writer holds: draw again
+            continue
 
 
 def write_bytes(path: str | os.PathLike, write) -> Path:
