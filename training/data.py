@@ -358,7 +358,7 @@ def corpus_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPL
     ``min_fraction < 1`` a quarter of the clips are shorter (uniform in [min_fraction, 1] of
     ``seconds``), to exercise padding.
     """
-    words = SOUNDS[sounds]
+    words = corpus_words(sounds)
     rng = np.random.default_rng(mix_seed(seed, index, 7))
     label = int(rng.integers(len(SYNTH_CLASSES)))
     n = int(round(seconds * sr))
@@ -446,6 +446,13 @@ SPECTRAL_SOUNDS = CorpusSounds("spectral", tone_hz=GRID_SOUNDS.tone_hz + _LOW_TO
 SOUNDS = {s.name: s for s in (GRID_SOUNDS, SPECTRAL_SOUNDS)}
 
 
+def corpus_words(sounds: str) -> CorpusSounds:
+    """The vocabulary named ``sounds`` (a key of SOUNDS); an unknown name is a clear error."""
+    if sounds not in SOUNDS:
+        raise ValueError(f"unknown corpus sounds {sounds!r}; choose from {', '.join(SOUNDS)}")
+    return SOUNDS[sounds]
+
+
 def corpus_sounds(codec: str) -> str:
     """The sound vocabulary of the built-in corpus for a run whose codes come from ``codec``
     (a --codec choice): the frame-grid words for the random-weight EnCodec, else the spectral ones."""
@@ -500,8 +507,7 @@ class SyntheticCorpus(Dataset):
 
     def __init__(self, num_clips: int, seconds: float = 2.0, seed: int = 0, offset: int = 0,
                  min_fraction: float = 0.5, sounds: str = "spectral"):
-        if sounds not in SOUNDS:
-            raise ValueError(f"unknown corpus sounds {sounds!r}; choose from {', '.join(SOUNDS)}")
+        corpus_words(sounds)  # an unknown name fails here, not at the first clip
         self.num_clips, self.seconds, self.seed, self.offset = int(num_clips), float(seconds), int(seed), int(offset)
         self.sounds = sounds
         self.min_fraction = min_fraction
