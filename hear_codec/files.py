@@ -29,8 +29,11 @@ def atomic_path(path: str | os.PathLike):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_beside(path)
+    mode = os.stat(tmp).st_mode  # 0666 less the umask, as the kernel gave it
     try:
         yield tmp
+        if os.stat(tmp).st_mode != mode:  # writers that recreate the file (safetensors: 0600)
+            os.chmod(tmp, mode)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

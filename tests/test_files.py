@@ -57,3 +57,17 @@ def test_the_file_gets_the_mode_a_plain_write_would_give(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "results.md").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
+
+
+def test_a_writer_that_recreates_the_file_privately_still_gives_the_plain_mode(tmp_path):
+    """safetensors' save_file writes its file 0600; the result must still be readable as before."""
+    import safetensors.torch
+    import torch
+
+    old = os.umask(0o022)
+    try:
+        with files.atomic_path(tmp_path / "w.safetensors") as tmp:
+            safetensors.torch.save_file({"a": torch.zeros(2)}, tmp)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644
