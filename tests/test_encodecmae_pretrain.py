@@ -3,6 +3,7 @@ self-training stage. The shared CLI and resume: test_pretrain.py."""
 import pytest
 
 from hear_codec.checkpoint import read_checkpoint
+from training import spectral_targets
 
 
 @pytest.mark.slow
@@ -39,12 +40,19 @@ def test_options_give_the_built_in_run_or_the_papers_setting(tmp_path):
     assert (data.sources, data.codec, data.crop_seconds, data.batch_size) == (None, "mel-kmeans", 2.0, 16)
     assert (optim.lr, run.max_steps, run.val_every, run.ckpt_every) == (1e-3, 600, 100, 100)
     assert (model.dim, model.front_end, model.chunk_seconds, model.codec_weights) == (64, "mel256", 2.0, "mel-kmeans")
+    assert model.vocab_size == spectral_targets.CLUSTERS == 64  # the head predicts the stand-in's codes, no more
+    assert (optim.warmup_steps, optim.schedule) == (0, "constant")
+    assert configs(parse("--codec", "offline"))[0].vocab_size == 1024  # EnCodec's codebooks
 
     model, optim, data, run = configs(parse("--data", str(tmp_path), "--preset", "base", "--front-end", "ec"))
     assert (data.sources, data.codec, data.crop_seconds, data.batch_size) == ([str(tmp_path)], "pretrained", 4.0, 128)
     assert (optim.lr, optim.betas, optim.weight_decay, run.max_steps) == (1e-4, (0.9, 0.95), 0.05, 500_000)
+    assert (optim.warmup_steps, optim.schedule, model.vocab_size) == (0, "constant", 1024)  # the paper's
     assert (model.dim, model.num_layers, model.front_end, model.chunk_seconds) == (768, 10, "ec", 4.0)
 
     _, optim, data, run = configs(parse("--data", str(tmp_path), "--lr", "3e-4", "--batch-size", "8",
                                         "--max-steps", "5"))
     assert (optim.lr, data.batch_size, run.max_steps, data.crop_seconds) == (3e-4, 8, 5, 4.0)
+
+    _, optim, _, _ = configs(parse("--warmup-steps", "50", "--schedule", "cosine"))
+    assert (optim.warmup_steps, optim.schedule) == (50, "cosine")

@@ -65,3 +65,33 @@ def test_metrics_of_every_version_joined_later_wins(tmp_path):
     assert metrics["val/loss"] == ([3], [1.3]) and "note" not in metrics
     png = engine.plot_loss_curve(tmp_path, tmp_path / "loss_curve.png")
     assert png.stat().st_size > 0
+
+
+def test_lr_factor_warms_up_linearly_then_holds_or_follows_a_cosine_to_zero():
+    constant = [engine.lr_factor(s, 4) for s in range(8)]
+    assert constant == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0]
+    cosine = [engine.lr_factor(s, 2, "cosine", 10) for s in range(12)]
+    assert cosine[:3] == [0.5, 1.0, 1.0]  # warm-up, then the top of the cosine
+    assert cosine[6] == pytest.approx(0.5)  # half-way through the 8 decay steps
+    assert cosine[4] == pytest.approx(0.5 * (1 + 2 ** -0.5))  # a quarter of the way: a cosine, not a line
+    assert all(a > b for a, b in zip(cosine[2:10], cosine[3:10]))  # strictly decreasing to the end
+    assert cosine[10:] == [0.0, 0.0]  # zero at and after the planned last step
+    assert engine.lr_factor(0, 0, "cosine", 4) == 1.0  # no warm-up: starts at the peak
+    with pytest.raises(ValueError, match="unknown learning-rate schedule"):
+        engine.lr_factor(0, 0, "linear", 10)
+    with pytest.raises(ValueError, match="beyond the warm-up"):
+        engine.lr_factor(5, 5, "cosine", 5)
+
+
+def test_with_lr_schedule_returns_the_plain_optimizer_for_a_constant_rate():
+    opt = engine.torch.optim.SGD([engine.torch.zeros(1, requires_grad=True)], lr=0.1)
+    assert engine.with_lr_schedule(opt, 0, "constant", 100) is opt
+    config = engine.with_lr_schedule(opt, 3, "cosine", 13)
+    sched = config["lr_scheduler"]["scheduler"]
+    assert config["optimizer"] is opt and config["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(14):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == pytest.approx([0.1 / 3, 0.2 / 3, 0.1, 0.1]) and lrs[13] == 0.0

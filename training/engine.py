@@ -57,6 +57,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -153,6 +154,40 @@ def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int | None = 
         if action.dest in notes:
             action.help = action.help.replace("%(default)s; None = chosen by the model/data", notes[action.dest])
     return g
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(step: int, warmup_steps: int, schedule: str = "constant", total_steps: int | None = None) -> float:
+    """The learning rate at optimiser step ``step`` (0-based) as a fraction of the peak.
+
+    A linear warm-up over the first ``warmup_steps`` steps (step 0 at 1 / warmup_steps), then
+    ``constant`` (1) or ``cosine``: 0.5 * (1 + cos(pi * progress)) with progress going from 0 after
+    the warm-up to 1 at ``total_steps``, and 0 from then on (a run continued past its planned
+    end trains no further unless it is given a new ``--max-steps``, which stretches the curve).
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose one of {LR_SCHEDULES}")
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if not total_steps or total_steps <= warmup_steps:
+        raise ValueError(f"the cosine schedule needs total steps beyond the warm-up ({warmup_steps}), got {total_steps}")
+    progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def with_lr_schedule(optimizer, warmup_steps: int, schedule: str, total_steps: int | None):
+    """What a LightningModule's ``configure_optimizers`` returns: ``optimizer`` alone for a constant
+    learning rate without warm-up, else with a per-step :func:`lr_factor` scheduler."""
+    if warmup_steps <= 0 and schedule == "constant":
+        return optimizer
+    lr_factor(0, warmup_steps, schedule, total_steps)  # refuses a bad schedule before the first step
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup_steps, schedule,
+                                                                                 total_steps))
+    return dict(optimizer=optimizer, lr_scheduler=dict(scheduler=sched, interval="step"))
 
 
 def on_gpu(run: EngineConfig) -> bool:

@@ -50,7 +50,8 @@ class EncodecMAEModule(L.LightningModule):
     """
 
     def __init__(self, config: emae.EncodecMAEConfig, codec=None, *, lr: float = 1e-4,
-                 betas=(0.9, 0.95), weight_decay: float = 0.05, teacher: emae.EncodecMAE | None = None,
+                 betas=(0.9, 0.95), weight_decay: float = 0.05, warmup_steps: int = 0, schedule: str = "constant",
+                 teacher: emae.EncodecMAE | None = None,
                  centroids: torch.Tensor | None = None, metadata: dict | None = None):
         super().__init__()
         encoder = codec.encoder if (config.front_end == "ec" and codec is not None) else None
@@ -64,6 +65,7 @@ class EncodecMAEModule(L.LightningModule):
         else:
             self.centroids = None
         self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
+        self.warmup_steps, self.schedule = warmup_steps, schedule
         self.metadata = dict(metadata or {})
         weights = list(config.codec_stream_weights[: config.num_codec_streams])
         weights += [KMEANS_STREAM_WEIGHT] * config.num_kmeans_streams
@@ -126,7 +128,9 @@ class EncodecMAEModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        opt = torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        total = self._trainer.max_steps if self._trainer is not None else None  # the cosine ends there
+        return engine.with_lr_schedule(opt, self.warmup_steps, self.schedule, total)
 
     # ---- export ----
     def on_train_start(self):

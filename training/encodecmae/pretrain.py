@@ -40,8 +40,11 @@ def configs(args: argparse.Namespace) -> tuple:
     if data.codec == spectral_targets.NAME and args.front_end == "ec":
         raise SystemExit(f"--codec {spectral_targets.NAME} has no EnCodec encoder for the ec front end; "
                          "use --front-end mel256, or --codec offline / pretrained")
+    # The head predicts one of the codebook's codes: EnCodec's 1024, or the stand-in's K centroids (a
+    # 1024-way head would spend ~90 % of the tiny model's step on logits no target ever uses).
+    vocab = spectral_targets.CLUSTERS if data.codec == spectral_targets.NAME else emae.EncodecMAEConfig.vocab_size
     model = emae.preset(args.preset, front_end=args.front_end, codec_weights=data.codec,
-                        chunk_seconds=data.crop_seconds)
+                        chunk_seconds=data.crop_seconds, vocab_size=vocab)
     return model, TrainConfig.from_args(args), data, engine.EngineConfig.from_args(args)
 
 

@@ -24,29 +24,39 @@ DEFAULTS = D.DataDependentDefaults(
     # The built-in run's targets: the log-mel k-means stand-in (training/spectral_targets.py), not EnCodec;
     # the offline (random-weight) EnCodec's codes follow waveform phase and do not transfer (docs/pretraining.md).
     builtin=dict(max_steps=600, val_every=100, ckpt_every=100, batch_size=16, crop_seconds=2.0, codec="mel-kmeans",
-                 lr=1e-3),
+                 lr=1e-3, warmup_steps=0, schedule="constant"),
     paper=dict(max_steps=500_000, val_every=10_000, ckpt_every=10_000, batch_size=128, crop_seconds=4.0,
-               codec="pretrained", lr=1e-4),
+               codec="pretrained", lr=1e-4, warmup_steps=0, schedule="constant"),
 )
 
 
 @dataclass
 class TrainConfig:
-    """The optimiser: AdamW at a constant learning rate (the paper's betas and weight decay)."""
+    """The optimiser: AdamW (the paper's betas and weight decay) at a constant learning rate (the
+    paper's), or with a linear warm-up over ``warmup_steps`` and, with ``schedule="cosine"``, a
+    cosine decay to zero at the run's last step (:func:`training.engine.lr_factor`)."""
 
     lr: float = 1e-4
     betas: tuple = (0.9, 0.95)
     weight_decay: float = 0.05
+    warmup_steps: int = 0
+    schedule: str = "constant"
 
     @classmethod
     def from_args(cls, args) -> "TrainConfig":
-        return cls(lr=args.lr, betas=tuple(args.betas), weight_decay=args.weight_decay)
+        return cls(lr=args.lr, betas=tuple(args.betas), weight_decay=args.weight_decay,
+                   warmup_steps=args.warmup_steps, schedule=args.schedule)
 
 
 def add_train_args(group, *, lr_note: str) -> None:
     """The options of :class:`TrainConfig`; ``lr_note`` says what --lr defaults to."""
     d = TrainConfig()
-    group.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate, constant (default: {lr_note})")
+    group.add_argument("--lr", type=float, default=None, help=f"AdamW peak learning rate (default: {lr_note})")
+    group.add_argument("--warmup-steps", type=int, default=None,
+                       help=f"linear learning-rate warm-up from 0 to --lr (default: {DEFAULTS.note('warmup_steps')})")
+    group.add_argument("--schedule", default=None, choices=list(engine.LR_SCHEDULES),
+                       help="learning rate after the warm-up: constant (the paper's) or cosine (decays to 0 at "
+                            f"--max-steps) (default: {DEFAULTS.note('schedule')})")
     group.add_argument("--betas", type=float, nargs=2, default=d.betas,
                        help=f"AdamW betas (default: {d.betas[0]} {d.betas[1]})")
     group.add_argument("--weight-decay", type=float, default=d.weight_decay,
@@ -82,6 +92,7 @@ def train(config: emae.EncodecMAEConfig, optim: TrainConfig, data: D.DataConfig,
         meta["targets"] = codec.weights  # what cached targets are keyed on (the stand-in's centroid hash)
     meta.update(metadata or {})
     module = EncodecMAEModule(config, codec, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay,
+                              warmup_steps=optim.warmup_steps, schedule=optim.schedule,
                               teacher=teacher, centroids=centroids, metadata=meta)
     if init_state is not None:
         own = module.model.state_dict()
