@@ -70,10 +70,13 @@ class EncodecMAEConfig:
         return cls(**d)
 
 
-# Named presets (paper sizes; "tiny" is for the built-in demo and tests).
+# Named presets: the paper's sizes, "mini" for the built-in CPU run (training.pretrain without --data)
+# and "tiny" for tests and smoke runs.
 PRESETS = {
     "tiny": dict(dim=64, num_layers=2, num_heads=4, ff_dim=256, decoder_layers=1, decoder_heads=4,
                  decoder_ff_dim=256),
+    "mini": dict(dim=128, num_layers=2, num_heads=4, ff_dim=512, decoder_layers=1, decoder_heads=4,
+                 decoder_ff_dim=512),
     "small": dict(dim=768, num_layers=5, num_heads=12, ff_dim=4096),
     "base": dict(dim=768, num_layers=10, num_heads=12, ff_dim=4096),
     # The official large recipe only raises MODEL_DIM: 12 heads of 1024 // 12 = 85 channels.

@@ -256,3 +256,43 @@ def test_vocabulary_sounds_keep_their_codes_while_they_last():
     # Deep codebooks flip now and then between near-tied codewords; the contrast is the point.
     assert steady[0] > 0.9 and steady[1] > 0.9, steady
     assert steady[2] < 0.3, steady
+
+
+def test_event_envelopes_hold_decay_or_swell_in_equal_shares():
+    rng = np.random.default_rng(0)
+    tt = np.arange(12000) / 24000  # 0.5 s
+    shapes = {"hold": 0, "decay": 0, "swell": 0}
+    for _ in range(600):
+        env = D.event_envelope(rng, tt)
+        assert env.shape == tt.shape and env.min() >= 0.0 and env.max() <= 1.0
+        if np.all(env == 1.0):
+            shapes["hold"] += 1
+        elif env[0] == 1.0 and np.all(np.diff(env) < 0) and env[-1] < np.exp(-0.5 / 0.3) + 1e-9:
+            shapes["decay"] += 1  # falls from the onset, at least as fast as the slowest time constant
+        elif env[0] == 0.0 and np.all(np.diff(env) >= 0) and env[-1] == 1.0:
+            shapes["swell"] += 1  # rises from silence to full level within 0.3 s
+    assert sum(shapes.values()) == 600 and all(150 < n < 250 for n in shapes.values()), shapes
+
+
+def _tone_event_spreads(sounds: str, clips: int = 60) -> list:
+    """Max / min of the 10 ms RMS inside each tone event of ``clips`` tone clips (frames above the
+    noise floor, two dropped at each end for the fades)."""
+    spreads = []
+    for i in range(clips * len(D.SYNTH_CLASSES)):
+        wav, label = D.corpus_clip(i, 2.0, seed=3, sounds=sounds)
+        if D.SYNTH_CLASSES[label] != "tone":
+            continue
+        rms = np.sqrt((wav[: len(wav) // 240 * 240].reshape(-1, 240) ** 2).mean(1))
+        loud = np.concatenate([[False], rms > 0.05, [False]]).astype(int)
+        starts, ends = np.flatnonzero(np.diff(loud) == 1), np.flatnonzero(np.diff(loud) == -1)
+        spreads += [rms[a + 2:b - 2].max() / rms[a + 2:b - 2].min() for a, b in zip(starts, ends) if b - a > 8]
+    return spreads
+
+
+def test_spectral_words_shape_their_events_and_grid_words_hold_them():
+    """The grid words keep every event flat (the offline codec's codes must hold still through
+    it); the spectral words decay or swell two events in three (docs/pretraining.md, sixth pass)."""
+    grid, spectral = _tone_event_spreads("grid"), _tone_event_spreads("spectral")
+    assert len(grid) > 30 and max(grid) < 1.1, max(grid)
+    shaped = np.mean(np.array(spectral) > 2.0)
+    assert len(spectral) > 30 and 0.3 < shaped < 0.9, shaped

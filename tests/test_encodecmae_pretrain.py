@@ -3,6 +3,7 @@ self-training stage. The shared CLI and resume: test_pretrain.py."""
 import pytest
 
 from hear_codec.checkpoint import read_checkpoint
+from hear_codec import encodecmae as emae
 from training import spectral_targets
 
 
@@ -31,15 +32,17 @@ def parse(*argv):
 
 
 def test_options_give_the_built_in_run_or_the_papers_setting(tmp_path):
-    """Without --data: the tiny built-in run (stand-in log-mel k-means targets, 2 s crops, lr 1e-3, 600 steps); with
+    """Without --data: the built-in run (the mini model, stand-in log-mel k-means targets and a 64-way head, 2 s
+    crops, lr 1e-3, 2400 steps); with
     --data, the paper's (published codec, 4 s crops, batch 128, lr 1e-4, 500 k steps); an option
     given explicitly wins over both."""
     from training.encodecmae.pretrain import configs
 
     model, optim, data, run = configs(parse())
     assert (data.sources, data.codec, data.crop_seconds, data.batch_size) == (None, "mel-kmeans", 2.0, 16)
-    assert (optim.lr, run.max_steps, run.val_every, run.ckpt_every) == (1e-3, 600, 100, 100)
-    assert (model.dim, model.front_end, model.chunk_seconds, model.codec_weights) == (64, "mel256", 2.0, "mel-kmeans")
+    assert (optim.lr, run.max_steps, run.val_every, run.ckpt_every) == (1e-3, 2400, 400, 400)
+    assert (model.dim, model.front_end, model.chunk_seconds, model.codec_weights) == (128, "mel256", 2.0, "mel-kmeans")
+    assert model == emae.preset("mini", chunk_seconds=2.0, codec_weights="mel-kmeans", vocab_size=64)
     assert model.vocab_size == spectral_targets.CLUSTERS == 64  # the head predicts the stand-in's codes, no more
     assert (optim.warmup_steps, optim.schedule) == (0, "constant")
     assert configs(parse("--codec", "offline"))[0].vocab_size == 1024  # EnCodec's codebooks
@@ -49,6 +52,7 @@ def test_options_give_the_built_in_run_or_the_papers_setting(tmp_path):
     assert (optim.lr, optim.betas, optim.weight_decay, run.max_steps) == (1e-4, (0.9, 0.95), 0.05, 500_000)
     assert (optim.warmup_steps, optim.schedule, model.vocab_size) == (0, "constant", 1024)  # the paper's
     assert (model.dim, model.num_layers, model.front_end, model.chunk_seconds) == (768, 10, "ec", 4.0)
+    assert configs(parse("--data", str(tmp_path)))[0].dim == 64  # no --preset with --data: tiny, as before
 
     _, optim, data, run = configs(parse("--data", str(tmp_path), "--lr", "3e-4", "--batch-size", "8",
                                         "--max-steps", "5"))

@@ -344,7 +344,7 @@ class StepSampler(Sampler):
 # ---------------------------------------------------------------- the synthetic corpus
 
 SYNTH_CLASSES = ("tone", "chirp", "harmonic", "noise_burst", "am", "fm")
-CORPUS_VERSION = 3  # bump when corpus_clip changes: cached codec targets are keyed on it
+CORPUS_VERSION = 4  # bump when corpus_clip changes: cached codec targets are keyed on it
 
 
 def corpus_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPLE_RATE,
@@ -381,6 +381,8 @@ def corpus_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPL
         tt = t[a:b] - t[a]
         ramp = np.minimum(1.0, np.minimum(tt, tt[-1] - tt) / 0.005)  # 5 ms fades: no clicks
         level = rng.choice(LEVELS)
+        if words.envelopes:
+            ramp = ramp * event_envelope(rng, tt)
         wav[a:b] += level * ramp * _event(SYNTH_CLASSES[label], rng, t[a:b], tt, sr, words)
         start = (b / sr) + rng.uniform(0.05, 0.15)
     return np.clip(wav, -1, 1).astype(np.float32), label
@@ -424,6 +426,7 @@ class CorpusSounds:
     carrier_hz: tuple  # AM and FM carriers
     noise_low_hz: float  # noise-burst band edges lie in [noise_low_hz, 0.8 * Nyquist] ...
     noise_log_edges: bool  # ... drawn log-uniform (True) or uniform (False)
+    envelopes: bool = False  # events hold, decay or swell (event_envelope); False: every event holds
 
 
 def _off_register_pitches(lowest_hz: float, steps: int, below_hz: float) -> tuple:
@@ -442,7 +445,7 @@ GRID_SOUNDS = CorpusSounds("grid", tone_hz=(225, 450, 900, 1800, 3000), note_hz=
 SPECTRAL_SOUNDS = CorpusSounds("spectral", tone_hz=GRID_SOUNDS.tone_hz + _LOW_TONES_HZ,
                                note_hz=_off_register_pitches(60.0, 120, 1700.0),  # 56 pitches, 60-1662 Hz
                                carrier_hz=GRID_SOUNDS.carrier_hz + _LOW_TONES_HZ[::3],
-                               noise_low_hz=60.0, noise_log_edges=True)
+                               noise_low_hz=60.0, noise_log_edges=True, envelopes=True)
 SOUNDS = {s.name: s for s in (GRID_SOUNDS, SPECTRAL_SOUNDS)}
 
 
@@ -457,6 +460,23 @@ def corpus_sounds(codec: str) -> str:
     """The sound vocabulary of the built-in corpus for a run whose codes come from ``codec``
     (a --codec choice): the frame-grid words for the random-weight EnCodec, else the spectral ones."""
     return "grid" if codec == "offline" else "spectral"
+
+
+ENVELOPES = ("hold", "decay", "swell")
+DECAY_SECONDS = (0.02, 0.3)  # time constant of a decaying event (a pluck or a knock ... a slow fade)
+SWELL_SECONDS = (0.05, 0.3)  # rise time of a swelling event (a bowed or blown attack)
+
+
+def event_envelope(rng, tt: np.ndarray) -> np.ndarray:
+    """The loudness shape of one event of the spectral words, one of ENVELOPES with equal odds:
+    hold (flat), decay (exp(-t / tau)) or swell (a linear rise, then flat). tt: time since the
+    event's onset (s) -> gains in [0, 1], same shape as ``tt``."""
+    shape = ENVELOPES[int(rng.integers(len(ENVELOPES)))]
+    if shape == "decay":
+        return np.exp(-tt / rng.uniform(*DECAY_SECONDS))
+    if shape == "swell":
+        return np.minimum(1.0, tt / rng.uniform(*SWELL_SECONDS))
+    return np.ones_like(tt)
 
 
 def _event(kind, rng, t, tt, sr, words: CorpusSounds = SPECTRAL_SOUNDS):

@@ -19,15 +19,16 @@ from training.encodecmae.train import DEFAULTS, TrainConfig, add_train_args, tra
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("EnCodecMAE model and data")
-    g.add_argument("--preset", default="tiny", choices=sorted(emae.PRESETS),
-                   help="model size: tiny (built-in demo), small/base/large (paper) (default: %(default)s)")
+    g.add_argument("--preset", default=None, choices=sorted(emae.PRESETS),
+                   help="model size: mini (the built-in CPU run), tiny (tests and smoke runs), small/base/large "
+                        f"(the paper's) (default: {DEFAULTS.note('preset')})")
     g.add_argument("--front-end", default="mel256", choices=["mel256", "ec"],
                    help="input features: mel256 (256-bin Kaldi fbank, v2 default) or ec (frozen EnCodec "
                         "encoder) (default: %(default)s)")
     g.add_argument("--self-train-steps", type=int, default=0,
                    help="after pretraining, run self-training (training.encodecmae.self_train with its defaults, "
                         "v2) for this many steps into OUT/self_train; 0 = no (default: %(default)s)")
-    add_train_args(g, lr_note="1e-4 with --data, the paper's; 1e-3 for the tiny built-in run, which has 600 steps "
+    add_train_args(g, lr_note="1e-4 with --data, the paper's; 1e-3 for the built-in run, which has minutes "
                               "to show that it learns")
     D.add_data_args(g, codec_use="the targets (and the ec front end's features)", defaults=DEFAULTS,
                     synthetic_clips=384, stand_in_targets=True)
