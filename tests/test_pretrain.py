@@ -149,8 +149,10 @@ def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
 
     out = tmp_path / "run"
     path = pretrain.main(["--out", str(out), "--max-steps", "2", *TINY])
-    meta = read_checkpoint(path)["metadata"]
+    payload = read_checkpoint(path)
+    meta = payload["metadata"]
     assert meta["data"] == "synthetic" and meta["corpus_sounds"] == "spectral"  # stand-in targets: spectral words
+    assert meta["preset"] == "mini" and (payload["config"]["dim"], payload["config"]["vocab_size"]) == (128, 64)
     assert_hear_validator_passes(path)
     acc, probe = learning_check.main(["--run", str(out), "--draws", "1", "--probe-sizes", "8", "16",
                                       "--probe-draws", "2", "--probe-test", "12", "--transfer",
