@@ -60,3 +60,18 @@ def test_options_give_the_built_in_run_or_the_papers_setting(tmp_path):
 
     _, optim, _, _ = configs(parse("--warmup-steps", "50", "--schedule", "cosine"))
     assert (optim.warmup_steps, optim.schedule) == (50, "cosine")
+
+
+def test_a_schedule_that_cannot_run_is_refused_before_training():
+    """A cosine that would end before its warm-up does, or a negative warm-up, is a clear message at
+    start-up, not a traceback from inside Lightning."""
+    from training.encodecmae.pretrain import configs
+
+    with pytest.raises(SystemExit, match="decays to 0 at --max-steps, which must be beyond --warmup-steps .100.; "
+                                         "got --max-steps 20"):
+        configs(parse("--schedule", "cosine", "--warmup-steps", "100", "--max-steps", "20"))
+    with pytest.raises(SystemExit, match="beyond --warmup-steps .50.; got --max-steps 50"):
+        configs(parse("--schedule", "cosine", "--warmup-steps", "50", "--max-steps", "50"))
+    with pytest.raises(SystemExit, match="--warmup-steps must be 0 or more, got -3"):
+        configs(parse("--warmup-steps", "-3"))
+    assert configs(parse("--schedule", "cosine", "--warmup-steps", "49", "--max-steps", "50"))[1].schedule == "cosine"

@@ -81,6 +81,8 @@ def test_lr_factor_warms_up_linearly_then_holds_or_follows_a_cosine_to_zero():
         engine.lr_factor(0, 0, "linear", 10)
     with pytest.raises(ValueError, match="beyond the warm-up"):
         engine.lr_factor(5, 5, "cosine", 5)
+    with pytest.raises(ValueError, match="beyond the warm-up"):  # refused at step 0, not when the warm-up ends
+        engine.lr_factor(0, 5, "cosine", -1)  # Lightning's max_steps when a Trainer has no limit
 
 
 def test_with_lr_schedule_returns_the_plain_optimizer_for_a_constant_rate():

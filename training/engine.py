@@ -169,12 +169,13 @@ def lr_factor(step: int, warmup_steps: int, schedule: str = "constant", total_st
     """
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose one of {LR_SCHEDULES}")
+    if schedule == "cosine" and (not total_steps or total_steps <= warmup_steps):
+        raise ValueError(f"the cosine schedule needs total steps (--max-steps) beyond the warm-up "
+                         f"({warmup_steps}), got {total_steps}")
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":
         return 1.0
-    if not total_steps or total_steps <= warmup_steps:
-        raise ValueError(f"the cosine schedule needs total steps beyond the warm-up ({warmup_steps}), got {total_steps}")
     progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 

@@ -46,7 +46,13 @@ def configs(args: argparse.Namespace) -> tuple:
     vocab = spectral_targets.CLUSTERS if data.codec == spectral_targets.NAME else emae.EncodecMAEConfig.vocab_size
     model = emae.preset(args.preset, front_end=args.front_end, codec_weights=data.codec,
                         chunk_seconds=data.crop_seconds, vocab_size=vocab)
-    return model, TrainConfig.from_args(args), data, engine.EngineConfig.from_args(args)
+    optim, run = TrainConfig.from_args(args), engine.EngineConfig.from_args(args)
+    if optim.warmup_steps < 0:
+        raise SystemExit(f"--warmup-steps must be 0 or more, got {optim.warmup_steps}")
+    if optim.schedule == "cosine" and not 0 <= optim.warmup_steps < run.max_steps:
+        raise SystemExit(f"--schedule cosine decays to 0 at --max-steps, which must be beyond --warmup-steps "
+                         f"({optim.warmup_steps}); got --max-steps {run.max_steps}")
+    return model, optim, data, run
 
 
 def run(args: argparse.Namespace) -> Path:
