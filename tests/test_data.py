@@ -1,4 +1,6 @@
 """training/data.py: listing, probing, skipping bad files, resampling/downmixing, padding, order."""
+import dataclasses
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -296,3 +298,22 @@ def test_spectral_words_shape_their_events_and_grid_words_hold_them():
     assert len(grid) > 30 and max(grid) < 1.1, max(grid)
     shaped = np.mean(np.array(spectral) > 2.0)
     assert len(spectral) > 30 and 0.3 < shaped < 0.9, shaped
+
+
+def test_half_the_spectral_clips_hold_a_quieter_second_class_and_grid_clips_none(monkeypatch):
+    """The underlay (data._add_underlay) is drawn after the clip's own events, so the same index with
+    mixtures off gives the clip without it: their difference is the underlay alone. It is in about
+    MIX_SHARE of the spectral clips, quieter than the clip's own events, and in no grid clip."""
+    def clips(sounds):
+        return [D.corpus_clip(i, 2.0, seed=5, sounds=sounds)[0] for i in range(160)]
+
+    mixed = clips("spectral")
+    monkeypatch.setitem(D.SOUNDS, "spectral", dataclasses.replace(D.SPECTRAL_SOUNDS, mixtures=False))
+    alone = clips("spectral")
+    under = [np.sqrt(np.mean((m - a) ** 2)) for m, a in zip(mixed, alone)]
+    own = [np.sqrt(np.mean(a ** 2)) for a in alone]
+    with_underlay = [i for i, u in enumerate(under) if u > 1e-6]
+    assert 0.35 < len(with_underlay) / len(mixed) < 0.65, len(with_underlay)
+    quieter = np.mean([under[i] < own[i] for i in with_underlay])
+    assert quieter > 0.8, quieter  # 3-15 dB down, though event lengths and classes vary
+    assert not D.GRID_SOUNDS.mixtures  # the offline codec's words stay one class at a time

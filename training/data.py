@@ -344,7 +344,7 @@ class StepSampler(Sampler):
 # ---------------------------------------------------------------- the synthetic corpus
 
 SYNTH_CLASSES = ("tone", "chirp", "harmonic", "noise_burst", "am", "fm")
-CORPUS_VERSION = 4  # bump when corpus_clip changes: cached codec targets are keyed on it
+CORPUS_VERSION = 5  # bump when corpus_clip changes: cached codec targets are keyed on it
 
 
 def corpus_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPLE_RATE,
@@ -354,7 +354,8 @@ def corpus_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPL
     The label (index into SYNTH_CLASSES) is drawn from the index. A clip holds 1-4 events of its
     class one after another, with short silences between them, over faint pink-ish noise; each
     event is a word of the sound vocabulary ``sounds`` (a key of SOUNDS, below: pitch, timbre,
-    modulation, loudness) and lasts 0.4-1 s (the first one less if the clip is shorter). With
+    modulation, loudness) and lasts 0.4-1 s (the first one less if the clip is shorter); with the
+    spectral words, half the clips also hold 1-3 quieter events of another class (_add_underlay). With
     ``min_fraction < 1`` a quarter of the clips are shorter (uniform in [min_fraction, 1] of
     ``seconds``), to exercise padding.
     """
@@ -385,6 +386,8 @@ def corpus_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPL
             ramp = ramp * event_envelope(rng, tt)
         wav[a:b] += level * ramp * _event(SYNTH_CLASSES[label], rng, t[a:b], tt, sr, words)
         start = (b / sr) + rng.uniform(0.05, 0.15)
+    if words.mixtures and rng.random() < MIX_SHARE:
+        _add_underlay(wav, rng, label, t, sr, words)
     return np.clip(wav, -1, 1).astype(np.float32), label
 
 
@@ -427,6 +430,7 @@ class CorpusSounds:
     noise_low_hz: float  # noise-burst band edges lie in [noise_low_hz, 0.8 * Nyquist] ...
     noise_log_edges: bool  # ... drawn log-uniform (True) or uniform (False)
     envelopes: bool = False  # events hold, decay or swell (event_envelope); False: every event holds
+    mixtures: bool = False  # MIX_SHARE of the clips get another class's events underneath (_add_underlay)
 
 
 def _off_register_pitches(lowest_hz: float, steps: int, below_hz: float) -> tuple:
@@ -445,7 +449,8 @@ GRID_SOUNDS = CorpusSounds("grid", tone_hz=(225, 450, 900, 1800, 3000), note_hz=
 SPECTRAL_SOUNDS = CorpusSounds("spectral", tone_hz=GRID_SOUNDS.tone_hz + _LOW_TONES_HZ,
                                note_hz=_off_register_pitches(60.0, 120, 1700.0),  # 56 pitches, 60-1662 Hz
                                carrier_hz=GRID_SOUNDS.carrier_hz + _LOW_TONES_HZ[::3],
-                               noise_low_hz=60.0, noise_log_edges=True, envelopes=True)
+                               noise_low_hz=60.0, noise_log_edges=True, envelopes=True,
+                               mixtures=True)
 SOUNDS = {s.name: s for s in (GRID_SOUNDS, SPECTRAL_SOUNDS)}
 
 
@@ -477,6 +482,27 @@ def event_envelope(rng, tt: np.ndarray) -> np.ndarray:
     if shape == "swell":
         return np.minimum(1.0, tt / rng.uniform(*SWELL_SECONDS))
     return np.ones_like(tt)
+
+
+MIX_SHARE = 0.5  # of the spectral words' clips that hold a second class underneath their own
+MIX_DB = (3.0, 15.0)  # how far below the clip's own events that class sounds (dB, uniform)
+
+
+def _add_underlay(wav: np.ndarray, rng, label: int, t: np.ndarray, sr: int, words: CorpusSounds) -> None:
+    """Add 1-3 events of another class than ``label`` to ``wav`` [n] in place, at random onsets
+    (overlapping the clip's own events or not), 0.3-1 s each, MIX_DB below them. The clip keeps
+    its label: the louder class. Real audio is rarely one source at a time; the held-out
+    reverb_mix family has babble and noise under its instruments (docs/pretraining.md, "A seventh
+    pass")."""
+    other = SYNTH_CLASSES[(label + int(rng.integers(1, len(SYNTH_CLASSES)))) % len(SYNTH_CLASSES)]
+    gain = 10 ** (-rng.uniform(*MIX_DB) / 20)
+    n = len(wav)
+    for _ in range(int(rng.integers(1, 4))):
+        a = int(rng.uniform(0, max(0.01, n / sr - 0.3)) * sr)
+        b = min(n, a + int(rng.uniform(0.3, 1.0) * sr))
+        tt = t[a:b] - t[a]
+        ramp = np.minimum(1.0, np.minimum(tt, tt[-1] - tt) / 0.005) * event_envelope(rng, tt)
+        wav[a:b] += gain * rng.choice(LEVELS) * ramp * _event(other, rng, t[a:b], tt, sr, words)
 
 
 def _event(kind, rng, t, tt, sr, words: CorpusSounds = SPECTRAL_SOUNDS):
