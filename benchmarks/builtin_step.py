@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,20 +35,10 @@ from training import spectral_targets  # noqa: E402
 from training.encodecmae.losses import encodecmae_loss  # noqa: E402
 from training.encodecmae.masking import MaskingCollate, Seeded  # noqa: E402
 from machine import describe_machine, matmul_ceilings  # noqa: E402  (benchmarks/machine.py)
-from train_throughput import train_flops  # noqa: E402
+from train_throughput import timed, train_flops  # noqa: E402
 
 BATCH, SECONDS = 16, 2.0  # the built-in run's batch (training/encodecmae/train.py, DEFAULTS.builtin)
-
-
-def median_seconds(fn, steps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+WARMUP, CPU = 2, torch.device("cpu")
 
 
 def bench(preset: str, vocab: int, batch: dict, codes: torch.Tensor, steps: int) -> dict:
@@ -74,7 +62,7 @@ def bench(preset: str, vocab: int, batch: dict, codes: torch.Tensor, steps: int)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return dict(front_end=median_seconds(front_end, steps), step=median_seconds(step, steps),
+    return dict(front_end=timed(front_end, steps, WARMUP, CPU), step=timed(step, steps, WARMUP, CPU),
                 flops=train_flops(cfg, t, BATCH, model.front_end.input_dim),
                 params=sum(p.numel() for p in model.parameters()),
                 peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
