@@ -380,7 +380,7 @@ def corpus_clip(index: int, seconds: float = 2.0, seed: int = 0, sr: int = SAMPL
         a = int(round(start * sr / frame) * frame)
         b = min(n, a + int(dur * sr))
         tt = t[a:b] - t[a]
-        ramp = np.minimum(1.0, np.minimum(tt, tt[-1] - tt) / 0.005)  # 5 ms fades: no clicks
+        ramp = _fades(tt)
         level = rng.choice(LEVELS)
         if words.envelopes:
             ramp = ramp * event_envelope(rng, tt)
@@ -467,6 +467,11 @@ def corpus_sounds(codec: str) -> str:
     return "grid" if codec == "offline" else "spectral"
 
 
+def _fades(tt: np.ndarray) -> np.ndarray:
+    """5 ms linear fades in and out of one event (no clicks). tt: time since its onset (s) -> gains."""
+    return np.minimum(1.0, np.minimum(tt, tt[-1] - tt) / 0.005)
+
+
 ENVELOPES = ("hold", "decay", "swell")
 DECAY_SECONDS = (0.02, 0.3)  # time constant of a decaying event (a pluck or a knock ... a slow fade)
 SWELL_SECONDS = (0.05, 0.3)  # rise time of a swelling event (a bowed or blown attack)
@@ -501,7 +506,7 @@ def _add_underlay(wav: np.ndarray, rng, label: int, t: np.ndarray, sr: int, word
         a = int(rng.uniform(0, max(0.01, n / sr - 0.3)) * sr)
         b = min(n, a + int(rng.uniform(0.3, 1.0) * sr))
         tt = t[a:b] - t[a]
-        ramp = np.minimum(1.0, np.minimum(tt, tt[-1] - tt) / 0.005) * event_envelope(rng, tt)
+        ramp = _fades(tt) * event_envelope(rng, tt)
         wav[a:b] += gain * rng.choice(LEVELS) * ramp * _event(other, rng, t[a:b], tt, sr, words)
 
 
