@@ -76,6 +76,8 @@ def main(argv=None):
                    help="codes per codebook the head predicts (default: 1024 64: EnCodec's and the stand-in's)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per row (default: %(default)s)")
     args = p.parse_args(argv)
+    if args.steps < 1 or min(args.vocab) < 1:
+        p.error(f"--steps and --vocab must be whole numbers >= 1, got --steps {args.steps} --vocab {args.vocab}")
 
     print(f"device: {describe_machine('cpu')}; batch {BATCH} x {SECONDS:g} s (the built-in run's), fp32")
     ceiling = matmul_ceilings("cpu")
