@@ -33,16 +33,16 @@ def parse(*argv):
 
 def test_options_give_the_built_in_run_or_the_papers_setting(tmp_path):
     """Without --data: the built-in run (the mini model, stand-in log-mel k-means targets and a 64-way head, 2 s
-    crops, lr 1e-3, 2400 steps); with
-    --data, the paper's (published codec, 4 s crops, batch 128, lr 1e-4, 500 k steps); an option
-    given explicitly wins over both."""
+    crops, lr 1e-3, 2400 steps, 70 % of the frames masked); with
+    --data, the paper's (published codec, 4 s crops, batch 128, lr 1e-4, 500 k steps, half the frames
+    masked); an option given explicitly wins over both."""
     from training.encodecmae.pretrain import configs
 
     model, optim, data, run = configs(parse())
     assert (data.sources, data.codec, data.crop_seconds, data.batch_size) == (None, "mel-kmeans", 2.0, 16)
     assert (optim.lr, run.max_steps, run.val_every, run.ckpt_every) == (1e-3, 2400, 400, 400)
     assert (model.dim, model.front_end, model.chunk_seconds, model.codec_weights) == (128, "mel256", 2.0, "mel-kmeans")
-    assert model == emae.preset("mini", chunk_seconds=2.0, codec_weights="mel-kmeans", vocab_size=64)
+    assert model == emae.preset("mini", chunk_seconds=2.0, codec_weights="mel-kmeans", vocab_size=64, mask_prop=0.7)
     assert model.vocab_size == spectral_targets.CLUSTERS == 64  # the head predicts the stand-in's codes, no more
     assert (optim.warmup_steps, optim.schedule) == (0, "constant")
     assert configs(parse("--codec", "offline"))[0].vocab_size == 1024  # EnCodec's codebooks
@@ -51,6 +51,7 @@ def test_options_give_the_built_in_run_or_the_papers_setting(tmp_path):
     assert (data.sources, data.codec, data.crop_seconds, data.batch_size) == ([str(tmp_path)], "pretrained", 4.0, 128)
     assert (optim.lr, optim.betas, optim.weight_decay, run.max_steps) == (1e-4, (0.9, 0.95), 0.05, 500_000)
     assert (optim.warmup_steps, optim.schedule, model.vocab_size) == (0, "constant", 1024)  # the paper's
+    assert (model.mask_prop, model.mask_gap) == (0.5, 15)  # the paper's
     assert (model.dim, model.num_layers, model.front_end, model.chunk_seconds) == (768, 10, "ec", 4.0)
     assert configs(parse("--data", str(tmp_path)))[0].dim == 64  # no --preset with --data: tiny, as before
 
@@ -60,6 +61,8 @@ def test_options_give_the_built_in_run_or_the_papers_setting(tmp_path):
 
     _, optim, _, _ = configs(parse("--warmup-steps", "50", "--schedule", "cosine"))
     assert (optim.warmup_steps, optim.schedule) == (50, "cosine")
+    assert configs(parse("--mask-prop", "0.6"))[0].mask_prop == 0.6
+    assert configs(parse("--data", str(tmp_path), "--mask-prop", "0.7"))[0].mask_prop == 0.7
 
 
 def test_a_schedule_that_cannot_run_is_refused_before_training():
@@ -75,3 +78,15 @@ def test_a_schedule_that_cannot_run_is_refused_before_training():
     with pytest.raises(SystemExit, match="--warmup-steps must be 0 or more, got -3"):
         configs(parse("--warmup-steps", "-3"))
     assert configs(parse("--schedule", "cosine", "--warmup-steps", "49", "--max-steps", "50"))[1].schedule == "cosine"
+
+
+def test_a_mask_share_outside_0_to_1_is_refused(capsys):
+    """--mask-prop 0 would leave no masked frame to learn from, 1 no visible frame to see: a message,
+    before any work."""
+    from training.encodecmae.pretrain import configs
+
+    with pytest.raises(SystemExit, match="--mask-prop must be above 0"):
+        configs(parse("--mask-prop", "0"))
+    with pytest.raises(SystemExit) as exit_info:
+        parse("--mask-prop", "1")
+    assert exit_info.value.code == 2 and "argument --mask-prop: must be a number in [0, 1), got '1'" in capsys.readouterr().err

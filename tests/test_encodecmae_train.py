@@ -31,6 +31,16 @@ def test_loaders_give_masked_batches_in_step_order(tmp_path):
     assert torch.equal(again["wav"], batch["wav"]) and torch.equal(again["mask"], batch["mask"])  # seeded
 
 
+def test_loaders_mask_the_configs_share_of_each_clips_frames(tmp_path):
+    """Exactly floor(L x mask_prop) of a clip's L valid frames are masked: the paper's half, or the
+    built-in run's 70 % (training.pretrain's --mask-prop)."""
+    for prop in (0.5, 0.7):
+        config = emae.preset("tiny", chunk_seconds=1.0, num_codec_streams=0, num_kmeans_streams=1, mask_prop=prop)
+        batch = next(iter(build_loaders(built_in_data(), tmp_path / str(prop), config, None)[0]))
+        valid = (~batch["padding_mask"]).sum(1)
+        assert torch.equal(batch["mask"].sum(1), (valid.double() * prop).floor().long())
+
+
 def test_initial_weights_fill_every_tensor_of_the_same_shape(tmp_path):
     """``init_state`` (a second stage: the teacher's weights) initialises every tensor it has in the
     same shape; a tensor of another shape (the new head) keeps its fresh initialisation."""

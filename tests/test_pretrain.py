@@ -153,6 +153,7 @@ def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
     meta = payload["metadata"]
     assert meta["data"] == "synthetic" and meta["corpus_sounds"] == "spectral"  # stand-in targets: spectral words
     assert meta["preset"] == "mini" and (payload["config"]["dim"], payload["config"]["vocab_size"]) == (128, 64)
+    assert payload["config"]["mask_prop"] == 0.7
     assert_hear_validator_passes(path)
     acc, probe = learning_check.main(["--run", str(out), "--draws", "1", "--probe-sizes", "8", "16",
                                       "--probe-draws", "2", "--probe-test", "12", "--transfer",

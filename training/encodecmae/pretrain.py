@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from hear_codec import cli
 from hear_codec import encodecmae as emae
 from training import data as D
 from training import engine, spectral_targets
@@ -25,6 +26,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--front-end", default="mel256", choices=["mel256", "ec"],
                    help="input features: mel256 (256-bin Kaldi fbank, v2 default) or ec (frozen EnCodec "
                         "encoder) (default: %(default)s)")
+    g.add_argument("--mask-prop", type=cli.fraction, default=None,
+                   help="share of each clip's frames that are masked, in spans of 15 frames (200 ms); the loss "
+                        "weighs the masked frames 0.9 and the rest 0.1 (default: "
+                        f"{DEFAULTS.note('mask_prop')}; 0.5 is the paper's, 0.7 gave the built-in run "
+                        "representations that transfer better: docs/pretraining.md, \"An eighth pass\")")
     g.add_argument("--self-train-steps", type=int, default=0,
                    help="after pretraining, run self-training (training.encodecmae.self_train with its defaults, "
                         "v2) for this many steps into OUT/self_train; 0 = no (default: %(default)s)")
@@ -44,8 +50,10 @@ def configs(args: argparse.Namespace) -> tuple:
     # The head predicts one of the codebook's codes: EnCodec's 1024, or the stand-in's K centroids (a
     # 1024-way head would spend ~90 % of the tiny model's step on logits no target ever uses).
     vocab = spectral_targets.CLUSTERS if data.codec == spectral_targets.NAME else emae.EncodecMAEConfig.vocab_size
+    if args.mask_prop <= 0:
+        raise SystemExit(f"--mask-prop must be above 0 (a share of the frames in (0, 1)), got {args.mask_prop}")
     model = emae.preset(args.preset, front_end=args.front_end, codec_weights=data.codec,
-                        chunk_seconds=data.crop_seconds, vocab_size=vocab)
+                        chunk_seconds=data.crop_seconds, vocab_size=vocab, mask_prop=args.mask_prop)
     optim, run = TrainConfig.from_args(args), engine.EngineConfig.from_args(args)
     if optim.warmup_steps < 0:
         raise SystemExit(f"--warmup-steps must be 0 or more, got {optim.warmup_steps}")
