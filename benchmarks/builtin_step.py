@@ -34,16 +34,19 @@ from training import data as D  # noqa: E402
 from training import spectral_targets  # noqa: E402
 from training.encodecmae.losses import encodecmae_loss  # noqa: E402
 from training.encodecmae.masking import MaskingCollate, Seeded  # noqa: E402
+from training.encodecmae.train import DEFAULTS  # noqa: E402
 from machine import describe_machine, matmul_ceilings  # noqa: E402  (benchmarks/machine.py)
 from train_throughput import timed, train_flops  # noqa: E402
 
-BATCH, SECONDS = 16, 2.0  # the built-in run's batch (training/encodecmae/train.py, DEFAULTS.builtin)
+BUILTIN = DEFAULTS.builtin  # the built-in run's options (training/encodecmae/train.py)
+BATCH, SECONDS = BUILTIN["batch_size"], BUILTIN["crop_seconds"]
 WARMUP, CPU = 2, torch.device("cpu")
 
 
-def bench(preset: str, vocab: int, batch: dict, codes: torch.Tensor, steps: int) -> dict:
+def bench(preset: str, vocab: int, mask_prop: float, batch: dict, codes: torch.Tensor, steps: int) -> dict:
     torch.manual_seed(0)
-    cfg = emae.preset(preset, codec_weights=spectral_targets.NAME, chunk_seconds=SECONDS, vocab_size=vocab)
+    cfg = emae.preset(preset, codec_weights=spectral_targets.NAME, chunk_seconds=SECONDS, vocab_size=vocab,
+                      mask_prop=mask_prop)
     model = emae.new_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05)
     weights = torch.tensor(cfg.codec_stream_weights)
@@ -75,16 +78,22 @@ def main(argv=None):
     p.add_argument("--vocab", nargs="+", type=int, default=[1024, 64],
                    help="codes per codebook the head predicts (default: 1024 64: EnCodec's and the stand-in's)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per row (default: %(default)s)")
+    p.add_argument("--mask-prop", type=float, default=BUILTIN["mask_prop"],
+                   help="share of the frames masked; the encoder runs on the rest (default: %(default)s, the "
+                        "built-in run's; the paper's is 0.5)")
     args = p.parse_args(argv)
     if args.steps < 1 or min(args.vocab) < 1:
         p.error(f"--steps and --vocab must be whole numbers >= 1, got --steps {args.steps} --vocab {args.vocab}")
+    if not 0 < args.mask_prop < 1:
+        p.error(f"--mask-prop must lie in (0, 1), got {args.mask_prop}")
 
-    print(f"device: {describe_machine('cpu')}; batch {BATCH} x {SECONDS:g} s (the built-in run's), fp32")
+    print(f"device: {describe_machine('cpu')}; batch {BATCH} x {SECONDS:g} s (the built-in run's), "
+          f"{100 * args.mask_prop:g} % of the frames masked, fp32")
     ceiling = matmul_ceilings("cpu")
     print(f"fp32 matmul ceiling {ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16']:.0f} GFLOP/s "
           f"(one [4800, 768] x [768, 4096] matmul, measured now)")
     corpus = Seeded(D.SyntheticCorpus(BATCH, SECONDS, seed=0))
-    batch = MaskingCollate("mel256", int(SECONDS * D.SAMPLE_RATE))([corpus[(i, i)] for i in range(BATCH)])
+    batch = MaskingCollate("mel256", int(SECONDS * D.SAMPLE_RATE), args.mask_prop)([corpus[(i, i)] for i in range(BATCH)])
     t = batch["mask"].shape[1]
     codes = torch.randint(0, min(args.vocab), (BATCH, 8, t))  # the cost does not depend on the codes
     header = (f"{'preset':7} {'params':>7} {'head':>5} {'front end ms':>12} {'step ms':>8} {'x real-time':>11} "
@@ -93,7 +102,7 @@ def main(argv=None):
     print("-" * len(header))
     for preset in args.presets:
         for vocab in args.vocab:
-            r = bench(preset, vocab, batch, codes, args.steps)
+            r = bench(preset, vocab, args.mask_prop, batch, codes, args.steps)
             total = r["front_end"] + r["step"]
             rate = r["flops"] / r["step"] / 1e9
             print(f"{preset:7} {r['params'] / 1e6:6.2f}M {vocab:5d} {1e3 * r['front_end']:12.1f} {1e3 * r['step']:8.1f} "

@@ -59,7 +59,7 @@ def peak_flops(device: torch.device, override: float | None) -> float | None:
 
 def train_flops(cfg: emae.EncodecMAEConfig, frames: int, batch: int, front_dim: int) -> float:
     """Analytic FLOPs of one training step (forward + backward = 3 x forward matmul FLOPs)."""
-    d, visible = cfg.dim, frames - frames // 2
+    d, visible = cfg.dim, frames - int(frames * cfg.mask_prop)  # the encoder sees only the unmasked frames
     enc_layer = 2 * (4 * d * d + 2 * d * cfg.ff_dim) * visible + 2 * 2 * visible * visible * d
     dec_layer = 2 * (4 * d * d + 2 * d * cfg.decoder_ff_dim) * frames + 2 * 2 * frames * frames * d
     forward = (2 * front_dim * d * frames + cfg.num_layers * enc_layer + 2 * d * d * visible
