@@ -83,7 +83,8 @@ def _number(kind: type, lowest: float, inclusive: bool, description: str) -> Cal
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {description}, got {text!r}") from None
-        if value < lowest or (value == lowest and not inclusive):
+        # NaN compares False with everything, so it would pass the bound check below unnoticed.
+        if value != value or value < lowest or (value == lowest and not inclusive):
             raise argparse.ArgumentTypeError(f"must be {description}, got {text!r}")
         return value
 

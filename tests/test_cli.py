@@ -73,7 +73,8 @@ def test_number_types_accept_their_range_and_name_the_option_otherwise(capsys):
     for option, value, message in [("--steps", "0", "a whole number > 0"), ("--steps", "1.5", "a whole number > 0"),
                                    ("--workers", "-1", "a whole number >= 0"), ("--seconds", "0", "a number > 0"),
                                    ("--clip", "-0.1", "a number >= 0"), ("--share", "1", r"a number in \[0, 1\)"),
-                                   ("--share", "x", "a number >= 0")]:
+                                   ("--share", "x", "a number >= 0"), ("--seconds", "nan", "a number > 0"),
+                                   ("--clip", "nan", "a number >= 0"), ("--share", "nan", "a number >= 0")]:
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args([option, value])
         assert exit_info.value.code == 2
