@@ -78,6 +78,12 @@ def test_a_schedule_that_cannot_run_is_refused_before_training():
     with pytest.raises(SystemExit, match="--warmup-steps must be 0 or more, got -3"):
         configs(parse("--warmup-steps", "-3"))
     assert configs(parse("--schedule", "cosine", "--warmup-steps", "49", "--max-steps", "50"))[1].schedule == "cosine"
+    for bad in (["--decay-steps", "100"], ["--schedule", "cosine", "--decay-steps", "0"]):  # constant; no decay
+        with pytest.raises(SystemExit, match="--decay-steps is the length of the cosine's decay: it needs --schedule "
+                                             "cosine and at least 1 step"):
+            configs(parse(*bad))
+    assert configs(parse("--schedule", "cosine", "--decay-steps", "600", "--max-steps", "3000"))[1].decay_steps == 600
+    assert configs(parse())[1].decay_steps is None  # the default: the whole run decays (when cosine)
 
 
 def test_a_mask_share_outside_0_to_1_is_refused(capsys):

@@ -100,3 +100,14 @@ def test_the_teacher_checkpoint_is_read_once(tmp_path, teacher, monkeypatch):
     assert data.crop_seconds == 1.0 and data.codec == "offline" and kw["metadata"]["preset"] == "tiny"
     assert torch.equal(kw["init_state"]["encoder.layers.0.attention.wq.weight"],
                        read_checkpoint(teacher)["state_dict"]["encoder.layers.0.attention.wq.weight"])
+
+
+def test_cli_a_schedule_that_cannot_run_is_a_message_before_any_work(tmp_path, teacher):
+    """The same rules as pretraining's (TrainConfig.check), not a traceback from the first step."""
+    result = run_module("training.encodecmae.self_train", "--teacher", teacher, "--out", tmp_path / "st",
+                        "--decay-steps", "10")
+    assert_user_error(result, "--decay-steps is the length of the cosine's decay: it needs --schedule cosine")
+    result = run_module("training.encodecmae.self_train", "--teacher", teacher, "--out", tmp_path / "st",
+                        "--schedule", "cosine", "--warmup-steps", "20", "--max-steps", "20")
+    assert_user_error(result, r"must be beyond --warmup-steps \(20\); got --max-steps 20")
+    assert not (tmp_path / "st").exists()

@@ -85,6 +85,35 @@ def test_lr_factor_warms_up_linearly_then_holds_or_follows_a_cosine_to_zero():
         engine.lr_factor(0, 5, "cosine", -1)  # Lightning's max_steps when a Trainer has no limit
 
 
+def test_decay_steps_hold_the_peak_then_decay_over_the_last_steps_only():
+    tail = [engine.lr_factor(s, 2, "cosine", 12, decay_steps=4) for s in range(14)]
+    assert tail[:8] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # warm-up, then the peak until step 12 - 4
+    assert tail[10] == pytest.approx(0.5)  # half-way through the 4 decay steps
+    assert tail[9] == pytest.approx(0.5 * (1 + 2 ** -0.5))  # a cosine, not a line
+    assert all(a > b for a, b in zip(tail[8:12], tail[9:12])) and tail[12:] == [0.0, 0.0]
+    # a decay longer than the run after the warm-up is the whole-run cosine
+    assert [engine.lr_factor(s, 2, "cosine", 12, 50) for s in range(14)] == [engine.lr_factor(s, 2, "cosine", 12)
+                                                                             for s in range(14)]
+    for schedule, decay in (("constant", 4), ("cosine", 0)):
+        with pytest.raises(ValueError, match="decay steps .* need the cosine schedule and must be at least 1"):
+            engine.lr_factor(0, 0, schedule, 12, decay)
+
+
+def test_a_schedule_given_the_runs_step_follows_it_not_its_own_count():
+    """A scheduler made for a resumed run starts counting at 0; the run's step says where it is."""
+    opt = engine.torch.optim.SGD([engine.torch.zeros(1, requires_grad=True)], lr=0.1)
+    done = [8]  # the run has taken 8 steps already: half-way through its 4 decay steps
+    sched = engine.with_lr_schedule(opt, 0, "cosine", 10, decay_steps=4, step=lambda: done[0])["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        done[0] += 1
+        sched.step()
+    assert lrs == pytest.approx([0.1 * engine.lr_factor(s, 0, "cosine", 10, 4) for s in range(8, 12)])
+    assert lrs[0] == pytest.approx(0.05)  # not the top of the cosine, where a count from 0 would put it
+
+
 def test_with_lr_schedule_returns_the_plain_optimizer_for_a_constant_rate():
     opt = engine.torch.optim.SGD([engine.torch.zeros(1, requires_grad=True)], lr=0.1)
     assert engine.with_lr_schedule(opt, 0, "constant", 100) is opt

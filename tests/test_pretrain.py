@@ -76,6 +76,21 @@ def test_killed_then_resumed_run_matches_uninterrupted(tmp_path, monkeypatch):
     assert (tmp_path / "killed" / "loss_curve.png").stat().st_size > 1000
 
 
+def test_a_constant_run_resumed_with_a_decay_tail_decays_from_its_own_step(tmp_path):
+    """--resume --schedule cosine --decay-steps N on a constant run: the checkpoint holds no scheduler,
+    so the new one starts counting at 0; the learning rate must still follow the run's step."""
+    out = str(tmp_path / "run")
+    pretrain.main(["--out", out, "--max-steps", "4", "--lr", "0.01"] + TINY)
+    pretrain.main(["--out", out, "--max-steps", "8", "--lr", "0.01", "--schedule", "cosine", "--decay-steps", "4",
+                   "--resume"] + TINY)
+    _, lrs = engine.read_metrics(tmp_path / "run" / "logs")["lr-AdamW"]  # one per step, in order
+    expected = [0.01 * engine.lr_factor(s, 0, "cosine", 8, 4) for s in range(8)]
+    assert len(lrs) == 8
+    assert lrs[:4] == pytest.approx([0.01] * 4)  # the constant run
+    assert lrs[4:] == pytest.approx(expected[4:])  # 0.01, then down the cosine (from the top if counted from 0)
+    assert lrs[-1] < 0.002
+
+
 def write_audio_folder(folder: Path):
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)

@@ -159,16 +159,22 @@ def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int | None = 
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def lr_factor(step: int, warmup_steps: int, schedule: str = "constant", total_steps: int | None = None) -> float:
+def lr_factor(step: int, warmup_steps: int, schedule: str = "constant", total_steps: int | None = None,
+              decay_steps: int | None = None) -> float:
     """The learning rate at optimiser step ``step`` (0-based) as a fraction of the peak.
 
     A linear warm-up over the first ``warmup_steps`` steps (step 0 at 1 / warmup_steps), then
-    ``constant`` (1) or ``cosine``: 0.5 * (1 + cos(pi * progress)) with progress going from 0 after
-    the warm-up to 1 at ``total_steps``, and 0 from then on (a run continued past its planned
+    ``constant`` (1) or ``cosine``: 0.5 * (1 + cos(pi * progress)) with progress going from 0 where
+    the decay starts to 1 at ``total_steps``, and 0 from then on (a run continued past its planned
     end trains no further unless it is given a new ``--max-steps``, which stretches the curve).
+    The decay starts after the warm-up, or with ``decay_steps`` that many steps before the end
+    (warm-up, stable, decay: the peak rate until then, so a tail can be put on any checkpoint of a
+    constant run, e.g. a resumed one).
     """
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose one of {LR_SCHEDULES}")
+    if decay_steps is not None and (schedule != "cosine" or decay_steps < 1):
+        raise ValueError(f"decay steps ({decay_steps}) need the cosine schedule and must be at least 1")
     if schedule == "cosine" and (not total_steps or total_steps <= warmup_steps):
         raise ValueError(f"the cosine schedule needs total steps (--max-steps) beyond the warm-up "
                          f"({warmup_steps}), got {total_steps}")
@@ -176,18 +182,26 @@ def lr_factor(step: int, warmup_steps: int, schedule: str = "constant", total_st
         return (step + 1) / warmup_steps
     if schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    start = warmup_steps if decay_steps is None else max(warmup_steps, total_steps - decay_steps)
+    progress = min(1.0, max(0, step - start) / (total_steps - start))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def with_lr_schedule(optimizer, warmup_steps: int, schedule: str, total_steps: int | None):
+def with_lr_schedule(optimizer, warmup_steps: int, schedule: str, total_steps: int | None,
+                     decay_steps: int | None = None, step=None):
     """What a LightningModule's ``configure_optimizers`` returns: ``optimizer`` alone for a constant
-    learning rate without warm-up, else with a per-step :func:`lr_factor` scheduler."""
+    learning rate without warm-up, else with a per-step :func:`lr_factor` scheduler.
+
+    ``step`` (no arguments -> the optimiser steps done, e.g. ``lambda: trainer.global_step``) makes
+    the schedule follow the run's own step count rather than the scheduler's: a run resumed from a
+    checkpoint that had no scheduler (a constant run given a decay tail) restarts the scheduler's
+    count at 0 but not its own."""
     if warmup_steps <= 0 and schedule == "constant":
         return optimizer
-    lr_factor(0, warmup_steps, schedule, total_steps)  # refuses a bad schedule before the first step
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup_steps, schedule,
-                                                                                 total_steps))
+    lr_factor(0, warmup_steps, schedule, total_steps, decay_steps)  # refuses a bad schedule before the first step
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda count: lr_factor(count if step is None else step(), warmup_steps, schedule, total_steps,
+                                           decay_steps))
     return dict(optimizer=optimizer, lr_scheduler=dict(scheduler=sched, interval="step"))
 
 

@@ -51,6 +51,7 @@ class EncodecMAEModule(L.LightningModule):
 
     def __init__(self, config: emae.EncodecMAEConfig, codec=None, *, lr: float = 1e-4,
                  betas=(0.9, 0.95), weight_decay: float = 0.05, warmup_steps: int = 0, schedule: str = "constant",
+                 decay_steps: int | None = None,
                  teacher: emae.EncodecMAE | None = None,
                  centroids: torch.Tensor | None = None, metadata: dict | None = None):
         super().__init__()
@@ -65,7 +66,7 @@ class EncodecMAEModule(L.LightningModule):
         else:
             self.centroids = None
         self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
-        self.warmup_steps, self.schedule = warmup_steps, schedule
+        self.warmup_steps, self.schedule, self.decay_steps = warmup_steps, schedule, decay_steps
         self.metadata = dict(metadata or {})
         weights = list(config.codec_stream_weights[: config.num_codec_streams])
         weights += [KMEANS_STREAM_WEIGHT] * config.num_kmeans_streams
@@ -130,7 +131,10 @@ class EncodecMAEModule(L.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
         total = self._trainer.max_steps if self._trainer is not None else None  # the cosine ends there
-        return engine.with_lr_schedule(opt, self.warmup_steps, self.schedule, total)
+        # The run's step, not the scheduler's count: a constant run resumed with a decay tail saved no
+        # scheduler state, so its new scheduler would count from 0.
+        return engine.with_lr_schedule(opt, self.warmup_steps, self.schedule, total, self.decay_steps,
+                                       step=lambda: self.trainer.global_step)
 
     # ---- export ----
     def on_train_start(self):

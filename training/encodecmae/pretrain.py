@@ -55,13 +55,7 @@ def configs(args: argparse.Namespace) -> tuple:
     model = emae.preset(args.preset, front_end=args.front_end, codec_weights=data.codec,
                         chunk_seconds=data.crop_seconds, vocab_size=vocab, mask_prop=args.mask_prop)
     optim, run = TrainConfig.from_args(args), engine.EngineConfig.from_args(args)
-    if optim.warmup_steps < 0:
-        raise SystemExit(f"--warmup-steps must be 0 or more, got {optim.warmup_steps}")
-    try:  # the schedule's own rule (engine.lr_factor), checked before any work rather than at its first step
-        engine.lr_factor(0, optim.warmup_steps, optim.schedule, run.max_steps)
-    except ValueError:
-        raise SystemExit(f"--schedule cosine decays to 0 at --max-steps, which must be beyond --warmup-steps "
-                         f"({optim.warmup_steps}); got --max-steps {run.max_steps}") from None
+    optim.check(run.max_steps)
     return model, optim, data, run
 
 

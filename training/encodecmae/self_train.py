@@ -222,8 +222,9 @@ def configs(args: argparse.Namespace, teacher: emae.EncodecMAE) -> tuple:
     """(self-training, optimiser, data + codec, engine) from the parsed options; the crop length
     and the codec default to the teacher's."""
     DEFAULTS.fill(args, crop_seconds=teacher.config.chunk_seconds, codec=teacher.config.codec_weights)
-    return (SelfTrainConfig.from_args(args), TrainConfig.from_args(args), D.DataConfig.from_args(args),
-            engine.EngineConfig.from_args(args))
+    optim, run = TrainConfig.from_args(args), engine.EngineConfig.from_args(args)
+    optim.check(run.max_steps)
+    return SelfTrainConfig.from_args(args), optim, D.DataConfig.from_args(args), run
 
 
 def main(argv=None) -> Path:

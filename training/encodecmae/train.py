@@ -36,18 +36,34 @@ DEFAULTS = D.DataDependentDefaults(
 class TrainConfig:
     """The optimiser: AdamW (the paper's betas and weight decay) at a constant learning rate (the
     paper's), or with a linear warm-up over ``warmup_steps`` and, with ``schedule="cosine"``, a
-    cosine decay to zero at the run's last step (:func:`training.engine.lr_factor`)."""
+    cosine decay to zero at the run's last step, over the whole run after the warm-up or over its
+    last ``decay_steps`` (:func:`training.engine.lr_factor`)."""
 
     lr: float = 1e-4
     betas: tuple = (0.9, 0.95)
     weight_decay: float = 0.05
     warmup_steps: int = 0
     schedule: str = "constant"
+    decay_steps: int | None = None
 
     @classmethod
     def from_args(cls, args) -> "TrainConfig":
         return cls(lr=args.lr, betas=tuple(args.betas), weight_decay=args.weight_decay,
-                   warmup_steps=args.warmup_steps, schedule=args.schedule)
+                   warmup_steps=args.warmup_steps, schedule=args.schedule, decay_steps=args.decay_steps)
+
+    def check(self, max_steps) -> None:
+        """Refuse a schedule that cannot run (engine.lr_factor's rules), with a message, before any work
+        rather than at the first step."""
+        if self.warmup_steps < 0:
+            raise SystemExit(f"--warmup-steps must be 0 or more, got {self.warmup_steps}")
+        if self.decay_steps is not None and (self.schedule != "cosine" or self.decay_steps < 1):
+            raise SystemExit(f"--decay-steps is the length of the cosine's decay: it needs --schedule cosine and at "
+                             f"least 1 step, got --decay-steps {self.decay_steps} with --schedule {self.schedule}")
+        try:
+            engine.lr_factor(0, self.warmup_steps, self.schedule, max_steps, self.decay_steps)
+        except ValueError:
+            raise SystemExit(f"--schedule cosine decays to 0 at --max-steps, which must be beyond --warmup-steps "
+                             f"({self.warmup_steps}); got --max-steps {max_steps}") from None
 
 
 def add_train_args(group, *, lr_note: str) -> None:
@@ -59,6 +75,10 @@ def add_train_args(group, *, lr_note: str) -> None:
     group.add_argument("--schedule", default=None, choices=list(engine.LR_SCHEDULES),
                        help="learning rate after the warm-up: constant (the paper's) or cosine (decays to 0 at "
                             f"--max-steps) (default: {DEFAULTS.note('schedule')})")
+    group.add_argument("--decay-steps", type=int, default=None,
+                       help="with --schedule cosine: decay over the last N steps only, at the peak rate until then "
+                            "(warm-up, stable, decay); with --resume this puts a decay tail on a constant run "
+                            "(default: the whole run after the warm-up)")
     group.add_argument("--betas", type=float, nargs=2, default=d.betas,
                        help=f"AdamW betas (default: {d.betas[0]} {d.betas[1]})")
     group.add_argument("--weight-decay", type=float, default=d.weight_decay,
@@ -94,7 +114,7 @@ def train(config: emae.EncodecMAEConfig, optim: TrainConfig, data: D.DataConfig,
         meta["targets"] = codec.weights  # what cached targets are keyed on (the stand-in's centroid hash)
     meta.update(metadata or {})
     module = EncodecMAEModule(config, codec, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay,
-                              warmup_steps=optim.warmup_steps, schedule=optim.schedule,
+                              warmup_steps=optim.warmup_steps, schedule=optim.schedule, decay_steps=optim.decay_steps,
                               teacher=teacher, centroids=centroids, metadata=meta)
     if init_state is not None:
         own = module.model.state_dict()
