@@ -1,6 +1,7 @@
 """training/engine.py: the options, resume paths, world size and logs, without a training run
 (training through the engine, killed and resumed: test_pretrain.py)."""
 import argparse
+from types import SimpleNamespace
 
 import pytest
 
@@ -102,13 +103,13 @@ def test_decay_steps_hold_the_peak_then_decay_over_the_last_steps_only():
 def test_a_schedule_given_the_runs_step_follows_it_not_its_own_count():
     """A scheduler made for a resumed run starts counting at 0; the run's step says where it is."""
     opt = engine.torch.optim.SGD([engine.torch.zeros(1, requires_grad=True)], lr=0.1)
-    done = [8]  # the run has taken 8 steps already: half-way through its 4 decay steps
-    sched = engine.with_lr_schedule(opt, 0, "cosine", 10, decay_steps=4, step=lambda: done[0])["lr_scheduler"]["scheduler"]
+    module = SimpleNamespace(_trainer=SimpleNamespace(global_step=8))  # 8 steps done: half-way through the decay
+    sched = engine.with_lr_schedule(opt, 0, "cosine", 10, decay_steps=4, module=module)["lr_scheduler"]["scheduler"]
     lrs = []
     for _ in range(4):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
-        done[0] += 1
+        module._trainer.global_step += 1
         sched.step()
     assert lrs == pytest.approx([0.1 * engine.lr_factor(s, 0, "cosine", 10, 4) for s in range(8, 12)])
     assert lrs[0] == pytest.approx(0.05)  # not the top of the cosine, where a count from 0 would put it

@@ -188,20 +188,24 @@ def lr_factor(step: int, warmup_steps: int, schedule: str = "constant", total_st
 
 
 def with_lr_schedule(optimizer, warmup_steps: int, schedule: str, total_steps: int | None,
-                     decay_steps: int | None = None, step=None):
+                     decay_steps: int | None = None, module=None):
     """What a LightningModule's ``configure_optimizers`` returns: ``optimizer`` alone for a constant
     learning rate without warm-up, else with a per-step :func:`lr_factor` scheduler.
 
-    ``step`` (no arguments -> the optimiser steps done, e.g. ``lambda: trainer.global_step``) makes
-    the schedule follow the run's own step count rather than the scheduler's: a run resumed from a
-    checkpoint that had no scheduler (a constant run given a decay tail) restarts the scheduler's
-    count at 0 but not its own."""
+    Given the ``module``, the schedule follows its trainer's step (``global_step``) rather than the
+    scheduler's own count, which restarts at 0 when a run resumes from a checkpoint that had no
+    scheduler (a constant run given a warm-up or a decay tail); without a trainer (a module used
+    on its own) it follows the count."""
     if warmup_steps <= 0 and schedule == "constant":
         return optimizer
     lr_factor(0, warmup_steps, schedule, total_steps, decay_steps)  # refuses a bad schedule before the first step
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda count: lr_factor(count if step is None else step(), warmup_steps, schedule, total_steps,
-                                           decay_steps))
+
+    def factor(count: int) -> float:
+        trainer = getattr(module, "_trainer", None)
+        return lr_factor(count if trainer is None else trainer.global_step, warmup_steps, schedule, total_steps,
+                         decay_steps)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return dict(optimizer=optimizer, lr_scheduler=dict(scheduler=sched, interval="step"))
 
 

@@ -103,7 +103,7 @@ class AudioFormerMLM(L.LightningModule):
         no_decay = [p for p in params if p.ndim < 2]
         opt = torch.optim.AdamW([dict(params=decay, weight_decay=self.weight_decay),
                                  dict(params=no_decay, weight_decay=0.0)], lr=self.lr, betas=self.betas)
-        return engine.with_lr_schedule(opt, self.warmup_steps, "constant", None)
+        return engine.with_lr_schedule(opt, self.warmup_steps, "constant", None, module=self)
 
     def export(self, out_dir):
         """OUT/last.ckpt.hearcodec: the file ``hear_codec.load_model`` reads."""

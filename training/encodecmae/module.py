@@ -131,10 +131,7 @@ class EncodecMAEModule(L.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
         total = self._trainer.max_steps if self._trainer is not None else None  # the cosine ends there
-        # The run's step, not the scheduler's count: a constant run resumed with a decay tail saved no
-        # scheduler state, so its new scheduler would count from 0.
-        return engine.with_lr_schedule(opt, self.warmup_steps, self.schedule, total, self.decay_steps,
-                                       step=lambda: self.trainer.global_step)
+        return engine.with_lr_schedule(opt, self.warmup_steps, self.schedule, total, self.decay_steps, module=self)
 
     # ---- export ----
     def on_train_start(self):
