@@ -106,6 +106,15 @@ def fraction(text: str) -> float:
     return value
 
 
+def open_fraction(text: str) -> float:
+    """An argparse ``type``: a number in (0, 1), e.g. a share of frames or tokens to mask, where
+    none and all are both runs that learn nothing."""
+    value = positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
+    return value
+
+
 def parse_model_options(text: str) -> dict:
     """``--model-options``: the JSON object of ``load_model`` options heareval takes, e.g.
     '{"sample_rate": 16000}'. Raises UserError."""

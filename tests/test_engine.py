@@ -80,9 +80,9 @@ def test_lr_factor_warms_up_linearly_then_holds_or_follows_a_cosine_to_zero():
     assert engine.lr_factor(0, 0, "cosine", 4) == 1.0  # no warm-up: starts at the peak
     with pytest.raises(ValueError, match="unknown learning-rate schedule"):
         engine.lr_factor(0, 0, "linear", 10)
-    with pytest.raises(ValueError, match="beyond the warm-up"):
+    with pytest.raises(ValueError, match=r"must be beyond --warmup-steps \(5\); got --max-steps 5"):
         engine.lr_factor(5, 5, "cosine", 5)
-    with pytest.raises(ValueError, match="beyond the warm-up"):  # refused at step 0, not when the warm-up ends
+    with pytest.raises(ValueError, match="must be beyond --warmup-steps"):  # refused at step 0, not when the warm-up ends
         engine.lr_factor(0, 5, "cosine", -1)  # Lightning's max_steps when a Trainer has no limit
 
 
@@ -96,7 +96,8 @@ def test_decay_steps_hold_the_peak_then_decay_over_the_last_steps_only():
     assert [engine.lr_factor(s, 2, "cosine", 12, 50) for s in range(14)] == [engine.lr_factor(s, 2, "cosine", 12)
                                                                              for s in range(14)]
     for schedule, decay in (("constant", 4), ("cosine", 0)):
-        with pytest.raises(ValueError, match="decay steps .* need the cosine schedule and must be at least 1"):
+        with pytest.raises(ValueError, match="--decay-steps is the length of the cosine's decay: it needs --schedule "
+                                             "cosine and at least 1 step"):
             engine.lr_factor(0, 0, schedule, 12, decay)
 
 

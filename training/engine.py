@@ -159,6 +159,25 @@ def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int | None = 
 LR_SCHEDULES = ("constant", "cosine")
 
 
+def schedule_problem(warmup_steps: int, schedule: str = "constant", total_steps: int | None = None,
+                     decay_steps: int | None = None) -> str | None:
+    """Why a learning-rate schedule cannot run, in the words of the options that set it, or None.
+
+    The one statement of the schedule's rules: :func:`lr_factor` raises it as a ValueError, the
+    training CLIs print it before any work (``training.encodecmae.train.TrainConfig.check``)."""
+    if schedule not in LR_SCHEDULES:
+        return f"unknown learning-rate schedule {schedule!r}; choose one of {LR_SCHEDULES}"
+    if warmup_steps < 0:
+        return f"--warmup-steps must be 0 or more, got {warmup_steps}"
+    if decay_steps is not None and (schedule != "cosine" or decay_steps < 1):
+        return (f"--decay-steps is the length of the cosine's decay: it needs --schedule cosine and at least 1 "
+                f"step, got --decay-steps {decay_steps} with --schedule {schedule}")
+    if schedule == "cosine" and (not total_steps or total_steps <= warmup_steps):
+        return (f"--schedule cosine decays to 0 at --max-steps, which must be beyond --warmup-steps "
+                f"({warmup_steps}); got --max-steps {total_steps}")
+    return None
+
+
 def lr_factor(step: int, warmup_steps: int, schedule: str = "constant", total_steps: int | None = None,
               decay_steps: int | None = None) -> float:
     """The learning rate at optimiser step ``step`` (0-based) as a fraction of the peak.
@@ -171,13 +190,9 @@ def lr_factor(step: int, warmup_steps: int, schedule: str = "constant", total_st
     (warm-up, stable, decay: the peak rate until then, so a tail can be put on any checkpoint of a
     constant run, e.g. a resumed one).
     """
-    if schedule not in LR_SCHEDULES:
-        raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose one of {LR_SCHEDULES}")
-    if decay_steps is not None and (schedule != "cosine" or decay_steps < 1):
-        raise ValueError(f"decay steps ({decay_steps}) need the cosine schedule and must be at least 1")
-    if schedule == "cosine" and (not total_steps or total_steps <= warmup_steps):
-        raise ValueError(f"the cosine schedule needs total steps (--max-steps) beyond the warm-up "
-                         f"({warmup_steps}), got {total_steps}")
+    problem = schedule_problem(warmup_steps, schedule, total_steps, decay_steps)
+    if problem:
+        raise ValueError(problem)
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":
@@ -478,6 +493,7 @@ def fit(trainer: L.Trainer, module: L.LightningModule, run: EngineConfig, out_di
 
 
 __all__ = ["EngineConfig", "add_engine_args", "make_trainer", "fit", "resume_path", "resolve_precision", "on_gpu",
+           "lr_factor", "schedule_problem", "with_lr_schedule",
            "world_size",
            "AtomicCheckpointIO", "PeriodicCheckpoint", "StepSamplerCallback", "LossCurve", "read_metrics",
            "plot_loss_curve", "LAST", "EXPORT"]

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from hear_codec import audioformer as af
+from hear_codec import cli
 from training import data as D
 from training import engine
 from training.audioformer.train import DEFAULTS, TrainConfig, add_train_args, train
@@ -25,8 +26,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--shared-backbone", action="store_true",
                    help="one RoFormer for all codebooks (codebook-offset vocabulary + a token type per "
                         "codebook) instead of one per codebook as in the paper")
-    g.add_argument("--mask-prob", type=float, default=0.25,
-                   help="share of each sequence's code tokens chosen for the MLM loss (paper: 0.25) "
+    g.add_argument("--mask-prob", type=cli.open_fraction, default=0.25,
+                   help="share of each sequence's code tokens chosen for the MLM loss, in (0, 1) (paper: 0.25) "
                         "(default: %(default)s)")
     add_train_args(g)
     D.add_data_args(g, codec_use="the tokens", defaults=DEFAULTS, synthetic_clips=160)
@@ -38,7 +39,9 @@ def configs(args: argparse.Namespace) -> tuple:
     data = D.DataConfig.from_args(args)
     model = af.preset(args.preset, num_codebooks=args.codebooks, shared_backbone=args.shared_backbone,
                       mask_prob=args.mask_prob, chunk_seconds=data.crop_seconds, codec_weights=data.codec)
-    return model, TrainConfig.from_args(args), data, engine.EngineConfig.from_args(args)
+    optim, run = TrainConfig.from_args(args), engine.EngineConfig.from_args(args)
+    optim.check(run.max_steps)
+    return model, optim, data, run
 
 
 def run(args: argparse.Namespace) -> Path:

@@ -34,6 +34,12 @@ class TrainConfig:
     def from_args(cls, args) -> "TrainConfig":
         return cls(lr=args.lr, warmup_steps=args.warmup_steps, betas=tuple(args.betas), weight_decay=args.weight_decay)
 
+    def check(self, max_steps) -> None:
+        """Refuse a warm-up that cannot run (:func:`training.engine.schedule_problem`) before any work."""
+        problem = engine.schedule_problem(self.warmup_steps, "constant", max_steps)
+        if problem:
+            raise SystemExit(problem)
+
 
 def add_train_args(group) -> None:
     """The options of :class:`TrainConfig`."""

@@ -26,7 +26,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--front-end", default="mel256", choices=["mel256", "ec"],
                    help="input features: mel256 (256-bin Kaldi fbank, v2 default) or ec (frozen EnCodec "
                         "encoder) (default: %(default)s)")
-    g.add_argument("--mask-prop", type=cli.fraction, default=None,
+    g.add_argument("--mask-prop", type=cli.open_fraction, default=None,
                    help="share of each clip's frames that are masked, in spans of 15 frames (200 ms); the loss "
                         "weighs the masked frames 0.9 and the rest 0.1 (default: "
                         f"{DEFAULTS.note('mask_prop')}; 0.5 is the paper's, 0.7 gave the built-in run "
@@ -50,8 +50,6 @@ def configs(args: argparse.Namespace) -> tuple:
     # The head predicts one of the codebook's codes: EnCodec's 1024, or the stand-in's K centroids (a
     # 1024-way head would spend ~90 % of the tiny model's step on logits no target ever uses).
     vocab = spectral_targets.CLUSTERS if data.codec == spectral_targets.NAME else emae.EncodecMAEConfig.vocab_size
-    if args.mask_prop <= 0:
-        raise SystemExit(f"--mask-prop must be above 0 (a share of the frames in (0, 1)), got {args.mask_prop}")
     model = emae.preset(args.preset, front_end=args.front_end, codec_weights=data.codec,
                         chunk_seconds=data.crop_seconds, vocab_size=vocab, mask_prop=args.mask_prop)
     optim, run = TrainConfig.from_args(args), engine.EngineConfig.from_args(args)

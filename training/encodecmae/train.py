@@ -52,18 +52,11 @@ class TrainConfig:
                    warmup_steps=args.warmup_steps, schedule=args.schedule, decay_steps=args.decay_steps)
 
     def check(self, max_steps) -> None:
-        """Refuse a schedule that cannot run (engine.lr_factor's rules), with a message, before any work
-        rather than at the first step."""
-        if self.warmup_steps < 0:
-            raise SystemExit(f"--warmup-steps must be 0 or more, got {self.warmup_steps}")
-        if self.decay_steps is not None and (self.schedule != "cosine" or self.decay_steps < 1):
-            raise SystemExit(f"--decay-steps is the length of the cosine's decay: it needs --schedule cosine and at "
-                             f"least 1 step, got --decay-steps {self.decay_steps} with --schedule {self.schedule}")
-        try:
-            engine.lr_factor(0, self.warmup_steps, self.schedule, max_steps, self.decay_steps)
-        except ValueError:
-            raise SystemExit(f"--schedule cosine decays to 0 at --max-steps, which must be beyond --warmup-steps "
-                             f"({self.warmup_steps}); got --max-steps {max_steps}") from None
+        """Refuse a schedule that cannot run (:func:`training.engine.schedule_problem`), with a
+        message, before any work rather than at the first step."""
+        problem = engine.schedule_problem(self.warmup_steps, self.schedule, max_steps, self.decay_steps)
+        if problem:
+            raise SystemExit(problem)
 
 
 def add_train_args(group, *, lr_note: str) -> None:
