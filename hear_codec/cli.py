@@ -106,6 +106,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def closed_fraction(text: str) -> float:
+    """An argparse ``type``: a number in [0, 1], e.g. a loss weight where either end is one loss alone."""
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
+
+
 def open_fraction(text: str) -> float:
     """An argparse ``type``: a number in (0, 1), e.g. a share of frames or tokens to mask, where
     none and all are both runs that learn nothing."""

@@ -165,3 +165,17 @@ def test_cli_missing_labels_file_is_a_message_not_a_traceback(tmp_path):
     result = run_module("training.audioformer.finetune", "--train", tmp_path / "train.csv", "--valid",
                         tmp_path / "valid.csv", "--out", tmp_path / "run")
     assert_user_error(result, r"error: labels file not found: .*train.csv")
+
+
+def test_options_out_of_their_range_are_refused_by_the_parser(capsys):
+    """A zero or NaN temperature (the MPC logits divide by it), an alpha above 1, a batch of 0: the
+    parser's message naming the option, before any data or model is read."""
+    for option, value, rule in (("--temperature", "0", "a number > 0"), ("--second-temperature", "nan", "a number > 0"),
+                                ("--alpha", "1.5", r"a number in [0, 1]"), ("--batch-size", "0", "a whole number > 0"),
+                                ("--lr", "-0.1", "a number > 0"), ("--clip-seconds", "0", "a number > 0")):
+        with pytest.raises(SystemExit) as exit_info:
+            ft.build_parser().parse_args(["--train", "t.csv", "--valid", "v.csv", "--out", "o", option, value])
+        assert exit_info.value.code == 2
+        assert f"argument {option}: must be {rule}, got '{value}'" in capsys.readouterr().err
+    args = ft.build_parser().parse_args(["--train", "t.csv", "--valid", "v.csv", "--out", "o", "--alpha", "1"])
+    assert args.alpha == 1.0  # the task loss alone

@@ -52,15 +52,17 @@ def test_cli_missing_codec_weights_is_a_message_not_a_traceback(tmp_path):
 
 
 def test_a_mask_share_or_warm_up_that_cannot_run_is_a_message_before_any_work(tmp_path, capsys):
-    """--mask-prob 0 chooses no token to learn from and 1 leaves no context (the parser refuses
-    both); a negative warm-up is refused as EnCodecMAE's is (training.engine.schedule_problem)."""
-    for value, rule in (("0", "a number > 0"), ("1", "a number in (0, 1)")):
+    """--mask-prob 0 chooses no token to learn from and 1 leaves no context, --lr 0 learns nothing
+    (the parser refuses them); a negative warm-up is refused as EnCodecMAE's is
+    (training.engine.schedule_problem)."""
+    for option, value, rule in (("--mask-prob", "0", "a number > 0"), ("--mask-prob", "1", "a number in (0, 1)"),
+                                ("--lr", "0", "a number > 0")):  # a zero learning rate trained nothing, silently
         with pytest.raises(SystemExit) as exit_info:
-            pretrain.main(["--model", "audioformer", "--out", str(tmp_path), "--mask-prob", value])
+            pretrain.main(["--model", "audioformer", "--out", str(tmp_path), option, value])
         assert exit_info.value.code == 2
-        assert f"argument --mask-prob: must be {rule}, got '{value}'" in capsys.readouterr().err
+        assert f"argument {option}: must be {rule}, got '{value}'" in capsys.readouterr().err
     result = run_module("training.pretrain", "--model", "audioformer", "--out", tmp_path / "run",
-                        "--warmup-steps", "-3", "--max-steps", "1", "--synthetic-clips", "4", "--synthetic-val-clips", "2",
-                        "--batch-size", "2", "--num-workers", "0")
+                        "--warmup-steps", "-3", "--max-steps", "1", "--synthetic-clips", "4",
+                        "--synthetic-val-clips", "2", "--batch-size", "2", "--num-workers", "0")
     assert_user_error(result, r"error: --warmup-steps must be 0 or more, got -3")
     assert not (tmp_path / "run").exists()  # refused before any work

@@ -183,3 +183,21 @@ def test_cli_missing_feature_cache_is_a_message_not_a_traceback(tmp_path):
     result = run_module("training.caption", "train", "--train", tmp_path / "cache-train", "--val", tmp_path / "cache-val",
                         "--out", tmp_path / "run", "--model", "tiny")
     assert_user_error(result, r"error: .*cache-train is not a feature cache \(no manifest.json\)")
+
+
+def test_options_out_of_their_range_are_refused_by_the_parser(capsys):
+    """A batch of 0, a negative learning rate, no beams, a masked share of 1 or a NaN: the parser's
+    message naming the option, before any model or data is loaded."""
+    from training.caption import build_parser
+
+    base = ["train", "--train", "t", "--val", "v", "--out", "o", "--model", "tiny"]
+    for option, value, rule in (("--batch-size", "0", "a whole number > 0"), ("--lr", "-0.0001", "a number >= 0"),
+                                ("--lr", "nan", "a number >= 0"), ("--weight-decay", "-0.1", "a number >= 0"),
+                                ("--warmup-steps", "-5", "a whole number >= 0"), ("--beams", "0", "a whole number > 0"),
+                                ("--mask-prob", "1", r"a number in [0, 1)"), ("--mcm-weight", "-1", "a number >= 0"),
+                                ("--mask-span", "0", "a whole number > 0")):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(base + [option, value])
+        assert exit_info.value.code == 2
+        assert f"argument {option}: must be {rule}, got '{value}'" in capsys.readouterr().err
+    assert build_parser().parse_args(base + ["--mask-prob", "0", "--mcm-weight", "0"]).mcm_weight == 0.0  # MCM off

@@ -69,16 +69,20 @@ def test_number_types_accept_their_range_and_name_the_option_otherwise(capsys):
     parser.add_argument("--clip", type=cli.non_negative_float)
     parser.add_argument("--share", type=cli.fraction)
     parser.add_argument("--masked", type=cli.open_fraction)
+    parser.add_argument("--weight", type=cli.closed_fraction)
     args = parser.parse_args(["--steps", "3", "--workers", "0", "--seconds", "0.5", "--clip", "0", "--share", "0",
-                              "--masked", "0.999"])
-    assert (args.steps, args.workers, args.seconds, args.clip, args.share, args.masked) == (3, 0, 0.5, 0.0, 0.0, 0.999)
+                              "--masked", "0.999", "--weight", "1"])
+    assert (args.steps, args.workers, args.seconds, args.clip, args.share, args.masked, args.weight) == \
+        (3, 0, 0.5, 0.0, 0.0, 0.999, 1.0)
+    assert parser.parse_args(["--weight", "0"]).weight == 0.0
     for option, value, message in [("--steps", "0", "a whole number > 0"), ("--steps", "1.5", "a whole number > 0"),
                                    ("--workers", "-1", "a whole number >= 0"), ("--seconds", "0", "a number > 0"),
                                    ("--clip", "-0.1", "a number >= 0"), ("--share", "1", r"a number in \[0, 1\)"),
                                    ("--share", "x", "a number >= 0"), ("--seconds", "nan", "a number > 0"),
                                    ("--clip", "nan", "a number >= 0"), ("--share", "nan", "a number >= 0"),
                                    ("--masked", "0", "a number > 0"), ("--masked", "1", r"a number in \(0, 1\)"),
-                                   ("--masked", "nan", "a number > 0")]:
+                                   ("--masked", "nan", "a number > 0"), ("--weight", "1.01", r"a number in \[0, 1\]"),
+                                   ("--weight", "-0.1", "a number >= 0"), ("--weight", "nan", "a number >= 0")]:
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args([option, value])
         assert exit_info.value.code == 2

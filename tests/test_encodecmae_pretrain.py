@@ -86,6 +86,19 @@ def test_a_schedule_that_cannot_run_is_refused_before_training():
     assert configs(parse())[1].decay_steps is None  # the default: the whole run decays (when cosine)
 
 
+def test_optimiser_options_out_of_their_range_are_refused_by_the_parser(capsys):
+    """AdamW refuses a negative or NaN learning rate, a beta of 1 or more and a negative weight decay
+    only when the optimiser is built, after the data and targets are set up: the parser refuses them
+    first, naming the option (EnCodecMAE's options here; AudioFormer's share the types)."""
+    for option, values, rule in (("--lr", ["-1"], "a number > 0"), ("--lr", ["nan"], "a number > 0"),
+                                 ("--betas", ["1.5", "0.9"], r"a number in [0, 1)"),
+                                 ("--weight-decay", ["-1"], "a number >= 0")):
+        with pytest.raises(SystemExit) as exit_info:
+            parse(option, *values)
+        assert exit_info.value.code == 2
+        assert f"argument {option}: must be {rule}, got '{values[0]}'" in capsys.readouterr().err
+
+
 def test_a_mask_share_outside_0_to_1_is_refused(capsys):
     """--mask-prop 0 would leave no masked frame to learn from, 1 no visible frame to see: both the
     same message from the parser, before any work."""

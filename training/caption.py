@@ -309,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio-dir", required=True, help="folder with the split's audio files")
     p.add_argument("--out", required=True, help="cache folder to write (or to resume)")
     add_featurizer_args(p)
-    p.add_argument("--shard-size", type=int, default=256, help="clips per shard file (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8, help="clips per CLAP batch (default: %(default)s)")
+    p.add_argument("--shard-size", type=cli.positive_int, default=256,
+                   help="clips per shard file (default: %(default)s)")
+    p.add_argument("--batch-size", type=cli.positive_int, default=8, help="clips per CLAP batch (default: %(default)s)")
     p.add_argument("--no-progress-bar", action="store_true", help="turn the progress bar off")
     p.set_defaults(func=cmd_preprocess)
 
@@ -335,33 +336,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer for BART presets or a published --init folder (default: the preset's own; "
                         "facebook/bart-base or -large for a published folder)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=cli.positive_int, default=None,
                    help="train this many epochs over all (clip, caption) pairs; overrides --max-steps")
-    p.add_argument("--batch-size", type=int, default=32, help="training pairs per device per step (default: %(default)s)")
-    p.add_argument("--eval-batch-size", type=int, default=32, help="clips per validation batch (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (paper: 6.5e-5 AudioCaps base ... "
-                                                          "2.5e-5 Clotho large) (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=0.01,
+    p.add_argument("--batch-size", type=cli.positive_int, default=32,
+                   help="training pairs per device per step (default: %(default)s)")
+    p.add_argument("--eval-batch-size", type=cli.positive_int, default=32,
+                   help="clips per validation batch (default: %(default)s)")
+    p.add_argument("--lr", type=cli.non_negative_float, default=5e-5,
+                   help="peak learning rate (paper: 6.5e-5 AudioCaps base ... 2.5e-5 Clotho large); 0 leaves the "
+                        "weights where --init or --model put them (a check of the set-up) (default: %(default)s)")
+    p.add_argument("--weight-decay", type=cli.non_negative_float, default=0.01,
                    help="AdamW weight decay, not applied to biases and LayerNorm (default: %(default)s)")
-    p.add_argument("--warmup-steps", type=int, default=1000,
+    p.add_argument("--warmup-steps", type=cli.non_negative_int, default=1000,
                    help="linear warm-up steps before the inverse-square-root decay (default: %(default)s)")
-    p.add_argument("--schedule-timescale", type=int, default=None,
+    p.add_argument("--schedule-timescale", type=cli.positive_int, default=None,
                    help="after warm-up the learning rate is lr / sqrt((step + timescale - warmup) / timescale) "
                         "(default: the warm-up steps, or 10000 without warm-up, as transformers' "
                         "get_inverse_sqrt_schedule; the official Clotho fine-tuning uses 0 warm-up steps and 1000)")
-    p.add_argument("--mask-prob", type=float, default=0.15,
+    p.add_argument("--mask-prob", type=cli.fraction, default=0.15,
                    help="MCM: expected share of codec frames masked per codebook (default: %(default)s)")
-    p.add_argument("--mask-span", type=int, default=10, help="MCM: frames per masked span (default: %(default)s)")
-    p.add_argument("--mcm-weight", type=float, default=0.7, help="weight of the MCM loss; 0 turns MCM off "
-                                                                 "(default: %(default)s)")
+    p.add_argument("--mask-span", type=cli.positive_int, default=10,
+                   help="MCM: frames per masked span (default: %(default)s)")
+    p.add_argument("--mcm-weight", type=cli.non_negative_float, default=0.7,
+                   help="weight of the MCM loss; 0 turns MCM off (default: %(default)s)")
     p.add_argument("--fixed-crops-and-masks", action="store_true",
                    help="draw each training pair's crop (clips over 1021 frames) and MCM masks once, the same in "
                         "every epoch, as the official preprocessing does; by default they are drawn anew each "
                         "time a pair is seen")
-    p.add_argument("--beams", type=int, default=4, help="beam size for validation captions (default: %(default)s)")
-    p.add_argument("--max-caption-length", type=int, default=50,
+    p.add_argument("--beams", type=cli.positive_int, default=4,
+                   help="beam size for validation captions (default: %(default)s)")
+    p.add_argument("--max-caption-length", type=cli.positive_int, default=50,
                    help="longest generated caption in tokens, start token included (default: %(default)s)")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default: %(default)s)")
+    p.add_argument("--num-workers", type=cli.non_negative_int, default=0,
+                   help="DataLoader worker processes (default: %(default)s)")
     engine.add_engine_args(p, max_steps=10_000, val_every=500, ckpt_every=500, log_every=50)
     p.set_defaults(func=cmd_train, gradient_clip=1.0)
 
@@ -372,9 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="OUT/best.ckpt from `train`, or a published EnCLAP folder (config.json + pytorch_model.bin)")
         p.add_argument("--tokenizer", default=None,
                        help="tokenizer for a published EnCLAP folder (default: facebook/bart-base or -large)")
-        p.add_argument("--batch-size", type=int, default=32, help="clips per beam-search batch (default: %(default)s)")
-        p.add_argument("--beams", type=int, default=4, help="beam size (default: %(default)s)")
-        p.add_argument("--max-caption-length", type=int, default=50,
+        p.add_argument("--batch-size", type=cli.positive_int, default=32,
+                       help="clips per beam-search batch (default: %(default)s)")
+        p.add_argument("--beams", type=cli.positive_int, default=4, help="beam size (default: %(default)s)")
+        p.add_argument("--max-caption-length", type=cli.positive_int, default=50,
                        help="longest caption in tokens, start token included (default: %(default)s)")
         p.add_argument("--no-progress-bar", action="store_true", help="turn the progress bar off")
         if name == "evaluate":
@@ -398,11 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "offline codec, train a tiny EnCLAP on CPU and compare its held-out CIDEr-D "
                                    "with the best constant caption. Writes OUT/results.md.")
     p.add_argument("--out", default="runs/caption_demo", help="output folder (default: %(default)s)")
-    p.add_argument("--train-clips", type=int, default=240, help="generated training clips (default: %(default)s)")
-    p.add_argument("--val-clips", type=int, default=48,
+    p.add_argument("--train-clips", type=cli.positive_int, default=240,
+                   help="generated training clips (default: %(default)s)")
+    p.add_argument("--val-clips", type=cli.positive_int, default=48,
                    help="generated validation clips, for checkpoint selection (default: %(default)s)")
-    p.add_argument("--test-clips", type=int, default=96, help="generated held-out test clips (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=400, help="optimiser steps, batch 32 (default: %(default)s)")
+    p.add_argument("--test-clips", type=cli.positive_int, default=96,
+                   help="generated held-out test clips (default: %(default)s)")
+    p.add_argument("--steps", type=cli.positive_int, default=400,
+                   help="optimiser steps, batch 32 (default: %(default)s)")
     p.add_argument("--clap", choices=("tiny-random", "none"), default="none",
                    help="CLAP in the demo: none (codec tokens only) or a tiny random CLAP (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for the generated data and the training (default: %(default)s)")

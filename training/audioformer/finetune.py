@@ -508,26 +508,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding", default=None, choices=["anchor", "concat"],
                    help="FT1 only: pool the codebook-1 backbone (anchor) or all backbones side by side (concat) "
                         "(default: what the checkpoint uses, anchor for fresh models)")
-    p.add_argument("--clip-seconds", type=float, default=None,
+    p.add_argument("--clip-seconds", type=cli.positive_float, default=None,
                    help="clips are cut to their first CLIP_SECONDS or zero-padded (padding excluded from pooling) "
                         "(default: the model's chunk length)")
-    p.add_argument("--batch-size", type=int, default=16, help="clips per batch (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate of the backbone (default: %(default)s)")
-    p.add_argument("--head-lr", type=float, default=1e-3,
+    p.add_argument("--batch-size", type=cli.positive_int, default=16, help="clips per batch (default: %(default)s)")
+    p.add_argument("--lr", type=cli.positive_float, default=1e-4,
+                   help="AdamW learning rate of the backbone (default: %(default)s)")
+    p.add_argument("--head-lr", type=cli.positive_float, default=1e-3,
                    help="AdamW learning rate of the linear head (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: %(default)s)")
-    p.add_argument("--alpha", type=float, default=0.8,
+    p.add_argument("--weight-decay", type=cli.non_negative_float, default=0.01,
+                   help="AdamW weight decay (default: %(default)s)")
+    p.add_argument("--alpha", type=cli.closed_fraction, default=0.8,
                    help="FT2: loss = alpha * task + (1 - alpha) * MPC (paper: 0.8) (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.05,
+    p.add_argument("--temperature", type=cli.positive_float, default=0.05,
                    help="FT2: MPC temperature (paper: 0.05) (default: %(default)s)")
-    p.add_argument("--second-stage-step", type=int, default=None,
+    p.add_argument("--second-stage-step", type=cli.non_negative_int, default=None,
                    help="FT2: from this optimiser step on use --second-alpha/--second-temperature (the paper's "
                         "second stage; it gives no step); 0 = one stage (default: half of --max-steps)")
-    p.add_argument("--second-alpha", type=float, default=0.97,
+    p.add_argument("--second-alpha", type=cli.closed_fraction, default=0.97,
                    help="FT2 second stage alpha (paper: 0.97) (default: %(default)s)")
-    p.add_argument("--second-temperature", type=float, default=0.03,
+    p.add_argument("--second-temperature", type=cli.positive_float, default=0.03,
                    help="FT2 second stage temperature (paper: 0.03) (default: %(default)s)")
-    p.add_argument("--encode-batch-size", type=int, default=16,
+    p.add_argument("--encode-batch-size", type=cli.positive_int, default=16,
                    help="clips per codec call when encoding the data once at start-up (default: %(default)s)")
     engine.add_engine_args(p, max_steps=2000, val_every=200, ckpt_every=200, log_every=10)
     return p

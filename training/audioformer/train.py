@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from hear_codec import audioformer as af
+from hear_codec import cli
 from hear_codec import codec as codec_lib
 from training import data as D
 from training import engine
@@ -43,15 +44,15 @@ class TrainConfig:
 
 def add_train_args(group) -> None:
     """The options of :class:`TrainConfig`."""
-    group.add_argument("--lr", type=float, default=None,
+    group.add_argument("--lr", type=cli.positive_float, default=None,
                        help="AdamW peak learning rate after linear warm-up, then constant "
                             f"(default: {DEFAULTS.note('lr')}; the paper's with --data)")
     group.add_argument("--warmup-steps", type=int, default=None,
                        help=f"linear learning-rate warm-up (default: {DEFAULTS.note('warmup_steps')})")
     d = TrainConfig()
-    group.add_argument("--betas", type=float, nargs=2, default=d.betas,
+    group.add_argument("--betas", type=cli.fraction, nargs=2, default=d.betas,
                        help=f"AdamW betas (default: {d.betas[0]} {d.betas[1]})")
-    group.add_argument("--weight-decay", type=float, default=d.weight_decay,
+    group.add_argument("--weight-decay", type=cli.non_negative_float, default=d.weight_decay,
                        help="AdamW weight decay on matrices (default: %(default)s)")
 
 

@@ -31,7 +31,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "weighs the masked frames 0.9 and the rest 0.1 (default: "
                         f"{DEFAULTS.note('mask_prop')}; 0.5 is the paper's, 0.7 gave the built-in run "
                         "representations that transfer better: docs/pretraining.md, \"An eighth pass\")")
-    g.add_argument("--self-train-steps", type=int, default=0,
+    g.add_argument("--self-train-steps", type=cli.non_negative_int, default=0,
                    help="after pretraining, run self-training (training.encodecmae.self_train with its defaults, "
                         "v2) for this many steps into OUT/self_train; 0 = no (default: %(default)s)")
     add_train_args(g, lr_note="1e-4 with --data, the paper's; 1e-3 for the built-in run, which has minutes "

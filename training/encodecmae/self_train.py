@@ -181,20 +181,20 @@ def add_self_train_args(parser: argparse.ArgumentParser) -> None:
     """The options of :class:`SelfTrainConfig`."""
     d = SelfTrainConfig()
     g = parser.add_argument_group("self-training")
-    g.add_argument("--segments", type=int, default=d.segments,
+    g.add_argument("--segments", type=cli.positive_int, default=d.segments,
                    help="random crops whose teacher features feed k-means (default: %(default)s)")
-    g.add_argument("--kmeans-frames", type=int, default=d.kmeans_frames,
+    g.add_argument("--kmeans-frames", type=cli.positive_int, default=d.kmeans_frames,
                    help="frames drawn uniformly from all valid frames of those crops for k-means (default: %(default)s)")
-    g.add_argument("--clusters", type=int, default=d.clusters,
+    g.add_argument("--clusters", type=cli.positive_int, default=d.clusters,
                    help="k of k-means = vocabulary of the k-means stream (default: %(default)s)")
-    g.add_argument("--kmeans-iters", type=int, default=d.kmeans_iters,
+    g.add_argument("--kmeans-iters", type=cli.positive_int, default=d.kmeans_iters,
                    help="at most this many Lloyd iterations per seeding (scikit-learn's max_iter) (default: %(default)s)")
-    g.add_argument("--kmeans-inits", type=int, default=d.kmeans_inits,
+    g.add_argument("--kmeans-inits", type=cli.positive_int, default=d.kmeans_inits,
                    help="k-means++ seedings; the lowest inertia wins (scikit-learn 1.3's n_init, the official setting) "
                         "(default: %(default)s)")
     g.add_argument("--keep-codec-streams", action="store_true",
                    help="v1 variant: also keep predicting the 8 EnCodec streams (default: v2, k-means stream only)")
-    g.add_argument("--feature-batch", type=int, default=d.feature_batch,
+    g.add_argument("--feature-batch", type=cli.positive_int, default=d.feature_batch,
                    help="crops per teacher forward pass while collecting features (default: %(default)s)")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from hear_codec import cli
 from hear_codec import encodecmae as emae
 from training import data as D
 from training import engine
@@ -62,7 +63,8 @@ class TrainConfig:
 def add_train_args(group, *, lr_note: str) -> None:
     """The options of :class:`TrainConfig`; ``lr_note`` says what --lr defaults to."""
     d = TrainConfig()
-    group.add_argument("--lr", type=float, default=None, help=f"AdamW peak learning rate (default: {lr_note})")
+    group.add_argument("--lr", type=cli.positive_float, default=None,
+                       help=f"AdamW peak learning rate (default: {lr_note})")
     group.add_argument("--warmup-steps", type=int, default=None,
                        help=f"linear learning-rate warm-up from 0 to --lr (default: {DEFAULTS.note('warmup_steps')})")
     group.add_argument("--schedule", default=None, choices=list(engine.LR_SCHEDULES),
@@ -72,9 +74,9 @@ def add_train_args(group, *, lr_note: str) -> None:
                        help="with --schedule cosine: decay over the last N steps only, at the peak rate until then "
                             "(warm-up, stable, decay); with --resume this puts a decay tail on a constant run "
                             "(default: the whole run after the warm-up)")
-    group.add_argument("--betas", type=float, nargs=2, default=d.betas,
+    group.add_argument("--betas", type=cli.fraction, nargs=2, default=d.betas,
                        help=f"AdamW betas (default: {d.betas[0]} {d.betas[1]})")
-    group.add_argument("--weight-decay", type=float, default=d.weight_decay,
+    group.add_argument("--weight-decay", type=cli.non_negative_float, default=d.weight_decay,
                        help="AdamW weight decay (default: %(default)s)")
 
 
