@@ -30,7 +30,7 @@ The errors a user can fix, :data:`USER_ERRORS`:
 ``main``'s return value is the exit status when it is an int (0 otherwise).
 
 Numeric options take their range from the argparse types here (:data:`positive_int`,
-:func:`fraction`, ...), so a value out of range is argparse's own error naming the option.
+:data:`fraction`, ...), so a value out of range is argparse's own error naming the option.
 """
 from __future__ import annotations
 
@@ -98,29 +98,24 @@ positive_float = _number(float, 0.0, False, "a number > 0")
 non_negative_float = _number(float, 0.0, True, "a number >= 0")
 
 
-def fraction(text: str) -> float:
-    """An argparse ``type``: a number in [0, 1)."""
-    value = non_negative_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
-    return value
+def _below_one(lower: Callable[[str], float], inclusive: bool, description: str) -> Callable[[str], float]:
+    """An argparse ``type``: what ``lower`` accepts (its own message otherwise), and at most (or
+    below) 1."""
+    def parse(text: str) -> float:
+        value = lower(text)
+        if value > 1 or (value == 1 and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {description}, got {text!r}")
+        return value
+
+    parse.__name__ = description
+    return parse
 
 
-def closed_fraction(text: str) -> float:
-    """An argparse ``type``: a number in [0, 1], e.g. a loss weight where either end is one loss alone."""
-    value = non_negative_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return value
-
-
-def open_fraction(text: str) -> float:
-    """An argparse ``type``: a number in (0, 1), e.g. a share of frames or tokens to mask, where
-    none and all are both runs that learn nothing."""
-    value = positive_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
-    return value
+fraction = _below_one(non_negative_float, False, "a number in [0, 1)")
+# a loss weight, where either end is one loss alone
+closed_fraction = _below_one(non_negative_float, True, "a number in [0, 1]")
+# a share of frames or tokens to mask, where none and all are both runs that learn nothing
+open_fraction = _below_one(positive_float, False, "a number in (0, 1)")
 
 
 def parse_model_options(text: str) -> dict:
