@@ -23,6 +23,8 @@ def test_self_training_as_a_stage_of_pretraining(tmp_path):
     assert payload["metadata"]["step"] == 2 and payload["metadata"]["variant"] == "v2"
     assert (payload["config"]["num_kmeans_streams"], payload["config"]["vocab_size"]) == (1, 1024)
     assert read_checkpoint(out / "last.ckpt.hearcodec")["metadata"]["step"] == 1
+    assert read_checkpoint(out / "last.ckpt.hearcodec")["metadata"]["colour_db"] == 6.0  # the built-in run's
+    assert payload["metadata"]["colour_db"] == 0.0  # self-training does not colour
 
 
 def parse(*argv):
@@ -107,3 +109,23 @@ def test_a_mask_share_outside_0_to_1_is_refused(capsys):
             parse("--mask-prop", value)
         assert exit_info.value.code == 2
         assert f"argument --mask-prop: must be {rule}, got '{value}'" in capsys.readouterr().err
+
+
+def test_the_built_in_run_colours_its_input_and_the_papers_setting_does_not(tmp_path, capsys):
+    """--colour-db: 6 dB on the built-in run, none with --data (the paper has no augmentation); the
+    ec front end has no log-mel frames to colour, so the built-in default drops it there and an
+    explicit --colour-db is a message; a negative depth the parser's."""
+    from training.encodecmae.pretrain import configs
+
+    for argv, expected in (((), 6.0), (("--data", str(tmp_path)), 0.0), (("--colour-db", "3"), 3.0),
+                           (("--data", str(tmp_path), "--colour-db", "2"), 2.0),
+                           (("--codec", "offline", "--front-end", "ec"), 0.0)):
+        args = parse(*argv)
+        configs(args)
+        assert args.colour_db == expected, argv
+    with pytest.raises(SystemExit, match="--colour-db colours log-mel frames, and the ec front end has none"):
+        configs(parse("--codec", "offline", "--front-end", "ec", "--colour-db", "3"))
+    with pytest.raises(SystemExit) as exit_info:
+        parse("--colour-db", "-1")
+    assert exit_info.value.code == 2
+    assert "argument --colour-db: must be a number >= 0, got '-1'" in capsys.readouterr().err

@@ -4,7 +4,8 @@ The official rule (TimeGapMask): for a clip of L valid frames, draw span starts 
 [0, L - gap] and mask [start, start + gap) until at least floor(L * prop) frames are masked; then
 unmask the excess at the start of the first span, so exactly floor(L * prop) frames are masked.
 :func:`time_gap_mask` draws it vectorised over the batch; :class:`MaskingCollate` draws it in the
-data loader's workers (CPU), from a generator seeded by the batch's items (exact resume).
+data loader's workers (CPU), from a generator seeded by the batch's items (exact resume), and
+with it each clip's input colouring (training/encodecmae/colouring.py) when the run has one.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from hear_codec import codec as codec_lib
 from hear_codec import encodecmae as emae
 from training.data import mix_seed
+from training.encodecmae import colouring
 
 
 def time_gap_mask(lengths: torch.Tensor, max_len: int, prop: float = 0.5, gap: int = 15,
@@ -69,15 +71,20 @@ def frames_for(front_end: str, samples: int) -> int:
 
 
 class MaskingCollate:
-    """Stacks items and adds ``padding_mask`` and ``mask`` [B, T] (T = frames of the crop).
+    """Stacks items and adds ``padding_mask`` and ``mask`` [B, T] (T = frames of the crop), and
+    with ``colour_db`` > 0 ``colour`` [B, 256]: each clip's colouring curve in dB, which the
+    training step adds to its log-mel frames (mel256 front end only).
 
     Valid frames of a clip of ``length`` samples: ``frames_for(front_end, length)``; everything
-    after is padding and never masked nor counted. The mask's random generator is seeded from the
-    items' seeds, so a batch's mask depends only on which samples it holds (exact resume).
+    after is padding and never masked nor counted. The random generator is seeded from the
+    items' seeds, so a batch's mask and colouring depend only on which samples it holds (exact resume).
     """
 
-    def __init__(self, front_end: str, crop_samples: int, prop: float = 0.5, gap: int = 15):
+    def __init__(self, front_end: str, crop_samples: int, prop: float = 0.5, gap: int = 15, colour_db: float = 0.0):
+        if colour_db and front_end != "mel256":
+            raise ValueError(f"input colouring works on log-mel frames; the {front_end} front end has none")
         self.front_end, self.crop_samples, self.prop, self.gap = front_end, int(crop_samples), prop, gap
+        self.colour_db = colour_db
         self.frames = frames_for(front_end, self.crop_samples)
 
     def __call__(self, items: list) -> dict:
@@ -94,6 +101,8 @@ class MaskingCollate:
         }
         # Known here on the host, so the model need not read it back from the GPU each step.
         batch["max_visible"] = int((~(batch["mask"] | batch["padding_mask"])).sum(1).max())
+        if self.colour_db:  # drawn after the mask from the same generator: the masks are those of an uncoloured run
+            batch["colour"] = colouring.draw_curves(len(items), emae.MelFrontEnd.input_dim, self.colour_db, gen)
         if "codes" in items[0]:
             batch["codes"] = torch.stack([it["codes"] for it in items]).long()[..., : self.frames]
         if "label" in items[0]:

@@ -7,6 +7,7 @@ One training step, shapes for batch B, crop S samples, T frames::
           optional codes [B, 8, T] (precomputed targets), max_visible (int: the most
           visible frames of any clip, so the model needs no device-to-host read)
     features = front end (fp32, no autocast)                        [B, T, 256 | 128]
+               (+ the batch's colouring curves [B, 1, 256], training steps only: colouring.py)
     targets  = frozen codec in eval mode, RVQ at 6 kbps             [B, 8, T]
                (ec front end: the same encoder features are quantized, the encoder runs once)
              | k-means stream: nearest centroid of the teacher's last-layer x0 stream, fp32  [B, 1, T]
@@ -23,6 +24,7 @@ import torch
 from hear_codec import encodecmae as emae
 from hear_codec.checkpoint import save_checkpoint
 from training import engine
+from training.encodecmae import colouring
 from training.encodecmae.losses import encodecmae_loss
 
 INIT_EXPORT_NAME = "init.ckpt.hearcodec"  # the model before its first step (training/learning_check.py)
@@ -102,6 +104,8 @@ class EncodecMAEModule(L.LightningModule):
 
     def _step(self, batch, stage: str):
         features, targets = self.targets_and_features(batch)
+        if stage == "train" and "colour" in batch:  # the targets stay those of the clean clip
+            features = features + colouring.in_feature_units(batch["colour"], self.model.config.mel_std)[:, None, :]
         out = self.model(None, batch["mask"], batch["padding_mask"], features=features,
                          max_visible=batch.get("max_visible"))
         losses = encodecmae_loss(out["logits"], targets, batch["mask"], batch["padding_mask"],

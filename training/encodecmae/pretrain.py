@@ -31,6 +31,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "weighs the masked frames 0.9 and the rest 0.1 (default: "
                         f"{DEFAULTS.note('mask_prop')}; 0.5 is the paper's, 0.7 gave the built-in run "
                         "representations that transfer better: docs/pretraining.md, \"An eighth pass\")")
+    g.add_argument("--colour-db", type=cli.non_negative_float, default=None, metavar="DB",
+                   help="random spectral colouring of the input while training: each clip's log-mel frames get "
+                        "one smooth random EQ curve (3 cosines over the mel bins, each up to +-DB dB), its targets "
+                        "stay those of the clean clip; 0 = none, the paper's; mel256 front end only (default: "
+                        f"{DEFAULTS.note('colour_db')}; on the built-in run it put held-out noise events at 4 labels "
+                        "beyond the draws' std in 3 seeds of 4, none without, and cost instruments in 2: "
+                        "docs/pretraining.md, \"A twelfth pass\")")
     g.add_argument("--self-train-steps", type=cli.non_negative_int, default=0,
                    help="after pretraining, run self-training (training.encodecmae.self_train with its defaults, "
                         "v2) for this many steps into OUT/self_train; 0 = no (default: %(default)s)")
@@ -42,7 +49,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def configs(args: argparse.Namespace) -> tuple:
     """(model config, optimiser, data + codec, engine) from the parsed options."""
+    colour_given = args.colour_db is not None
     DEFAULTS.fill(args)
+    if args.front_end == "ec" and args.colour_db:
+        if colour_given:
+            raise SystemExit("--colour-db colours log-mel frames, and the ec front end has none: "
+                             "use --front-end mel256, or --colour-db 0")
+        args.colour_db = 0.0  # the built-in default's colouring does not apply to the ec front end
     data = D.DataConfig.from_args(args)
     if data.codec == spectral_targets.NAME and args.front_end == "ec":
         raise SystemExit(f"--codec {spectral_targets.NAME} has no EnCodec encoder for the ec front end; "
@@ -62,7 +75,7 @@ def run(args: argparse.Namespace) -> Path:
     exported hear_codec checkpoint of the last stage."""
     model, optim, data, run_cfg = configs(args)
     out_dir = Path(args.out)
-    exported = train(model, optim, data, run_cfg, out_dir, metadata=dict(preset=args.preset))
+    exported = train(model, optim, data, run_cfg, out_dir, metadata=dict(preset=args.preset), colour_db=args.colour_db)
     if args.self_train_steps <= 0:
         return exported
     # A stage of pretraining: the same data, optimiser and engine options, self-training's own defaults.

@@ -25,11 +25,12 @@ DEFAULTS = D.DataDependentDefaults(
     # The built-in run's targets: the log-mel k-means stand-in (training/spectral_targets.py), not EnCodec;
     # the offline (random-weight) EnCodec's codes follow waveform phase and do not transfer (docs/pretraining.md).
     # It masks 70 % of each clip's frames, not the paper's half: its representations transfer better to the
-    # held-out sound families, and its step is cheaper (docs/pretraining.md, "An eighth pass").
+    # held-out sound families, and its step is cheaper (docs/pretraining.md, "An eighth pass"). It colours its
+    # inputs at random (training/encodecmae/colouring.py; the paper has no augmentation): "A twelfth pass".
     builtin=dict(preset="mini", max_steps=2400, val_every=400, ckpt_every=400, batch_size=16, crop_seconds=2.0,
-                 codec="mel-kmeans", lr=1e-3, warmup_steps=0, schedule="constant", mask_prop=0.7),
+                 codec="mel-kmeans", lr=1e-3, warmup_steps=0, schedule="constant", mask_prop=0.7, colour_db=6.0),
     paper=dict(preset="tiny", max_steps=500_000, val_every=10_000, ckpt_every=10_000, batch_size=128, crop_seconds=4.0,
-               codec="pretrained", lr=1e-4, warmup_steps=0, schedule="constant", mask_prop=0.5),
+               codec="pretrained", lr=1e-4, warmup_steps=0, schedule="constant", mask_prop=0.5, colour_db=0.0),
 )
 
 
@@ -80,31 +81,34 @@ def add_train_args(group, *, lr_note: str) -> None:
                        help="AdamW weight decay (default: %(default)s)")
 
 
-def build_loaders(data: D.DataConfig, out_dir: Path, config: emae.EncodecMAEConfig, codec) -> tuple:
-    """(train_loader, val_loader or None, sampler, data metadata); the collate draws the masks."""
+def build_loaders(data: D.DataConfig, out_dir: Path, config: emae.EncodecMAEConfig, codec,
+                  colour_db: float = 0.0) -> tuple:
+    """(train_loader, val_loader or None, sampler, data metadata); the collate draws the masks and,
+    with ``colour_db`` > 0, the input colouring (training/encodecmae/colouring.py)."""
     train_set, val_set, meta = D.build_datasets(data, out_dir, codec, config.num_codec_streams)
     collate = MaskingCollate(config.front_end, round(data.crop_seconds * D.SAMPLE_RATE), config.mask_prop,
-                             config.mask_gap)
+                             config.mask_gap, colour_db=colour_db)
     train_loader, val_loader, sampler = D.make_loaders(Seeded(train_set), val_set and Seeded(val_set), collate, data)
     return train_loader, val_loader, sampler, meta
 
 
 def train(config: emae.EncodecMAEConfig, optim: TrainConfig, data: D.DataConfig, run: engine.EngineConfig,
           out_dir, *, teacher: emae.EncodecMAE | None = None, centroids: torch.Tensor | None = None,
-          init_state: dict | None = None, metadata: dict | None = None) -> Path:
+          init_state: dict | None = None, metadata: dict | None = None, colour_db: float = 0.0) -> Path:
     """Train an EncodecMAE of ``config`` and return its exported hear_codec checkpoint (OUT/last.ckpt.hearcodec).
 
     teacher + centroids: the k-means stream's targets (self-training); ``init_state`` initialises
     the model (tensors of another shape, e.g. a new head, stay fresh); ``metadata`` goes into the
-    exported checkpoint with the data's."""
+    exported checkpoint with the data's; ``colour_db``: the input colouring's depth (0 = none, the
+    paper's; training/encodecmae/colouring.py)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(run.seed)
     codec = D.frozen_codec(data) if (config.num_codec_streams or config.front_end == "ec") else None
-    train_loader, val_loader, sampler, data_meta = build_loaders(data, out_dir, config, codec)
+    train_loader, val_loader, sampler, data_meta = build_loaders(data, out_dir, config, codec, colour_db)
     torch.manual_seed(run.seed)  # model init does not depend on how much data set-up drew
     meta = dict(front_end=config.front_end, codec=data.codec, seed=run.seed, trained_by="training.pretrain",
-                **data_meta)
+                colour_db=colour_db, **data_meta)
     if codec is not None:
         meta["targets"] = codec.weights  # what cached targets are keyed on (the stand-in's centroid hash)
     meta.update(metadata or {})

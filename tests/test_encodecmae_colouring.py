@@ -1,0 +1,85 @@
+"""The built-in run's input colouring (training/encodecmae/colouring.py): the curves, their units,
+where they are drawn (the collate, exact resume) and where they are applied (training steps only)."""
+import math
+
+import pytest
+import torch
+
+from hear_codec import encodecmae as emae
+from training import data as D
+from training.encodecmae import colouring
+from training.encodecmae import module as encodecmae_module
+from training.encodecmae.masking import MaskingCollate, frames_for
+
+
+def test_curves_are_smooth_bounded_and_reproducible():
+    gen = torch.Generator().manual_seed(0)
+    curves = colouring.draw_curves(512, 256, 6.0, gen)
+    assert curves.shape == (512, 256)
+    assert curves.abs().max() <= colouring.COMPONENTS * 6.0
+    assert curves.abs().max() > 6.0  # the components add up: some curves go well past one component's depth
+    assert 3.0 < curves.std(dim=1).mean() < 8.0  # a few dB of colour per clip, not a whisper nor a wall
+    # Smooth: at most 3 half-periods across the bins, so a neighbouring bin differs by a fraction of a dB.
+    assert (curves[:, 1:] - curves[:, :-1]).abs().max() < colouring.COMPONENTS * 6.0 * math.pi * 3 / 255
+    # Each clip its own curve, and the same ones again from the same seed.
+    assert curves.std(dim=0).min() > 1.0
+    assert torch.equal(colouring.draw_curves(512, 256, 6.0, torch.Generator().manual_seed(0)), curves)
+    assert torch.equal(colouring.draw_curves(4, 256, 0.0), torch.zeros(4, 256))
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="depth_db"):
+            colouring.draw_curves(2, 256, bad)
+
+
+def test_a_flat_curve_of_d_db_is_the_clip_d_db_louder():
+    """The unit conversion: the front end's log-mel is ln(power), normalised by mel_std, so adding
+    ``in_feature_units`` of a flat +6 dB is the same as making the waveform 6 dB louder (in every
+    bin above the energy floor, which no gain moves)."""
+    cfg = emae.preset("tiny")
+    front_end = emae.MelFrontEnd(cfg.mel_mean, cfg.mel_std)
+    wav = torch.randn(1, 24000, generator=torch.Generator().manual_seed(1)) * 0.1
+    louder = front_end(wav * 10 ** (6.0 / 20))
+    coloured = front_end(wav) + colouring.in_feature_units(torch.full((1, 256), 6.0), cfg.mel_std)[:, None, :]
+    floored = louder == louder.min()  # mel bins narrower than the FFT's spacing hold Kaldi's energy floor
+    assert 0 < floored.float().mean() < 0.05
+    assert torch.allclose(coloured[~floored], louder[~floored], atol=1e-3)
+
+
+def _items(n=8):
+    corpus = D.SyntheticCorpus(n, seconds=2.0, seed=1)
+    return [dict(corpus[i], seed=i) for i in range(n)]
+
+
+def test_the_collate_draws_the_curves_from_the_items_seeds_after_the_masks():
+    items = _items()
+    plain = MaskingCollate("mel256", 48000)(items)
+    coloured = MaskingCollate("mel256", 48000, colour_db=6.0)(items)
+    assert "colour" not in plain
+    assert coloured["colour"].shape == (8, emae.MelFrontEnd.input_dim)
+    assert torch.equal(coloured["mask"], plain["mask"])  # colouring changes no mask
+    again = MaskingCollate("mel256", 48000, colour_db=6.0)(items)
+    assert torch.equal(again["colour"], coloured["colour"])  # a function of the items (exact resume)
+    other = MaskingCollate("mel256", 48000, colour_db=6.0)([dict(it, seed=it["seed"] + 100) for it in items])
+    assert not torch.equal(other["colour"], coloured["colour"])
+    with pytest.raises(ValueError, match="ec front end"):
+        MaskingCollate("ec", 48000, colour_db=6.0)
+
+
+def test_only_training_steps_colour_the_input_and_the_targets_stay_the_clean_clips(monkeypatch):
+    cfg = emae.preset("tiny", chunk_seconds=2.0, vocab_size=16)
+    module = encodecmae_module.EncodecMAEModule(cfg, None)
+    module.log = lambda *a, **k: None  # no trainer attached
+    batch = MaskingCollate("mel256", 48000, colour_db=6.0)(_items(4))
+    t = frames_for("mel256", 48000)
+    batch["codes"] = torch.randint(0, 16, (4, 8, t), generator=torch.Generator().manual_seed(2))
+    inputs, targets = [], []
+    real_forward, real_loss = module.model.forward, encodecmae_module.encodecmae_loss
+    module.model.forward = lambda *a, **k: (inputs.append(k["features"]), real_forward(*a, **k))[1]
+    monkeypatch.setattr(encodecmae_module, "encodecmae_loss", lambda logits, tg, *a: (targets.append(tg),
+                                                                                     real_loss(logits, tg, *a))[1])
+    clean, _ = module.targets_and_features(batch)
+    module._step(batch, "train")
+    module._step(batch, "val")
+    expected = clean + colouring.in_feature_units(batch["colour"], cfg.mel_std)[:, None, :]
+    assert torch.allclose(inputs[0], expected) and not torch.allclose(inputs[0], clean)
+    assert torch.equal(inputs[1], clean)
+    assert torch.equal(targets[0], batch["codes"]) and torch.equal(targets[1], batch["codes"])
