@@ -164,7 +164,7 @@ def schedule_problem(warmup_steps: int, schedule: str = "constant", total_steps:
     """Why a learning-rate schedule cannot run, in the words of the options that set it, or None.
 
     The one statement of the schedule's rules: :func:`lr_factor` raises it as a ValueError, the
-    training CLIs print it before any work (``training.encodecmae.train.TrainConfig.check``)."""
+    training CLIs print it before any work (each family's ``TrainConfig.check``)."""
     if schedule not in LR_SCHEDULES:
         return f"unknown learning-rate schedule {schedule!r}; choose one of {LR_SCHEDULES}"
     if warmup_steps < 0:

@@ -49,13 +49,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def configs(args: argparse.Namespace) -> tuple:
     """(model config, optimiser, data + codec, engine) from the parsed options."""
-    colour_given = args.colour_db is not None
-    DEFAULTS.fill(args)
+    # The built-in default's colour is for log-mel frames; with the ec front end it defaults to none.
+    DEFAULTS.fill(args, **(dict(colour_db=0.0) if args.front_end == "ec" else {}))
     if args.front_end == "ec" and args.colour_db:
-        if colour_given:
-            raise SystemExit("--colour-db colours log-mel frames, and the ec front end has none: "
-                             "use --front-end mel256, or --colour-db 0")
-        args.colour_db = 0.0  # the built-in default's colouring does not apply to the ec front end
+        raise SystemExit("--colour-db colours log-mel frames, and the ec front end has none: "
+                         "use --front-end mel256, or --colour-db 0")
     data = D.DataConfig.from_args(args)
     if data.codec == spectral_targets.NAME and args.front_end == "ec":
         raise SystemExit(f"--codec {spectral_targets.NAME} has no EnCodec encoder for the ec front end; "
