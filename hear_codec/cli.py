@@ -86,6 +86,8 @@ def _number(kind: type, lowest: float, inclusive: bool, description: str) -> Cal
         # NaN compares False with everything, so it would pass the bound check below unnoticed.
         if value != value or value < lowest or (value == lowest and not inclusive):
             raise argparse.ArgumentTypeError(f"must be {description}, got {text!r}")
+        if value == float("inf"):  # no option means "unbounded" by inf (they use 0); it would fail deep in a run
+            raise argparse.ArgumentTypeError(f"must be {description} and finite, got {text!r}")
         return value
 
     parse.__name__ = description

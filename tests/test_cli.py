@@ -82,7 +82,10 @@ def test_number_types_accept_their_range_and_name_the_option_otherwise(capsys):
                                    ("--clip", "nan", "a number >= 0"), ("--share", "nan", "a number >= 0"),
                                    ("--masked", "0", "a number > 0"), ("--masked", "1", r"a number in \(0, 1\)"),
                                    ("--masked", "nan", "a number > 0"), ("--weight", "1.01", r"a number in \[0, 1\]"),
-                                   ("--weight", "-0.1", "a number >= 0"), ("--weight", "nan", "a number >= 0")]:
+                                   ("--weight", "-0.1", "a number >= 0"), ("--weight", "nan", "a number >= 0"),
+                                   ("--seconds", "inf", "a number > 0 and finite"),
+                                   ("--clip", "inf", "a number >= 0 and finite"),
+                                   ("--masked", "inf", "a number > 0 and finite")]:
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args([option, value])
         assert exit_info.value.code == 2
