@@ -118,6 +118,8 @@ fraction = _below_one(non_negative_float, False, "a number in [0, 1)")
 closed_fraction = _below_one(non_negative_float, True, "a number in [0, 1]")
 # a share of frames or tokens to mask, where none and all are both runs that learn nothing
 open_fraction = _below_one(positive_float, False, "a number in (0, 1)")
+# a share of a run's steps that does something: some of them, at most all
+positive_fraction = _below_one(positive_float, True, "a number in (0, 1]")
 
 
 def parse_model_options(text: str) -> dict:

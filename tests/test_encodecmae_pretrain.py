@@ -24,6 +24,7 @@ def test_self_training_as_a_stage_of_pretraining(tmp_path):
     assert (payload["config"]["num_kmeans_streams"], payload["config"]["vocab_size"]) == (1, 1024)
     assert read_checkpoint(out / "last.ckpt.hearcodec")["metadata"]["step"] == 1
     assert read_checkpoint(out / "last.ckpt.hearcodec")["metadata"]["colour_db"] == 6.0  # the built-in run's
+    assert read_checkpoint(out / "last.ckpt.hearcodec")["metadata"]["colour_until"] == 0.75
     assert payload["metadata"]["colour_db"] == 0.0  # self-training does not colour
 
 
@@ -114,8 +115,20 @@ def test_a_mask_share_outside_0_to_1_is_refused(capsys):
 def test_the_built_in_run_colours_its_input_and_the_papers_setting_does_not(tmp_path, capsys):
     """--colour-db: 6 dB on the built-in run, none with --data (the paper has no augmentation); the
     ec front end has no log-mel frames to colour, so the built-in default drops it there and an
-    explicit --colour-db is a message; a negative depth the parser's."""
+    explicit --colour-db is a message; a negative depth the parser's. --colour-until: the first
+    three quarters of the built-in run's steps, every step with --data; a share in (0, 1]."""
     from training.encodecmae.pretrain import configs
+
+    for argv, expected in (((), 0.75), (("--data", str(tmp_path)), 1.0), (("--colour-until", "0.5"), 0.5),
+                           (("--colour-until", "1"), 1.0)):
+        args = parse(*argv)
+        configs(args)
+        assert args.colour_until == expected, argv
+    for bad in ("0", "1.5", "nan"):
+        with pytest.raises(SystemExit) as exit_info:
+            parse("--colour-until", bad)
+        assert exit_info.value.code == 2
+        assert f"argument --colour-until: must be a number in (0, 1], got '{bad}'" in capsys.readouterr().err
 
     for argv, expected in (((), 6.0), (("--data", str(tmp_path)), 0.0), (("--colour-db", "3"), 3.0),
                            (("--data", str(tmp_path), "--colour-db", "2"), 2.0),

@@ -3,17 +3,19 @@
 Each training clip's log-mel frames get one smooth random equaliser curve over the mel bins, the
 same in every frame of the clip, while its targets are those of the clean clip: to predict the
 targets the model has to see past the clip's overall colour (its level in each part of the
-spectrum) to what changes between frames. On the built-in run it put the transfer check's
-held-out noise events at 4 labels beyond the draws' std in three seeds of four (none without it),
-at a cost to instruments in two (docs/pretraining.md, "A twelfth pass"); the paper has no
-augmentation, so ``--data`` runs default to none.
+spectrum) to what changes between frames. The built-in run colours the first three quarters of
+its steps and trains the last quarter on clean input: over four seeds that put the transfer
+check's held-out noise events at 4 labels beyond the draws' std in two (none without colour) and
+gave the most held-out cells beyond it of any variant measured (docs/pretraining.md, "A twelfth
+pass" and "A thirteenth pass"); the paper has no augmentation, so ``--data`` runs default to none.
 
     curves = draw_curves(B, bins, depth_db, generator)    [B, bins] dB     (the collate, seeded by the batch's items)
-    features + in_feature_units(curves, mel_std)[:, None]  [B, T, bins]    (the training step only)
+    features + in_feature_units(curves, mel_std)[:, None]  [B, T, bins]    (training steps where
+                                                                            is_coloured_step(...), only)
 
 A curve is ``sum_k a_k cos(pi k x + phi_k)`` over the bins' positions x in [0, 1], k = 1..COMPONENTS,
-a_k uniform in [-depth_db, depth_db], phi_k uniform in [0, 2 pi): a tilt, a bump, a dip, at most
-``COMPONENTS * depth_db`` dB from flat. Validation, the learning and transfer checks and
+a_k uniform in [-depth_db, depth_db], phi_k uniform in [0, 2 pi): a tilt and a bump or a dip, at
+most ``COMPONENTS * depth_db`` dB from flat. Validation, the learning and transfer checks and
 hear_codec never colour.
 """
 from __future__ import annotations
@@ -22,7 +24,10 @@ import math
 
 import torch
 
-COMPONENTS = 3  # cosines per curve: broad shapes (tilts, one or two bumps), not a comb
+# Cosines per curve: broad shapes, not a comb. The tilt (k = 1) teaches the model to look past a clip's
+# overall colour (held-out vowels and noise events), the bump (k = 2) keeps it attending to where the
+# energy sits (consonants); either alone, or three, gave fewer held-out cells ("A thirteenth pass").
+COMPONENTS = 2
 DB_PER_LOG_UNIT = 10 / math.log(10)  # the front end's log-mel is ln(power): 1 unit = 4.34 dB
 
 
@@ -41,3 +46,10 @@ def draw_curves(batch: int, bins: int, depth_db: float, generator: torch.Generat
 def in_feature_units(curves_db: torch.Tensor, mel_std: float) -> torch.Tensor:
     """[B, bins] dB -> [B, bins] in the units of the normalised log-mel, (ln(power) - mean) / std."""
     return curves_db / (DB_PER_LOG_UNIT * mel_std)
+
+
+def is_coloured_step(step: int, max_steps: int | None, until: float) -> bool:
+    """Whether training step ``step`` (0-based: the optimiser steps done before it) of a run of
+    ``max_steps`` colours its input: the first ``until`` share of the steps do, the rest train on
+    clean input (``until`` = 1: every step). Without a known length (no trainer), every step does."""
+    return max_steps is None or step < round(max_steps * until)

@@ -7,7 +7,8 @@ One training step, shapes for batch B, crop S samples, T frames::
           optional codes [B, 8, T] (precomputed targets), max_visible (int: the most
           visible frames of any clip, so the model needs no device-to-host read)
     features = front end (fp32, no autocast)                        [B, T, 256 | 128]
-               (+ the batch's colouring curves [B, 1, 256], training steps only: colouring.py)
+               (+ the batch's colouring curves [B, 1, 256], the first colour_until share of the
+                training steps only: colouring.py)
     targets  = frozen codec in eval mode, RVQ at 6 kbps             [B, 8, T]
                (ec front end: the same encoder features are quantized, the encoder runs once)
              | k-means stream: nearest centroid of the teacher's last-layer x0 stream, fp32  [B, 1, T]
@@ -48,12 +49,14 @@ class EncodecMAEModule(L.LightningModule):
 
     codec: the frozen EnCodec (needed unless every batch carries precomputed ``codes`` and the
     model has no codec streams). teacher + centroids: the k-means stream(s) (self-training).
-    The data order is the engine's business (``engine.make_trainer(..., sampler=...)``).
+    colour_until: the share of the run's first steps that add a batch's colouring curves (when
+    the collate drew any) to its input. The data order is the engine's business
+    (``engine.make_trainer(..., sampler=...)``).
     """
 
     def __init__(self, config: emae.EncodecMAEConfig, codec=None, *, lr: float = 1e-4,
                  betas=(0.9, 0.95), weight_decay: float = 0.05, warmup_steps: int = 0, schedule: str = "constant",
-                 decay_steps: int | None = None,
+                 decay_steps: int | None = None, colour_until: float = 1.0,
                  teacher: emae.EncodecMAE | None = None,
                  centroids: torch.Tensor | None = None, metadata: dict | None = None):
         super().__init__()
@@ -69,6 +72,7 @@ class EncodecMAEModule(L.LightningModule):
             self.centroids = None
         self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
         self.warmup_steps, self.schedule, self.decay_steps = warmup_steps, schedule, decay_steps
+        self.colour_until = colour_until  # share of the run's steps that colour a batch's input (colouring.py)
         self.metadata = dict(metadata or {})
         weights = list(config.codec_stream_weights[: config.num_codec_streams])
         weights += [KMEANS_STREAM_WEIGHT] * config.num_kmeans_streams
@@ -104,7 +108,10 @@ class EncodecMAEModule(L.LightningModule):
 
     def _step(self, batch, stage: str):
         features, targets = self.targets_and_features(batch)
-        if stage == "train" and "colour" in batch:  # the targets stay those of the clean clip
+        total = self._trainer.max_steps if self._trainer is not None else None
+        if stage == "train" and "colour" in batch and colouring.is_coloured_step(self.global_step, total,
+                                                                                 self.colour_until):
+            # the targets stay those of the clean clip
             features = features + colouring.in_feature_units(batch["colour"], self.model.config.mel_std)[:, None, :]
         out = self.model(None, batch["mask"], batch["padding_mask"], features=features,
                          max_visible=batch.get("max_visible"))

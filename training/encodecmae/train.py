@@ -26,11 +26,14 @@ DEFAULTS = D.DataDependentDefaults(
     # the offline (random-weight) EnCodec's codes follow waveform phase and do not transfer (docs/pretraining.md).
     # It masks 70 % of each clip's frames, not the paper's half: its representations transfer better to the
     # held-out sound families, and its step is cheaper (docs/pretraining.md, "An eighth pass"). It colours its
-    # inputs at random (training/encodecmae/colouring.py; the paper has no augmentation): "A twelfth pass".
+    # inputs at random for the first three quarters of its steps (training/encodecmae/colouring.py; the paper
+    # has no augmentation): "A twelfth pass" and "A thirteenth pass".
     builtin=dict(preset="mini", max_steps=2400, val_every=400, ckpt_every=400, batch_size=16, crop_seconds=2.0,
-                 codec="mel-kmeans", lr=1e-3, warmup_steps=0, schedule="constant", mask_prop=0.7, colour_db=6.0),
+                 codec="mel-kmeans", lr=1e-3, warmup_steps=0, schedule="constant", mask_prop=0.7, colour_db=6.0,
+                 colour_until=0.75),
     paper=dict(preset="tiny", max_steps=500_000, val_every=10_000, ckpt_every=10_000, batch_size=128, crop_seconds=4.0,
-               codec="pretrained", lr=1e-4, warmup_steps=0, schedule="constant", mask_prop=0.5, colour_db=0.0),
+               codec="pretrained", lr=1e-4, warmup_steps=0, schedule="constant", mask_prop=0.5, colour_db=0.0,
+               colour_until=1.0),
 )
 
 
@@ -94,13 +97,14 @@ def build_loaders(data: D.DataConfig, out_dir: Path, config: emae.EncodecMAEConf
 
 def train(config: emae.EncodecMAEConfig, optim: TrainConfig, data: D.DataConfig, run: engine.EngineConfig,
           out_dir, *, teacher: emae.EncodecMAE | None = None, centroids: torch.Tensor | None = None,
-          init_state: dict | None = None, metadata: dict | None = None, colour_db: float = 0.0) -> Path:
+          init_state: dict | None = None, metadata: dict | None = None, colour_db: float = 0.0,
+          colour_until: float = 1.0) -> Path:
     """Train an EncodecMAE of ``config`` and return its exported hear_codec checkpoint (OUT/last.ckpt.hearcodec).
 
     teacher + centroids: the k-means stream's targets (self-training); ``init_state`` initialises
     the model (tensors of another shape, e.g. a new head, stay fresh); ``metadata`` goes into the
     exported checkpoint with the data's; ``colour_db``: the input colouring's depth (0 = none, the
-    paper's; training/encodecmae/colouring.py)."""
+    paper's; training/encodecmae/colouring.py), applied in the first ``colour_until`` share of the steps."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(run.seed)
@@ -108,13 +112,13 @@ def train(config: emae.EncodecMAEConfig, optim: TrainConfig, data: D.DataConfig,
     train_loader, val_loader, sampler, data_meta = build_loaders(data, out_dir, config, codec, colour_db)
     torch.manual_seed(run.seed)  # model init does not depend on how much data set-up drew
     meta = dict(front_end=config.front_end, codec=data.codec, seed=run.seed, trained_by="training.pretrain",
-                colour_db=colour_db, **data_meta)
+                colour_db=colour_db, colour_until=colour_until, **data_meta)
     if codec is not None:
         meta["targets"] = codec.weights  # what cached targets are keyed on (the stand-in's centroid hash)
     meta.update(metadata or {})
     module = EncodecMAEModule(config, codec, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay,
                               warmup_steps=optim.warmup_steps, schedule=optim.schedule, decay_steps=optim.decay_steps,
-                              teacher=teacher, centroids=centroids, metadata=meta)
+                              colour_until=colour_until, teacher=teacher, centroids=centroids, metadata=meta)
     if init_state is not None:
         own = module.model.state_dict()
         usable = {k: v for k, v in init_state.items() if k in own and own[k].shape == v.shape}
