@@ -124,11 +124,11 @@ def test_the_built_in_run_colours_its_input_and_the_papers_setting_does_not(tmp_
         args = parse(*argv)
         configs(args)
         assert args.colour_until == expected, argv
-    for bad in ("0", "1.5", "nan"):
+    for bad, rule in (("0", "a number > 0"), ("nan", "a number > 0"), ("1.5", "a number in (0, 1]")):
         with pytest.raises(SystemExit) as exit_info:
             parse("--colour-until", bad)
         assert exit_info.value.code == 2
-        assert f"argument --colour-until: must be a number in (0, 1], got '{bad}'" in capsys.readouterr().err
+        assert f"argument --colour-until: must be {rule}, got '{bad}'" in capsys.readouterr().err
 
     for argv, expected in (((), 6.0), (("--data", str(tmp_path)), 0.0), (("--colour-db", "3"), 3.0),
                            (("--data", str(tmp_path), "--colour-db", "2"), 2.0),
