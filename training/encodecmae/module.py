@@ -106,10 +106,15 @@ class EncodecMAEModule(L.LightningModule):
                 targets.append(nearest_centroid(hidden, self.centroids).unsqueeze(1))
         return features, torch.cat(targets, dim=1)
 
+    @property
+    def _run_steps(self) -> int | None:
+        """The run's length in steps (its trainer's max_steps), None without a trainer: where the
+        cosine schedule ends and the colouring's share is counted from."""
+        return self._trainer.max_steps if self._trainer is not None else None
+
     def _step(self, batch, stage: str):
         features, targets = self.targets_and_features(batch)
-        total = self._trainer.max_steps if self._trainer is not None else None
-        if stage == "train" and "colour" in batch and colouring.is_coloured_step(self.global_step, total,
+        if stage == "train" and "colour" in batch and colouring.is_coloured_step(self.global_step, self._run_steps,
                                                                                  self.colour_until):
             # the targets stay those of the clean clip
             features = features + colouring.in_feature_units(batch["colour"], self.model.config.mel_std)[:, None, :]
@@ -141,8 +146,8 @@ class EncodecMAEModule(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
-        total = self._trainer.max_steps if self._trainer is not None else None  # the cosine ends there
-        return engine.with_lr_schedule(opt, self.warmup_steps, self.schedule, total, self.decay_steps, module=self)
+        return engine.with_lr_schedule(opt, self.warmup_steps, self.schedule, self._run_steps, self.decay_steps,
+                                       module=self)
 
     # ---- export ----
     def on_train_start(self):
