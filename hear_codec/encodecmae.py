@@ -37,7 +37,7 @@ class EncodecMAEConfig:
     decoder_layers: int = 2
     decoder_heads: int = 12
     decoder_ff_dim: int = 4096
-    num_codec_streams: int = 8  # EnCodec codebooks predicted (8 = 6 kbps)
+    num_codec_streams: int = 8  # EnCodec codebooks predicted (8 = 6 kbps; the built-in run's stand-in has 9)
     num_kmeans_streams: int = 0  # > 0 after self-training
     vocab_size: int = 1024  # codebook size (and k of the k-means streams)
     mask_prop: float = 0.5

@@ -45,15 +45,21 @@ def test_options_give_the_built_in_run_or_the_papers_setting(tmp_path):
     assert (data.sources, data.codec, data.crop_seconds, data.batch_size) == (None, "mel-kmeans", 2.0, 16)
     assert (optim.lr, run.max_steps, run.val_every, run.ckpt_every) == (1e-3, 2400, 400, 400)
     assert (model.dim, model.front_end, model.chunk_seconds, model.codec_weights) == (128, "mel256", 2.0, "mel-kmeans")
-    assert model == emae.preset("mini", chunk_seconds=2.0, codec_weights="mel-kmeans", vocab_size=64, mask_prop=0.7)
+    assert model == emae.preset("mini", chunk_seconds=2.0, codec_weights="mel-kmeans", vocab_size=64, mask_prop=0.7,
+                                num_codec_streams=9, codec_stream_weights=spectral_targets.STREAM_WEIGHTS)
     assert model.vocab_size == spectral_targets.CLUSTERS == 64  # the head predicts the stand-in's codes, no more
+    # ...in its 9 streams: 8 bands weighed as EnCodec's codebooks, then the modulation stream
+    assert model.codec_stream_weights[:8] == emae.QUANTIZER_WEIGHTS and model.codec_stream_weights[8] == 0.224
     assert (optim.warmup_steps, optim.schedule) == (0, "constant")
-    assert configs(parse("--codec", "offline"))[0].vocab_size == 1024  # EnCodec's codebooks
+    offline = configs(parse("--codec", "offline"))[0]
+    assert (offline.vocab_size, offline.num_codec_streams, offline.codec_stream_weights) == (
+        1024, 8, emae.QUANTIZER_WEIGHTS)  # EnCodec's codebooks, the official loss's weights
 
     model, optim, data, run = configs(parse("--data", str(tmp_path), "--preset", "base", "--front-end", "ec"))
     assert (data.sources, data.codec, data.crop_seconds, data.batch_size) == ([str(tmp_path)], "pretrained", 4.0, 128)
     assert (optim.lr, optim.betas, optim.weight_decay, run.max_steps) == (1e-4, (0.9, 0.95), 0.05, 500_000)
     assert (optim.warmup_steps, optim.schedule, model.vocab_size) == (0, "constant", 1024)  # the paper's
+    assert (model.num_codec_streams, model.codec_stream_weights) == (8, emae.QUANTIZER_WEIGHTS)  # the paper's
     assert (model.mask_prop, model.mask_gap) == (0.5, 15)  # the paper's
     assert (model.dim, model.num_layers, model.front_end, model.chunk_seconds) == (768, 10, "ec", 4.0)
     assert configs(parse("--data", str(tmp_path)))[0].dim == 64  # no --preset with --data: tiny, as before

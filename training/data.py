@@ -623,7 +623,8 @@ def frozen_codec(cfg: DataConfig):
         if cfg.sources:
             raise SystemExit(f"--codec {spectral_targets.NAME}: the stand-in targets are fitted on the built-in corpus; "
                              "with --data use --codec pretrained (the paper's targets) or offline")
-        log.info("targets: %s, a stand-in for EnCodec's codes (k-means of log-mel bands; training/spectral_targets.py), "
+        log.info("targets: %s, a stand-in for EnCodec's codes (k-means of log-mel bands and of their modulation; "
+                 "training/spectral_targets.py), "
                  "not the paper's; --codec pretrained gives the published EnCodec's", spectral_targets.NAME)
         published = Path(torch.hub.get_dir()) / "checkpoints" / PRETRAINED_CHECKPOINT
         if published.is_file():
@@ -717,8 +718,8 @@ def add_data_args(group, *, codec_use: str, defaults: "DataDependentDefaults", s
                        help=f"clips per micro-batch per device (default: {defaults.note('batch_size')})")
     stand_in = [spectral_targets.NAME] if stand_in_targets else []
     stand_in_help = (f"; or {spectral_targets.NAME}: not EnCodec, a stand-in fitted on the built-in corpus "
-                     "(k-means of log-mel bands, targets that mean the same for any audio; the mel256 front end "
-                     "only)" if stand_in_targets else "")
+                     "(k-means of log-mel bands and of how they move, 9 streams; targets that mean the same for "
+                     "any audio; the mel256 front end only)" if stand_in_targets else "")
     group.add_argument("--codec", default=None, choices=["pretrained", "offline"] + stand_in,
                        help=f"EnCodec weights that make {codec_use}: pretrained (published, the paper) or offline "
                             f"(random, for demos/tests; the built-in corpus then uses its frame-grid sound "

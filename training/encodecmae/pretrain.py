@@ -64,10 +64,14 @@ def configs(args: argparse.Namespace) -> tuple:
         raise SystemExit(f"--codec {spectral_targets.NAME} has no EnCodec encoder for the ec front end; "
                          "use --front-end mel256, or --codec offline / pretrained")
     # The head predicts one of the codebook's codes: EnCodec's 1024, or the stand-in's K centroids (a
-    # 1024-way head would spend ~90 % of the tiny model's step on logits no target ever uses).
-    vocab = spectral_targets.CLUSTERS if data.codec == spectral_targets.NAME else emae.EncodecMAEConfig.vocab_size
+    # 1024-way head would spend ~90 % of the tiny model's step on logits no target ever uses), in
+    # EnCodec's 8 streams or the stand-in's 9 (its bands, then their modulation).
+    streams = {}
+    if data.codec == spectral_targets.NAME:
+        streams = dict(vocab_size=spectral_targets.CLUSTERS, num_codec_streams=spectral_targets.STREAMS,
+                       codec_stream_weights=spectral_targets.STREAM_WEIGHTS)
     model = emae.preset(args.preset, front_end=args.front_end, codec_weights=data.codec,
-                        chunk_seconds=data.crop_seconds, vocab_size=vocab, mask_prop=args.mask_prop)
+                        chunk_seconds=data.crop_seconds, mask_prop=args.mask_prop, **streams)
     optim, run = TrainConfig.from_args(args), engine.EngineConfig.from_args(args)
     optim.check(run.max_steps)
     return model, optim, data, run
