@@ -174,11 +174,12 @@ def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
                                       "--probe-draws", "2", "--probe-test", "12", "--transfer",
                                       "--transfer-families", "pitch", "noise_events", "--transfer-budgets", "1", "2",
                                       "--transfer-pool", "2", "--transfer-test", "2", "--transfer-draws", "2"])
-    assert set(acc) == {"majority", "init", "trained"} and all(len(v) == 8 for v in acc.values())
+    # one accuracy per target stream: the stand-in's 8 bands and its modulation stream
+    assert set(acc) == {"majority", "init", "trained"} and all(len(v) == 9 for v in acc.values())
     assert all(0.0 <= float(x) <= 1.0 for v in acc.values() for x in v)
     assert set(probe) == {"init@-1", "trained@-1"} and len(probe["trained@-1"][8]) == 2
     table = (out / "learning_check.md").read_text()
-    assert "| q7 |" in table and "| -1 (HEAR default) | 16 |" in table
+    assert "| q8 |" in table and "| -1 (HEAR default) | 16 |" in table
     assert (out / "learning_check.png").stat().st_size > 0
     # the transfer check: every representation on every held-out family and budget, a verdict per row
     transfer = (out / "transfer_check.md").read_text()
