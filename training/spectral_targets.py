@@ -50,8 +50,8 @@ NAME = "mel-kmeans"  # the --codec choice and the checkpoints' metadata
 BANDS = 8  # spectral codebooks, one per band: as many as the EnCodec codebooks EnCodecMAE predicts (6 kbps)
 STREAMS = BANDS + 1  # the bands, then the modulation stream
 # The loss weighs the bands as the official loss weighs EnCodec's codebooks (low bands more) and the
-# modulation stream about as much as the lowest band (0.224, the value measured; as the 8th stream at
-# the top band's 0.066, in place of the top band, it did not help: docs/pretraining.md).
+# modulation stream about as much as the lowest band (0.224, the value measured; at 0.12, or at the
+# top band's 0.066 in place of the top band, it did worse: docs/pretraining.md, the fifteenth pass).
 STREAM_WEIGHTS = tuple(QUANTIZER_WEIGHTS[:BANDS]) + (0.224,)
 MODULATION_BANDS = 8  # coarse bands (32 mel bins each) whose level the modulation statistics follow
 MODULATION_WINDOW = 9  # frames (about 120 ms) they summarise, centred on the frame (15 lost consonants)
