@@ -4,6 +4,7 @@ import argparse
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from training import engine
 
@@ -128,3 +129,20 @@ def test_with_lr_schedule_returns_the_plain_optimizer_for_a_constant_rate():
         opt.step()
         sched.step()
     assert lrs[:4] == pytest.approx([0.1 / 3, 0.2 / 3, 0.1, 0.1]) and lrs[13] == 0.0
+
+
+def test_resume_refuses_a_checkpoint_of_another_model_or_a_damaged_one(tmp_path):
+    """Lightning would stop with a state-dict traceback; the CLIs print this message instead."""
+    from hear_codec import cli
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": torch.nn.Linear(2, 3).state_dict(), "global_step": 5}, path)
+    engine.check_resumable(torch.nn.Linear(2, 3), str(path))  # the same model: nothing to say
+    with pytest.raises(cli.UserError, match=r"holds another model .*weight is \[3, 2\] there, \[4, 2\] here"):
+        engine.check_resumable(torch.nn.Linear(2, 4), str(path))
+    with pytest.raises(cli.UserError, match="no extra there"):
+        engine.check_resumable(torch.nn.ParameterDict({"weight": torch.zeros(3, 2), "bias": torch.zeros(3),
+                                                        "extra": torch.zeros(1)}), str(path))
+    path.write_bytes(path.read_bytes()[:100])  # cut short, as by a full disk
+    with pytest.raises(cli.UserError, match="cannot read .*last.ckpt as a training checkpoint"):
+        engine.check_resumable(torch.nn.Linear(2, 3), str(path))

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 
 import hear_codec
 from conftest import assert_user_error, run_module
+from hear_codec import cli
 from hear_codec.checkpoint import read_checkpoint
 from training import data, engine, pretrain
 
@@ -89,6 +90,9 @@ def test_a_constant_run_resumed_with_a_decay_tail_decays_from_its_own_step(tmp_p
     assert lrs[:4] == pytest.approx([0.01] * 4)  # the constant run
     assert lrs[4:] == pytest.approx(expected[4:])  # 0.01, then down the cosine (from the top if counted from 0)
     assert lrs[-1] < 0.002
+    # the same folder resumed with options that make another model: a message, not Lightning's traceback
+    with pytest.raises(cli.UserError, match=r"holds another model than these options make \(model\.\S+ is \[\d+(, \d+)*\] there, "):
+        pretrain.main(["--out", out, "--max-steps", "9", "--preset", "tiny", "--resume"] + TINY)
 
 
 def write_audio_folder(folder: Path):

@@ -483,16 +483,37 @@ def make_trainer(run: EngineConfig, out_dir, callbacks=(), *, sampler=None, **tr
     return L.Trainer(**kwargs)
 
 
+def check_resumable(module: L.LightningModule, ckpt: str) -> None:
+    """Refuse, with a message rather than Lightning's traceback, a checkpoint that cannot be read or
+    whose weights do not fit ``module`` (a run made by other options, targets or code version)."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
+    except Exception as e:  # a truncated or foreign file: torch's own errors vary
+        raise cli.UserError(f"--resume: cannot read {ckpt} as a training checkpoint ({type(e).__name__}: {e})") from None
+    own = module.state_dict()
+    problems = [f"{k} is {list(state[k].shape)} there, {list(own[k].shape)} here" for k in sorted(own.keys() & state.keys())
+                if tuple(state[k].shape) != tuple(own[k].shape)]
+    problems += [f"no {k} there" for k in sorted(own.keys() - state.keys())]
+    problems += [f"{k} there, not here" for k in sorted(state.keys() - own.keys())]
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise cli.UserError(f"--resume: {ckpt} holds another model than these options make ({shown}). Resume it "
+                            "with the options and version of hear_codec that made it, or train into a new --out")
+
+
 def fit(trainer: L.Trainer, module: L.LightningModule, run: EngineConfig, out_dir, **fit_kwargs):
-    """``trainer.fit`` with ``--resume`` resolved; returns the checkpoint path it resumed from (or None)."""
+    """``trainer.fit`` with ``--resume`` resolved and checked; returns the checkpoint path it resumed
+    from (or None)."""
     ckpt = resume_path(run, out_dir)
+    if ckpt:
+        check_resumable(module, ckpt)
     if ckpt and trainer.is_global_zero:
         log.info("resuming from %s", ckpt)
     trainer.fit(module, ckpt_path=ckpt, **fit_kwargs)
     return ckpt
 
 
-__all__ = ["EngineConfig", "add_engine_args", "make_trainer", "fit", "resume_path", "resolve_precision", "on_gpu",
+__all__ = ["EngineConfig", "add_engine_args", "make_trainer", "fit", "resume_path", "check_resumable", "resolve_precision", "on_gpu",
            "lr_factor", "schedule_problem", "with_lr_schedule",
            "world_size",
            "AtomicCheckpointIO", "PeriodicCheckpoint", "StepSamplerCallback", "LossCurve", "read_metrics",
