@@ -45,12 +45,9 @@ WARMUP, CPU = 2, torch.device("cpu")
 
 def bench(preset: str, vocab: int, mask_prop: float, batch: dict, codes: torch.Tensor, steps: int) -> dict:
     torch.manual_seed(0)
-    # A 64-way head is the stand-in's: its 9 streams (8 bands + modulation); otherwise EnCodec's 8 codebooks.
-    stand_in = vocab == spectral_targets.CLUSTERS
-    streams = dict(num_codec_streams=spectral_targets.STREAMS, codec_stream_weights=spectral_targets.STREAM_WEIGHTS) \
-        if stand_in else {}
-    cfg = emae.preset(preset, codec_weights=spectral_targets.NAME, chunk_seconds=SECONDS, vocab_size=vocab,
-                      mask_prop=mask_prop, **streams)
+    # A 64-way head is the stand-in's, in its 9 streams (8 bands + modulation); otherwise EnCodec's 8 codebooks.
+    head = spectral_targets.model_fields() if vocab == spectral_targets.CLUSTERS else dict(vocab_size=vocab)
+    cfg = emae.preset(preset, codec_weights=spectral_targets.NAME, chunk_seconds=SECONDS, mask_prop=mask_prop, **head)
     codes = codes[:, :cfg.num_codec_streams]
     model = emae.new_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05)

@@ -61,6 +61,13 @@ FIT_FRAMES = 30_000  # at most this many of their frames (drawn at random)
 FIT_ITERS = 30  # Lloyd iterations (a stand-in needs good, not converged, centroids)
 
 
+def model_fields() -> dict:
+    """The EnCodecMAEConfig fields of a model that predicts these targets: K codes per stream (a
+    1024-way head, EnCodec's, would spend ~90 % of the tiny model's step on logits no target uses),
+    in STREAMS streams weighed by STREAM_WEIGHTS."""
+    return dict(vocab_size=CLUSTERS, num_codec_streams=STREAMS, codec_stream_weights=STREAM_WEIGHTS)
+
+
 def modulation_features(frames: torch.Tensor, window: int = MODULATION_WINDOW) -> torch.Tensor:
     """How the level of each coarse band moves around each frame: [B, T, 256] normalised log-mel
     -> [B, T, 3 * MODULATION_BANDS], per band (in this order, band 0 the lowest):

@@ -63,15 +63,11 @@ def configs(args: argparse.Namespace) -> tuple:
     if data.codec == spectral_targets.NAME and args.front_end == "ec":
         raise SystemExit(f"--codec {spectral_targets.NAME} has no EnCodec encoder for the ec front end; "
                          "use --front-end mel256, or --codec offline / pretrained")
-    # The head predicts one of the codebook's codes: EnCodec's 1024, or the stand-in's K centroids (a
-    # 1024-way head would spend ~90 % of the tiny model's step on logits no target ever uses), in
-    # EnCodec's 8 streams or the stand-in's 9 (its bands, then their modulation).
-    streams = {}
-    if data.codec == spectral_targets.NAME:
-        streams = dict(vocab_size=spectral_targets.CLUSTERS, num_codec_streams=spectral_targets.STREAMS,
-                       codec_stream_weights=spectral_targets.STREAM_WEIGHTS)
+    # The head predicts EnCodec's 8 codebooks of 1024 codes (the config's defaults), or the stand-in's
+    # streams of K codes each (its 8 bands, then their modulation).
+    head = spectral_targets.model_fields() if data.codec == spectral_targets.NAME else {}
     model = emae.preset(args.preset, front_end=args.front_end, codec_weights=data.codec,
-                        chunk_seconds=data.crop_seconds, mask_prop=args.mask_prop, **streams)
+                        chunk_seconds=data.crop_seconds, mask_prop=args.mask_prop, **head)
     optim, run = TrainConfig.from_args(args), engine.EngineConfig.from_args(args)
     optim.check(run.max_steps)
     return model, optim, data, run
