@@ -108,13 +108,6 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, metadata: d
     return Path(path)
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """torch.save to ``path`` so that a reader never sees a half-written file."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
-
-
 def tensor_sha256(tensor: torch.Tensor) -> str:
     """sha256 (hex) of ``"<dtype><shape>"``, e.g. ``"float32[768, 256]"``, then the tensor's bytes in C order."""
     t = tensor.detach().cpu().contiguous()

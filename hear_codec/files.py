@@ -9,6 +9,7 @@ the target (``os.replace`` is atomic on POSIX and Windows within one filesystem)
         torch.save(obj, tmp)
     write_text("out/results.md", table)
     write_json("out/results.json", {"accuracy": 0.9})
+    atomic_torch_save({"step": 10, "weights": w}, "out/state.pt")
 
 On any exception, including KeyboardInterrupt, the temporary file is removed and the target is
 left as it was.
@@ -72,3 +73,12 @@ def write_json(path: str | os.PathLike, data, indent: int = 1) -> Path:
     """``data`` (JSON data) as the file ``path``, atomically; serialised before the file is opened,
     so data that is not JSON raises TypeError and leaves ``path`` untouched."""
     return write_text(path, json.dumps(data, indent=indent))
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` as the file ``path``, atomically."""
+    import torch  # here, so that the plain-file writers above import without torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)

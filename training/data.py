@@ -63,7 +63,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from hear_codec import cli
-from hear_codec.checkpoint import atomic_torch_save
+from hear_codec.files import atomic_torch_save
 from hear_codec.audio import AUDIO_EXTENSIONS, find_audio_files, read_audio
 from hear_codec.codec import FRAME_RATE, PRETRAINED_CHECKPOINT, SAMPLE_RATE, load_codec
 from training import spectral_targets

@@ -41,7 +41,7 @@ What you get, with nothing EnCodecMAE-specific in it:
 * **Exports.** If the module defines ``export(out_dir)``, the engine calls it on global rank 0
   after every checkpoint and at the end (the pretraining modules write ``OUT/last.ckpt.hearcodec``,
   :data:`EXPORT`, the file ``hear_codec.load_model`` reads). Exports must be atomic too
-  (:func:`hear_codec.checkpoint.atomic_torch_save`).
+  (:func:`hear_codec.files.atomic_torch_save`).
 * **Resume.** ``--resume`` continues from ``OUT/last.ckpt``; ``--resume PATH`` from a given file;
   ``--resume auto`` resumes when ``OUT/last.ckpt`` exists and starts fresh otherwise (for
   preemptible cluster jobs that are simply resubmitted). Lightning restores weights, optimiser
@@ -68,7 +68,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from hear_codec import cli
-from hear_codec.checkpoint import atomic_torch_save
+from hear_codec.files import atomic_torch_save
 from hear_codec.files import atomic_path
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from hear_codec.audio import read_audio, resample
-from hear_codec.checkpoint import atomic_torch_save
+from hear_codec.files import atomic_torch_save
 from hear_codec.codec import SAMPLE_RATE as CODEC_RATE
 from hear_codec.codec import codebooks_for_bandwidth, load_codec
 from hear_codec.files import write_json

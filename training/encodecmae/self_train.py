@@ -31,7 +31,8 @@ import torch
 
 from hear_codec import cli
 from hear_codec import encodecmae as emae
-from hear_codec.checkpoint import atomic_torch_save, load_checkpoint
+from hear_codec.checkpoint import load_checkpoint
+from hear_codec.files import atomic_torch_save
 from hear_codec.cli import UserError
 from training import data as D
 from training import engine
