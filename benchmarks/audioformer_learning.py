@@ -10,7 +10,7 @@
    repeat across adjacent 13.3 ms frames, so a model that only learned that would not be
    learning much).
 2. ``python -m training.audioformer.finetune`` FT1 and FT2 from that checkpoint on a generated task
-   (training/audioformer/finetune.py: ``write_synthetic_task``, four balanced classes: hum, whistle, hiss,
+   (training/builtin/labelled_task.py: ``write_synthetic_task``, four balanced classes: hum, whistle, hiss,
    clicks), validation accuracy against chance.
 
 Prints a markdown table; docs/audioformer.md quotes it with the command that made it.
@@ -63,7 +63,7 @@ def left_neighbour_accuracy(tokens, mask, scored=None):
 def corpus_tokens(out_dir: Path, name: str, clips: int, offset: int, seconds: float, seed: int):
     from hear_codec import audioformer as af
     from hear_codec import codec as codec_lib
-    from training.data import SyntheticCorpus
+    from training.builtin.corpus import SyntheticCorpus
 
     codes = torch.load(out_dir / "cache" / f"codes-{name}.pt", weights_only=True)["codes"].long()
     corpus = SyntheticCorpus(clips, seconds, seed=seed, offset=offset, sounds="grid")  # the offline codec's words
@@ -91,6 +91,7 @@ def main(argv=None):
     from hear_codec.checkpoint import load_checkpoint
     from training import pretrain
     from training.audioformer import finetune
+    from training.builtin import labelled_task
     from training.audioformer.losses import unigram_accuracy
     from training.audioformer.masking import mlm_mask
 
@@ -120,7 +121,7 @@ def main(argv=None):
             ("trained model, masked tokens other than the most frequent code", masked_accuracy(model, val_tokens, mask, rare)),
             ("copy left neighbour, same tokens", left_neighbour_accuracy(val_tokens, mask, rare))]
 
-    task = finetune.write_synthetic_task(out / "task", train=args.ft_train, valid=args.ft_valid,
+    task = labelled_task.write_synthetic_task(out / "task", train=args.ft_train, valid=args.ft_valid,
                                           test=args.ft_test, seconds=1.0, seed=7)
     ft_rows = []
     for mode in ("ft1", "ft2"):
@@ -138,7 +139,7 @@ def main(argv=None):
     print("|---|---|---|---|---|---|")
     for name, acc in rows:
         print(f"| {name} | " + " | ".join(f"{a:.3f}" for a in acc.tolist()) + f" | {acc.mean():.3f} |")
-    print(f"\n| fine-tuning ({len(finetune.TASK_CLASSES)} generated classes, {args.ft_train} train / {args.ft_valid} "
+    print(f"\n| fine-tuning ({len(labelled_task.TASK_CLASSES)} generated classes, {args.ft_train} train / {args.ft_valid} "
           f"valid / {args.ft_test} test clips of 1 s) | test accuracy | valid accuracy (selects the step) | "
           "chance | best step | minutes |")
     print("|---|---|---|---|---|---|")

@@ -4,7 +4,7 @@
     python benchmarks/builtin_step.py --presets mini --vocab 64 --steps 20
 
 ``python -m training.pretrain`` without ``--data`` trains on the stand-in targets
-(training/spectral_targets.py), 64 codes per codebook, on batches of 16 clips of 2 s. Until
+(training/builtin/targets.py), 64 codes per codebook, on batches of 16 clips of 2 s. Until
 2026-12-05 its head still predicted 1024 codes per codebook, as for EnCodec: the head's matmul and
 the cross-entropy over 8 x 1024 logits per frame then made most of the step. For each preset and
 head size this prints, per step (median of ``--steps`` after a warm-up):
@@ -30,24 +30,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hear_codec import encodecmae as emae  # noqa: E402
-from training import data as D  # noqa: E402
-from training import spectral_targets  # noqa: E402
+from hear_codec.codec import SAMPLE_RATE  # noqa: E402
+from training.builtin import recipes  # noqa: E402
+from training.builtin import targets as stand_in  # noqa: E402
+from training.builtin.corpus import SyntheticCorpus  # noqa: E402
 from training.encodecmae.losses import encodecmae_loss  # noqa: E402
 from training.encodecmae.masking import MaskingCollate, Seeded  # noqa: E402
-from training.encodecmae.train import DEFAULTS  # noqa: E402
 from machine import describe_machine, matmul_ceilings  # noqa: E402  (benchmarks/machine.py)
 from train_throughput import timed, train_flops  # noqa: E402
 
-BUILTIN = DEFAULTS.builtin  # the built-in run's options (training/encodecmae/train.py)
-BATCH, SECONDS = BUILTIN["batch_size"], BUILTIN["crop_seconds"]
+BUILTIN = recipes.EncodecMAEBuiltin()  # the built-in run's options
+BATCH, SECONDS = BUILTIN.batch_size, BUILTIN.crop_seconds
 WARMUP, CPU = 2, torch.device("cpu")
 
 
 def bench(preset: str, vocab: int, mask_prop: float, batch: dict, codes: torch.Tensor, steps: int) -> dict:
     torch.manual_seed(0)
     # A 64-way head is the stand-in's, in its 9 streams (8 bands + modulation); otherwise EnCodec's 8 codebooks.
-    head = spectral_targets.model_fields() if vocab == spectral_targets.CLUSTERS else dict(vocab_size=vocab)
-    cfg = emae.preset(preset, codec_weights=spectral_targets.NAME, chunk_seconds=SECONDS, mask_prop=mask_prop, **head)
+    head = stand_in.model_fields() if vocab == stand_in.CLUSTERS else dict(vocab_size=vocab)
+    cfg = emae.preset(preset, codec_weights="none", chunk_seconds=SECONDS, mask_prop=mask_prop, **head)
     codes = codes[:, :cfg.num_codec_streams]
     model = emae.new_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05)
@@ -81,7 +82,7 @@ def main(argv=None):
                    help="codes per codebook the head predicts (default: 1024 64: EnCodec's, in 8 streams, and "
                         "the stand-in's, in its 9)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per row (default: %(default)s)")
-    p.add_argument("--mask-prop", type=float, default=BUILTIN["mask_prop"],
+    p.add_argument("--mask-prop", type=float, default=BUILTIN.mask_prop,
                    help="share of the frames masked; the encoder runs on the rest (default: %(default)s, the "
                         "built-in run's; the paper's is 0.5)")
     args = p.parse_args(argv)
@@ -95,10 +96,10 @@ def main(argv=None):
     ceiling = matmul_ceilings("cpu")
     print(f"fp32 matmul ceiling {ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16']:.0f} GFLOP/s "
           f"(one [4800, 768] x [768, 4096] matmul, measured now)")
-    corpus = Seeded(D.SyntheticCorpus(BATCH, SECONDS, seed=0))
-    batch = MaskingCollate("mel256", int(SECONDS * D.SAMPLE_RATE), args.mask_prop)([corpus[(i, i)] for i in range(BATCH)])
+    corpus = Seeded(SyntheticCorpus(BATCH, SECONDS, seed=0))
+    batch = MaskingCollate("mel256", int(SECONDS * SAMPLE_RATE), args.mask_prop)([corpus[(i, i)] for i in range(BATCH)])
     t = batch["mask"].shape[1]
-    codes = torch.randint(0, min(args.vocab), (BATCH, spectral_targets.STREAMS, t))  # the cost does not depend on the codes
+    codes = torch.randint(0, min(args.vocab), (BATCH, stand_in.STREAMS, t))  # the cost does not depend on the codes
     header = (f"{'preset':7} {'params':>7} {'head':>5} {'front end ms':>12} {'step ms':>8} {'x real-time':>11} "
               f"{'GFLOP/s':>8} {'% ceiling':>9} {'peak MB':>8}")
     print(header)

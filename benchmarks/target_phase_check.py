@@ -2,9 +2,9 @@
 
     python benchmarks/target_phase_check.py [--clips 80]
 
-For the built-in corpus (in both sound vocabularies) and each held-out family of the transfer check (training/transfer_families.py),
+For the built-in corpus (in both sound vocabularies) and each held-out family of the transfer check (training/builtin/transfer_families.py),
 ``clips`` clips at 24 kHz, and the targets of stream q0 from the offline (random-weight) EnCodec and
-from the log-mel k-means stand-in (training/spectral_targets.py, fitted on the built-in corpus):
+from the log-mel k-means stand-in (training/builtin/targets.py, fitted on the built-in corpus):
 
 * **1-NN mel -> q0**: a nearest-neighbour map from a frame's 256-bin log-mel to its q0 code, fitted
   on the frames of the first half of the clips, scored on the other half (frames above the 30th
@@ -24,9 +24,9 @@ import torch
 
 from hear_codec.codec import SAMPLE_RATE, load_codec
 from hear_codec.fbank import KaldiFbank
-from training import data as D
-from training import spectral_targets
-from training.transfer_families import FAMILIES, make_task
+from training.builtin import corpus as D
+from training.builtin import targets as stand_in
+from training.builtin.transfer_families import FAMILIES, make_task
 
 SHIFTS = (1, 5, 40, 160)
 
@@ -80,7 +80,7 @@ def main(argv=None):
     for family in FAMILIES:
         sets[family] = make_task(family, args.clips, 3, sr=SAMPLE_RATE)[0]
     codecs = {"offline EnCodec": load_codec("offline"),  # the stand-in as the default run fits it
-              "stand-in": spectral_targets.fit_on_corpus(D.SyntheticCorpus(400, 2.0, seed=0, sounds="spectral"))}
+              "stand-in": stand_in.fit_on_corpus(D.SyntheticCorpus(400, 2.0, seed=0, sounds="spectral"))}
     print("| set | targets | 1-NN mel -> q0 | majority q0 | q0 unchanged after a shift of "
           + " / ".join(map(str, SHIFTS)) + " samples | log-mel cosine after 160 |")
     print("|---|---|---|---|---|---|")

@@ -47,7 +47,7 @@ class EncodecMAEConfig:
     mel_mean: float = -6.12
     mel_std: float = 4.82
     chunk_seconds: float = 4.0  # training crop length; HEAR embeds long audio in chunks of this size
-    codec_weights: str = "pretrained"  # where the codec (targets, ec front end) came from
+    codec_weights: str = "pretrained"  # the EnCodec of the targets and ec front end: "pretrained", "offline" or "none"
 
     @property
     def num_streams(self) -> int:

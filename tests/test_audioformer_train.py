@@ -5,7 +5,7 @@ import argparse
 import torch
 
 from hear_codec import codec as codec_lib
-from training.audioformer.train import Collate, TrainConfig, add_train_args
+from training.audioformer.train import Collate, OptimizerConfig, add_optimizer_args
 
 
 def item(length, crop=24000, codes=None):
@@ -32,7 +32,9 @@ def test_collate_counts_valid_frames_and_cuts_codes_to_the_crop():
 
 def test_optimiser_options():
     parser = argparse.ArgumentParser()
-    add_train_args(parser)
+    add_optimizer_args(parser)
     args = parser.parse_args(["--lr", "3e-4", "--warmup-steps", "5", "--betas", "0.8", "0.9"])
-    assert TrainConfig.from_args(args) == TrainConfig(lr=3e-4, warmup_steps=5, betas=(0.8, 0.9), weight_decay=0.01)
-    assert parser.parse_args([]).lr is None  # filled from the data-dependent defaults
+    assert OptimizerConfig.from_args(args) == OptimizerConfig(lr=3e-4, warmup_steps=5, betas=(0.8, 0.9),
+                                                              weight_decay=0.01)
+    defaults = OptimizerConfig.from_args(parser.parse_args([]))  # the paper's: lr 1e-4, 10 k warm-up steps
+    assert defaults == OptimizerConfig(lr=1e-4, warmup_steps=10_000, betas=(0.9, 0.98), weight_decay=0.01)

@@ -13,7 +13,7 @@ from conftest import assert_user_error, run_module
 @pytest.mark.slow
 def test_cli_preprocess_train_resume_evaluate_predict(tmp_path):
     from training.caption import main
-    from training.enclap.synthetic import make_synthetic_set
+    from training.builtin.captions import make_synthetic_set
 
     csvs = make_synthetic_set(tmp_path / "data", {"train": 6, "val": 2}, seed=0)
     for split, path in csvs.items():

@@ -3,7 +3,7 @@ collate that draws the masks for a batch."""
 import pytest
 import torch
 
-from training import data as D
+from training.builtin.corpus import SyntheticCorpus
 from training.encodecmae import masking
 from training.encodecmae.masking import MaskingCollate, frames_for, time_gap_mask
 
@@ -101,7 +101,7 @@ def test_vectorised_over_the_batch(monkeypatch):
 
 
 def test_collate_padding_and_mask():
-    corpus = D.SyntheticCorpus(32, seconds=2.0, seed=1)
+    corpus = SyntheticCorpus(32, seconds=2.0, seed=1)
     items = [dict(corpus[i], seed=i) for i in range(32)]
     collate = MaskingCollate("mel256", 48000)
     batch = collate(items)
@@ -125,3 +125,16 @@ def test_collate_padding_and_mask():
     assert torch.allclose(known["logits"][valid], read_back["logits"][valid], atol=1e-5)
     with pytest.raises(ValueError, match="max_visible"):
         model(*args, features=feats, max_visible=read_back["encoder_out"].shape[1] - 1)
+
+
+def test_every_valid_frame_can_be_masked_the_last_one_included():
+    """Span starts are drawn from [0, L - gap], both ends included (the official randint), so the
+    last valid frame is masked too: by the span that starts at L - gap alone, which with the
+    excess unmasked at the first span's start gives it about 0.06 over many clips of 300 frames
+    (interior frames about 0.5). The frames after a shorter clip's end never are."""
+    gen = torch.Generator().manual_seed(0)
+    full = time_gap_mask(torch.full((4000,), 300), 300, 0.5, 15, generator=gen).float().mean(0)
+    assert 0.03 < float(full[-1]) < 0.12 and 0.03 < float(full[0]) < 0.12, (full[0], full[-1])
+    assert 0.4 < float(full[100:200].mean()) < 0.6
+    short = time_gap_mask(torch.full((4000,), 250), 300, 0.5, 15, generator=gen).float().mean(0)
+    assert 0.03 < float(short[249]) < 0.12 and float(short[250:].max()) == 0.0

@@ -1,17 +1,11 @@
 """The EnCodecMAE LightningModule (training/encodecmae/module.py): targets and features of a step."""
+import pytest
 import torch
 
 from hear_codec import encodecmae as emae
 from training.encodecmae import masking
 from training.encodecmae import module as encodecmae_module
-
-
-def test_nearest_centroid_matches_brute_force():
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 7, 6, generator=gen)
-    c = torch.randn(5, 6, generator=gen)
-    expected = torch.cdist(x.reshape(-1, 6), c).argmin(1).view(2, 7)
-    assert torch.equal(encodecmae_module.nearest_centroid(x, c), expected)
+from training.encodecmae.targets import TeacherKMeans
 
 
 def test_teacher_kmeans_targets_are_computed_in_fp32(teacher):
@@ -23,7 +17,7 @@ def test_teacher_kmeans_targets_are_computed_in_fp32(teacher):
     cfg = emae.EncodecMAEConfig.from_dict({**t.config.to_dict(), "num_codec_streams": 0, "num_kmeans_streams": 1,
                                            "vocab_size": 16})
     gen = torch.Generator().manual_seed(0)
-    module = encodecmae_module.EncodecMAEModule(cfg, None, teacher=t, centroids=torch.randn(16, 64, generator=gen))
+    module = encodecmae_module.EncodecMAEModule(cfg, TeacherKMeans(t, torch.randn(16, 64, generator=gen)))
     wav = torch.randn(2, 24000, generator=gen) * 0.1
     frames = masking.frames_for("mel256", 24000)
     batch = {"wav": wav, "mask": torch.zeros(2, frames, dtype=torch.bool),
@@ -36,3 +30,16 @@ def test_teacher_kmeans_targets_are_computed_in_fp32(teacher):
     hook.remove()
     assert dtypes == [torch.float32, torch.float32]
     assert torch.equal(targets, fp32_targets)
+    # the frozen teacher stays in eval mode when the module trains
+    module.train()
+    assert not t.training and module.model.training
+
+
+def test_targets_that_do_not_fit_the_head_are_refused(teacher):
+    from hear_codec.checkpoint import load_checkpoint
+
+    t = load_checkpoint(teacher)
+    cfg = emae.EncodecMAEConfig.from_dict({**t.config.to_dict(), "num_codec_streams": 0, "num_kmeans_streams": 1,
+                                           "vocab_size": 16})
+    with pytest.raises(ValueError, match="predicts 1 streams of 16 codes, the targets .* are 1 of 32"):
+        encodecmae_module.EncodecMAEModule(cfg, TeacherKMeans(t, torch.randn(32, 64)))

@@ -4,7 +4,9 @@ import pytest
 
 from hear_codec.checkpoint import read_checkpoint
 from hear_codec import encodecmae as emae
-from training import spectral_targets
+from training.builtin.colouring import ColourConfig
+from training.codec import CodecConfig
+from training.builtin import targets as stand_in
 
 
 @pytest.mark.slow
@@ -23,15 +25,18 @@ def test_self_training_as_a_stage_of_pretraining(tmp_path):
     assert payload["metadata"]["step"] == 2 and payload["metadata"]["variant"] == "v2"
     assert (payload["config"]["num_kmeans_streams"], payload["config"]["vocab_size"]) == (1, 1024)
     assert read_checkpoint(out / "last.ckpt.hearcodec")["metadata"]["step"] == 1
-    assert read_checkpoint(out / "last.ckpt.hearcodec")["metadata"]["colour_db"] == 6.0  # the built-in run's
-    assert read_checkpoint(out / "last.ckpt.hearcodec")["metadata"]["colour_until"] == 0.75
-    assert payload["metadata"]["colour_db"] == 0.0  # self-training does not colour
+    pretrained = read_checkpoint(out / "last.ckpt.hearcodec")["metadata"]
+    assert pretrained["augment"] == {"colour_db": 6.0, "colour_until": 0.75}  # the built-in run's colouring
+    assert payload["metadata"]["augment"] is None  # self-training does not colour
 
 
 def parse(*argv):
+    """The options as ``python -m training.pretrain`` reads them (the built-in recipe without --data)."""
     from training import pretrain
+    from training.builtin import recipes
+    from training.encodecmae.pretrain import BUILTIN
 
-    return pretrain.build_parser().parse_args(list(argv))
+    return recipes.parse_args(pretrain.build_parser(), list(argv), BUILTIN)
 
 
 def test_options_give_the_built_in_run_or_the_papers_setting(tmp_path):
@@ -41,22 +46,30 @@ def test_options_give_the_built_in_run_or_the_papers_setting(tmp_path):
     masked); an option given explicitly wins over both."""
     from training.encodecmae.pretrain import configs
 
-    model, optim, data, run = configs(parse())
-    assert (data.sources, data.codec, data.crop_seconds, data.batch_size) == (None, "mel-kmeans", 2.0, 16)
+    args = parse()
+    model, optim, data, run, codec, colour = configs(args)
+    assert (args.targets, codec) == ("mel-kmeans", None)  # no EnCodec at all
+    assert (data.sources, data.crop_seconds, data.batch_size) == (None, 2.0, 16)
     assert (optim.lr, run.max_steps, run.val_every, run.ckpt_every) == (1e-3, 2400, 400, 400)
-    assert (model.dim, model.front_end, model.chunk_seconds, model.codec_weights) == (128, "mel256", 2.0, "mel-kmeans")
-    assert model == emae.preset("mini", chunk_seconds=2.0, codec_weights="mel-kmeans", vocab_size=64, mask_prop=0.7,
-                                num_codec_streams=9, codec_stream_weights=spectral_targets.STREAM_WEIGHTS)
-    assert model.vocab_size == spectral_targets.CLUSTERS == 64  # the head predicts the stand-in's codes, no more
+    assert (model.dim, model.front_end, model.chunk_seconds, model.codec_weights) == (128, "mel256", 2.0, "none")
+    assert model == emae.preset("mini", chunk_seconds=2.0, codec_weights="none", vocab_size=64, mask_prop=0.7,
+                                num_codec_streams=9, codec_stream_weights=stand_in.STREAM_WEIGHTS)
+    assert model.vocab_size == stand_in.CLUSTERS == 64  # the head predicts the stand-in's codes, no more
     # ...in its 9 streams: 8 bands weighed as EnCodec's codebooks, then the modulation stream
     assert model.codec_stream_weights[:8] == emae.QUANTIZER_WEIGHTS and model.codec_stream_weights[8] == 0.224
     assert (optim.warmup_steps, optim.schedule) == (0, "constant")
-    offline = configs(parse("--codec", "offline"))[0]
-    assert (offline.vocab_size, offline.num_codec_streams, offline.codec_stream_weights) == (
+    assert colour == ColourConfig(6.0, 0.75)
+    offline = configs(parse("--codec", "offline"))  # an EnCodec named: its codes are the targets
+    assert (offline[0].vocab_size, offline[0].num_codec_streams, offline[0].codec_stream_weights) == (
         1024, 8, emae.QUANTIZER_WEIGHTS)  # EnCodec's codebooks, the official loss's weights
+    assert offline[4] == CodecConfig("offline") and offline[0].codec_weights == "offline"
+    legacy = parse("--codec", "mel-kmeans")  # the former spelling of --targets mel-kmeans
+    assert configs(legacy)[4] is None and legacy.targets == "mel-kmeans"
 
-    model, optim, data, run = configs(parse("--data", str(tmp_path), "--preset", "base", "--front-end", "ec"))
-    assert (data.sources, data.codec, data.crop_seconds, data.batch_size) == ([str(tmp_path)], "pretrained", 4.0, 128)
+    args = parse("--data", str(tmp_path), "--preset", "base", "--front-end", "ec")
+    model, optim, data, run, codec, colour = configs(args)
+    assert (args.targets, codec, colour) == ("encodec", CodecConfig("pretrained"), ColourConfig(0.0, 1.0))
+    assert (data.sources, data.crop_seconds, data.batch_size) == ([str(tmp_path)], 4.0, 128)
     assert (optim.lr, optim.betas, optim.weight_decay, run.max_steps) == (1e-4, (0.9, 0.95), 0.05, 500_000)
     assert (optim.warmup_steps, optim.schedule, model.vocab_size) == (0, "constant", 1024)  # the paper's
     assert (model.num_codec_streams, model.codec_stream_weights) == (8, emae.QUANTIZER_WEIGHTS)  # the paper's
@@ -64,11 +77,11 @@ def test_options_give_the_built_in_run_or_the_papers_setting(tmp_path):
     assert (model.dim, model.num_layers, model.front_end, model.chunk_seconds) == (768, 10, "ec", 4.0)
     assert configs(parse("--data", str(tmp_path)))[0].dim == 64  # no --preset with --data: tiny, as before
 
-    _, optim, data, run = configs(parse("--data", str(tmp_path), "--lr", "3e-4", "--batch-size", "8",
-                                        "--max-steps", "5"))
+    _, optim, data, run, _, _ = configs(parse("--data", str(tmp_path), "--lr", "3e-4", "--batch-size", "8",
+                                              "--max-steps", "5"))
     assert (optim.lr, data.batch_size, run.max_steps, data.crop_seconds) == (3e-4, 8, 5, 4.0)
 
-    _, optim, _, _ = configs(parse("--warmup-steps", "50", "--schedule", "cosine"))
+    optim = configs(parse("--warmup-steps", "50", "--schedule", "cosine"))[1]
     assert (optim.warmup_steps, optim.schedule) == (50, "cosine")
     assert configs(parse("--mask-prop", "0.6"))[0].mask_prop == 0.6
     assert configs(parse("--data", str(tmp_path), "--mask-prop", "0.7"))[0].mask_prop == 0.7

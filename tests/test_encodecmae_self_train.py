@@ -92,18 +92,19 @@ def test_the_teacher_checkpoint_is_read_once(tmp_path, teacher, monkeypatch):
     monkeypatch.setattr(checkpoint, "_read_safetensors", lambda path: reads.append(path) or read(path))
     monkeypatch.setattr(self_train, "fit_centroids", lambda *args: (torch.zeros(32, 64), {"inertia": 0.0, "iterations": 0}))
     trained = []
-    monkeypatch.setattr(self_train, "train", lambda config, optim, data, run, out_dir, **kw: trained.append(
-        (config, data, kw)) or out_dir / "last.ckpt.hearcodec")
+    monkeypatch.setattr(self_train, "train", lambda config, optim, data, datasets, run, out_dir, **kw: trained.append(
+        (config, data, datasets, kw)) or out_dir / "last.ckpt.hearcodec")
     self_train.main(["--teacher", str(teacher), "--out", str(tmp_path / "st"), "--clusters", "32"] + TINY)
     assert reads == [teacher]
-    (config, data, kw), = trained
-    assert data.crop_seconds == 1.0 and data.codec == "offline" and kw["metadata"]["preset"] == "tiny"
+    (config, data, datasets, kw), = trained
+    assert data.crop_seconds == 1.0 and kw["metadata"]["preset"] == "tiny"
+    assert datasets[2]["corpus_sounds"] == "grid"  # the teacher's offline codec: the corpus's frame-grid words
     assert torch.equal(kw["init_state"]["encoder.layers.0.attention.wq.weight"],
                        read_checkpoint(teacher)["state_dict"]["encoder.layers.0.attention.wq.weight"])
 
 
 def test_cli_a_schedule_that_cannot_run_is_a_message_before_any_work(tmp_path, teacher):
-    """The same rules as pretraining's (TrainConfig.check), not a traceback from the first step."""
+    """The same rules as pretraining's (OptimizerConfig.check), not a traceback from the first step."""
     result = run_module("training.encodecmae.self_train", "--teacher", teacher, "--out", tmp_path / "st",
                         "--decay-steps", "10")
     assert_user_error(result, "--decay-steps is the length of the cosine's decay: it needs --schedule cosine")

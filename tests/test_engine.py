@@ -22,14 +22,6 @@ def test_options_become_the_typed_config():
     assert engine.EngineConfig.from_args(parse()).resume is None
 
 
-def test_defaults_chosen_later_are_explained_in_help():
-    parser = argparse.ArgumentParser()
-    engine.add_engine_args(parser, max_steps=None, notes={"max_steps": "600 built-in, 500000 with --data"})
-    text = parser.format_help()
-    assert "600 built-in, 500000 with --data" in " ".join(text.split())
-    assert parser.parse_args([]).max_steps is None
-
-
 @pytest.mark.parametrize("devices, num_nodes, expected", [
     ("1", 1, 1), ("4", 2, 8), ("0,1", 1, 2), ("0,1,", 3, 6), ("0", 1, 1), ("auto", 1, 1), ("-1", 2, 2)])
 def test_world_size_on_cpu(devices, num_nodes, expected):

@@ -1,6 +1,6 @@
-"""The import structure: no module of training/ imports another in a circle, and hear_codec never
-imports training. Read from the source (every import statement, those inside functions too), so
-an import made late to dodge a circle still counts."""
+"""The import structure: no module of training/ imports another in a circle, hear_codec never
+imports training, and the paper path never reaches the built-in demo. Read from the source (every
+import statement, those inside functions too), so an import made late to dodge a circle still counts."""
 import ast
 from pathlib import Path
 
@@ -69,3 +69,40 @@ def test_hear_codec_never_imports_training():
     graph = import_graph("hear_codec")
     assert not {m: sorted(i for i in imported if i.startswith("training"))
                 for m, imported in graph.items() if any(i.startswith("training") for i in imported)}
+
+
+def reachable(graph: dict, start: str) -> set:
+    """Every module ``start`` imports, directly or through others (packages count as their modules)."""
+    seen, todo = set(), [start]
+    while todo:
+        module = todo.pop()
+        for other in graph.get(module, ()):
+            if other not in seen:
+                seen.add(other)
+                todo.append(other)
+    return seen
+
+
+def paper_path(graph: dict) -> list:
+    """The modules a paper-scale run is made of: the engine, the data modules, the frozen codec's
+    options, and each family's module, masking, losses, targets and train."""
+    families = {m.split(".")[1] for m in graph if m.count(".") == 2 and m.endswith(".module")}
+    jobs = ("module", "masking", "losses", "targets", "train")
+    return sorted(["training.engine", "training.codec"] + [m for m in graph if m.startswith("training.data.")] +
+                  [f"training.{f}.{job}" for f in families for job in jobs if f"training.{f}.{job}" in graph])
+
+
+def test_the_paper_path_never_imports_the_built_in_demo():
+    graph = import_graph("training")
+    modules = paper_path(graph)
+    assert {"training.engine", "training.data.crops", "training.data.manifest", "training.data.sampler",
+            "training.encodecmae.train", "training.encodecmae.targets", "training.audioformer.train",
+            "training.enclap.module"} <= set(modules)
+    assert "training.builtin.recipes" in graph  # the demo package is there, and the walk sees it
+    leaks = {m: sorted(i for i in reachable(graph, m) if i.startswith("training.builtin")) for m in modules}
+    assert {m: found for m, found in leaks.items() if found} == {}
+
+
+def test_a_leak_through_another_module_is_found():
+    graph = {"training.encodecmae.train": {"training.data.crops"}, "training.data.crops": {"training.builtin.corpus"}}
+    assert "training.builtin.corpus" in reachable(graph, "training.encodecmae.train")

@@ -16,7 +16,9 @@ import hear_codec
 from conftest import assert_user_error, run_module
 from hear_codec import cli
 from hear_codec.checkpoint import read_checkpoint
-from training import data, engine, pretrain
+from hear_codec.codec import load_codec
+from training import engine, pretrain
+from training.codec import CodecConfig
 
 TINY = ["--synthetic-clips", "6", "--synthetic-val-clips", "2", "--batch-size", "2", "--crop-seconds", "1.0",
         "--num-workers", "0", "--no-progress-bar", "--log-every", "1", "--val-every", "2"]
@@ -25,11 +27,11 @@ TINY = ["--synthetic-clips", "6", "--synthetic-val-clips", "2", "--batch-size", 
 @pytest.fixture(scope="module", autouse=True)
 def shared_codec():
     """Build the offline codec once for the module (it is deterministic; building it takes seconds)."""
-    original = data.frozen_codec
-    codec = original(data.DataConfig(sources=None, codec="offline", crop_seconds=1.0, batch_size=1, num_workers=0))
-    data.frozen_codec = lambda cfg: codec if cfg.codec == "offline" else original(cfg)
+    original = CodecConfig.load
+    codec = load_codec("offline")
+    CodecConfig.load = lambda self: codec if self.weights == "offline" else original(self)
     yield codec
-    data.frozen_codec = original
+    CodecConfig.load = original
 
 
 class Crash(Callback):
@@ -164,7 +166,7 @@ def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
     """The no-argument run, shortened (few clips, 2 steps): its checkpoint passes the real
     hear-validator, and the learning-is-real script runs on it end to end (its numbers mean
     nothing after 2 steps; the measured table is in docs/pretraining.md)."""
-    from training import learning_check
+    from training.builtin import learning_check
 
     out = tmp_path / "run"
     path = pretrain.main(["--out", str(out), "--max-steps", "2", *TINY])
@@ -197,7 +199,7 @@ def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
     assert "Class pairs the trained model holds closer together than its init" in transfer
     assert (out / "transfer_check.png").stat().st_size > 0
     # the summary over runs (here the same run twice) reads what the check wrote
-    from training import transfer_check
+    from training.builtin import transfer_check
     summary = transfer_check.summarise_runs({name: transfer_check.read_results(out) for name in ("a", "b")})
     assert "| pitch | 1 |" in summary and "| noise_events | 2 |" in summary and summary.count(" of 2 |") == 2  # budget 1
     assert summary.count("n/a (one fit)") == 2  # budget 2 is the whole pool: one fit
@@ -214,21 +216,10 @@ def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
     (out / "cache" / "codes-val.pt").unlink()
     for run, message in ((tmp_path / "nothing", "last.ckpt.hearcodec not found"),
                          (out, "the run's cached codec targets are gone")):
-        proc = subprocess.run([sys.executable, "-m", "training.learning_check", "--run", str(run), "--transfer"],
+        proc = subprocess.run([sys.executable, "-m", "training.builtin.learning_check", "--run", str(run), "--transfer"],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
-
-
-def test_probe_draws_hold_every_class_and_separate_separable_data():
-    from training.learning_check import probe_draws
-
-    rng = np.random.default_rng(0)
-    y = np.arange(120) % 4
-    separable = np.eye(4)[y] * 3 + 0.1 * rng.standard_normal((120, 4))
-    assert probe_draws(separable, y, 80, 8, draws=5).min() == 1.0
-    noise = rng.standard_normal((120, 4))
-    assert probe_draws(noise, y, 80, 8, draws=5).mean() < 0.5  # chance is 0.25
 
 
 def test_cli_missing_codec_weights_is_a_message_not_a_traceback(tmp_path):

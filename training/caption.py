@@ -63,7 +63,7 @@ def cmd_preprocess(args) -> None:
 
 def cmd_train(args) -> None:
     from training import engine
-    from training.data import StepSampler
+    from training.data.sampler import StepSampler
     from training.enclap.cache import FeatureCache
     from training.enclap.data import CaptionPairs, ClipReferences, EnClapCollator
     from training.enclap.module import CaptioningModule
@@ -231,7 +231,7 @@ def cmd_demo(args) -> None:
     """Synthetic set -> caches -> tiny model -> held-out CIDEr-D vs the best constant caption."""
     from training.enclap.cache import FeatureCache
     from training.enclap.metrics import evaluate_captions
-    from training.enclap.synthetic import caption_class, make_synthetic_set
+    from training.builtin.captions import caption_class, make_synthetic_set
 
     out = Path(args.out)
     data = out / "data"

@@ -12,10 +12,8 @@ lets this module run it::
     trainer = engine.make_trainer(run, out_dir, sampler=step_sampler)
     engine.fit(trainer, module, run, out_dir, train_dataloaders=..., val_dataloaders=...)
 
-``add_engine_args(parser, max_steps=..., val_every=..., ckpt_every=..., log_every=..., notes=...)``
-takes the caller's defaults; a default of ``None`` means the caller fills it in after parsing
-(e.g. it depends on the data), and ``notes={"max_steps": "300 built-in, 500000 with --data"}``
-says so in ``--help``.
+``add_engine_args(parser, max_steps=..., val_every=..., ckpt_every=..., log_every=...)`` takes
+the caller's defaults.
 
 What you get, with nothing EnCodecMAE-specific in it:
 
@@ -29,7 +27,7 @@ What you get, with nothing EnCodecMAE-specific in it:
   make one step. ``--val-every`` counts *training batches* (Lightning's ``val_check_interval``),
   and validation is step-based (``check_val_every_n_epoch=None``) so infinite samplers work.
 * **Data order.** ``make_trainer(..., sampler=s)`` wires a resumable step sampler
-  (``training.data.StepSampler``) with :class:`StepSamplerCallback`: it learns the rank layout and
+  (``training.data.sampler.StepSampler``) with :class:`StepSamplerCallback`: it learns the rank layout and
   the step a resumed run starts at before Lightning creates the training iterator, and the
   distributed sampler is left out (the step sampler shards by rank itself).
 * **Checkpoints.** ``OUT/last.ckpt`` (full Lightning state: weights, optimiser, loop counters) is
@@ -105,17 +103,12 @@ class EngineConfig:
         return cls(**values, progress_bar=not args.no_progress_bar)
 
 
-def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int | None = 1000, val_every: int | None = 500,
-                    ckpt_every: int | None = 1000, log_every: int = 50,
-                    notes: dict | None = None) -> argparse._ArgumentGroup:
-    """Add the engine's options (group "engine") with the caller's defaults; returns the group.
-
-    A default of None means the caller fills it in later; ``notes`` ({"max_steps": "250 built-in,
-    500000 with --data"}) then says in --help what it will be."""
-    notes = dict(notes or {})
+def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int = 1000, val_every: int = 500,
+                    ckpt_every: int = 1000, log_every: int = 50) -> argparse._ArgumentGroup:
+    """Add the engine's options (group "engine") with the caller's defaults; returns the group."""
     g = parser.add_argument_group("engine (devices, precision, checkpoints, logs; see training/engine.py)")
     g.add_argument("--max-steps", type=cli.positive_int, default=max_steps,
-                   help="optimiser steps to train for (default: %(default)s; None = chosen by the model/data)")
+                   help="optimiser steps to train for (default: %(default)s)")
     g.add_argument("--accelerator", default="auto",
                    help="Lightning accelerator: auto, cpu, gpu, cuda, mps (default: %(default)s)")
     g.add_argument("--devices", default="auto",
@@ -134,11 +127,11 @@ def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int | None = 
     g.add_argument("--gradient-clip", type=cli.non_negative_float, default=0.0,
                    help="clip the gradient norm to this value; 0 = no clipping (default: %(default)s)")
     g.add_argument("--val-every", type=cli.non_negative_int, default=val_every,
-                   help="run validation every this many training batches; 0 = never (default: %(default)s; None = chosen by the model/data)")
+                   help="run validation every this many training batches; 0 = never (default: %(default)s)")
     g.add_argument("--val-batches", type=cli.positive_int, default=None,
                    help="validation batches per validation run (default: the whole validation set)")
     g.add_argument("--ckpt-every", type=cli.non_negative_int, default=ckpt_every,
-                   help="rewrite OUT/last.ckpt every this many optimiser steps (default: %(default)s; None = chosen by the model/data)")
+                   help="rewrite OUT/last.ckpt every this many optimiser steps (default: %(default)s)")
     g.add_argument("--keep-checkpoints", type=int, default=0,
                    help="also keep the last N periodic checkpoints as OUT/checkpoints/step-*.ckpt; "
                         "-1 = keep all (default: %(default)s)")
@@ -150,9 +143,6 @@ def add_engine_args(parser: argparse.ArgumentParser, *, max_steps: int | None = 
     g.add_argument("--no-progress-bar", action="store_true", help="turn the progress bar off (batch jobs)")
     g.add_argument("--seed", type=int, default=0,
                    help="seed for initialisation and for the data order and masks (default: %(default)s)")
-    for action in g._group_actions:
-        if action.dest in notes:
-            action.help = action.help.replace("%(default)s; None = chosen by the model/data", notes[action.dest])
     return g
 
 
@@ -320,7 +310,7 @@ class PeriodicCheckpoint(Callback):
 
 
 class StepSamplerCallback(Callback):
-    """Tells a resumable step sampler (``training.data.StepSampler``: attributes ``start_step``,
+    """Tells a resumable step sampler (``training.data.sampler.StepSampler``: attributes ``start_step``,
     ``accumulate``, ``rank``, ``world``) where the run is, before its first batch is drawn.
 
     Lightning creates (and prefetches from) the training iterator before ``on_train_start``, and

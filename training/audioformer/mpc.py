@@ -1,4 +1,5 @@
-"""AudioFormer's multi-positive contrastive (MPC) term for FT2 fine-tuning (SPEC.md §3, docs/audioformer.md).
+"""AudioFormer's multi-positive contrastive (MPC) term for FT2 fine-tuning (Li et al., 2023;
+docs/audioformer.md).
 
 Each clip has one view per codebook: the mean-pooled last hidden state of that codebook's
 backbone. The codebook-1 view is the anchor (its backbone trains); the views of codebooks 2..n_q

@@ -9,22 +9,15 @@ import torch
 from hear_codec import audioformer as af
 from hear_codec import cli
 from hear_codec import codec as codec_lib
-from training import data as D
+from hear_codec.codec import Codec
 from training import engine
 from training.audioformer.module import AudioFormerMLM
-
-# Options whose default depends on --data: the tiny built-in run (minutes on a CPU) or the paper's setting.
-DEFAULTS = D.DataDependentDefaults(
-    builtin=dict(max_steps=300, val_every=100, ckpt_every=100, batch_size=16, crop_seconds=2.0, codec="offline",
-                 lr=1e-3, warmup_steps=30),
-    paper=dict(max_steps=400_000, val_every=10_000, ckpt_every=10_000, batch_size=64, crop_seconds=10.0,
-               codec="pretrained", lr=1e-4, warmup_steps=10_000),
-)
+from training.data.crops import DataConfig, make_loaders
 
 
 @dataclass
-class TrainConfig:
-    """The optimiser: AdamW with a linear warm-up to ``lr``, then constant; no decay on vectors."""
+class OptimizerConfig:
+    """AdamW with a linear warm-up to ``lr``, then constant; no decay on vectors."""
 
     lr: float = 1e-4
     warmup_steps: int = 10_000
@@ -32,7 +25,7 @@ class TrainConfig:
     weight_decay: float = 0.01
 
     @classmethod
-    def from_args(cls, args) -> "TrainConfig":
+    def from_args(cls, args) -> "OptimizerConfig":
         return cls(lr=args.lr, warmup_steps=args.warmup_steps, betas=tuple(args.betas), weight_decay=args.weight_decay)
 
     def check(self, max_steps) -> None:
@@ -42,14 +35,13 @@ class TrainConfig:
             raise SystemExit(problem)
 
 
-def add_train_args(group) -> None:
-    """The options of :class:`TrainConfig`."""
-    group.add_argument("--lr", type=cli.positive_float, default=None,
-                       help="AdamW peak learning rate after linear warm-up, then constant "
-                            f"(default: {DEFAULTS.note('lr')}; the paper's with --data)")
-    group.add_argument("--warmup-steps", type=int, default=None,
-                       help=f"linear learning-rate warm-up (default: {DEFAULTS.note('warmup_steps')})")
-    d = TrainConfig()
+def add_optimizer_args(group) -> None:
+    """The options of :class:`OptimizerConfig`, with its defaults (the paper's)."""
+    d = OptimizerConfig()
+    group.add_argument("--lr", type=cli.positive_float, default=d.lr,
+                       help="AdamW peak learning rate after linear warm-up, then constant (default: %(default)s)")
+    group.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                       help="linear learning-rate warm-up (default: %(default)s)")
     group.add_argument("--betas", type=cli.fraction, nargs=2, default=d.betas,
                        help=f"AdamW betas (default: {d.betas[0]} {d.betas[1]})")
     group.add_argument("--weight-decay", type=cli.non_negative_float, default=d.weight_decay,
@@ -72,23 +64,22 @@ class Collate:
         return batch
 
 
-def build_loaders(data: D.DataConfig, out_dir: Path, config: af.AudioFormerConfig, codec) -> tuple:
-    """(train_loader, val_loader or None, sampler, data metadata); the masks are drawn in the step."""
-    train_set, val_set, meta = D.build_datasets(data, out_dir, codec, config.num_codebooks)
-    train_loader, val_loader, sampler = D.make_loaders(
-        train_set, val_set, Collate(round(data.crop_seconds * D.SAMPLE_RATE)), data)
-    return train_loader, val_loader, sampler, meta
+def build_loaders(train_set, val_set, data: DataConfig) -> tuple:
+    """(train_loader, val_loader or None, sampler); the masks are drawn in the step."""
+    return make_loaders(train_set, val_set, Collate(round(data.crop_seconds * codec_lib.SAMPLE_RATE)), data)
 
 
-def train(config: af.AudioFormerConfig, optim: TrainConfig, data: D.DataConfig, run: engine.EngineConfig,
-          out_dir, *, metadata: dict | None = None) -> Path:
-    """MLM-pretrain an AudioFormer of ``config``; returns its exported hear_codec checkpoint."""
+def train(config: af.AudioFormerConfig, optim: OptimizerConfig, data: DataConfig, datasets: tuple,
+          run: engine.EngineConfig, out_dir, *, codec: Codec, metadata: dict | None = None) -> Path:
+    """MLM-pretrain an AudioFormer of ``config`` over the frozen ``codec``'s codes of ``datasets``
+    (train_set, val_set or None, data metadata; ``data`` says how they are batched); returns its
+    exported hear_codec checkpoint."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    codec = D.frozen_codec(data)
-    train_loader, val_loader, sampler, data_meta = build_loaders(data, out_dir, config, codec)
+    train_set, val_set, data_meta = datasets
+    train_loader, val_loader, sampler = build_loaders(train_set, val_set, data)
     model = af.new_model(config, codec, seed=run.seed)  # init does not depend on how much data set-up drew
-    meta = dict(codec=data.codec, trained_by="training.pretrain --model audioformer", **data_meta)
+    meta = dict(codec=codec.weights, trained_by="training.pretrain --model audioformer", **data_meta)
     meta.update(metadata or {})
     module = AudioFormerMLM(model, lr=optim.lr, weight_decay=optim.weight_decay, betas=optim.betas,
                             warmup_steps=optim.warmup_steps, seed=run.seed, metadata=meta)

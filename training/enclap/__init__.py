@@ -6,5 +6,7 @@ cache.py      audio -> EnCodec codes + CLAP embedding, the sharded feature cache
 metrics.py    METEOR, CIDEr-D, SPICE, SPIDEr (pycocoevalcap), with reasons for what cannot run
 module.py     the Lightning module (training, validation captions, optimiser) and checkpoint loading
 text.py       tokenizers (BART's, or a word vocabulary for tiny models)
-synthetic.py  the generated captioned set of the built-in demo
+
+The CLI is ``training/caption.py``; its ``demo`` command's generated captioned set is
+``training/builtin/captions.py``.
 """

@@ -10,7 +10,7 @@ training and evaluation read only the cache:
 :class:`EnClapCollator` builds the encoder batch in the official EnCLAP layout (see
 :mod:`training.enclap.model`) and, for training, crops clips longer than the model's positions at
 a random start and draws the MCM span masks. Both draws come from each item's ``seed`` (which
-:class:`CaptionPairs` takes from :class:`training.data.StepSampler`), so they are a function of
+:class:`CaptionPairs` takes from :class:`training.data.sampler.StepSampler`), so they are a function of
 (run seed, global sample index): fresh every time a pair is drawn, and repeated exactly by a
 resumed run.
 """
@@ -24,7 +24,7 @@ import torch
 
 from hear_codec.audio import AUDIO_EXTENSIONS
 from hear_codec.cli import UserError
-from training.data import mix_seed
+from training.data.sampler import mix_seed
 from training.enclap.model import IGNORE_INDEX, EnClapBartConfig
 
 DATASET_KINDS = ("clotho", "audiocaps", "csv")
@@ -128,7 +128,7 @@ def read_caption_csv(csv_path, audio_dir) -> list[Clip]:
 class CaptionPairs(torch.utils.data.Dataset):
     """Training items: one per (clip, caption). ``features``: id -> (codes [frames, 16], clap [512]).
 
-    Indexed by ``(pair_index, draw_seed)`` (what :class:`training.data.StepSampler` yields) the item
+    Indexed by ``(pair_index, draw_seed)`` (what :class:`training.data.sampler.StepSampler` yields) the item
     carries ``seed`` = draw_seed, from which the collator draws its crop and MCM masks; with
     ``fixed_draws`` the seed is a function of (``seed``, pair index) instead, so every epoch sees
     the same crop and masks of a pair, as the official preprocessing (run once, cached) gives.

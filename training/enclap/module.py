@@ -3,7 +3,7 @@
 The checkpoint is self-contained: the model config and the tokenizer (as JSON) are hyper-parameters,
 so ``CaptioningModule.load_from_checkpoint`` needs no download.
 
-Exact resume: the training data order is a :class:`training.data.StepSampler` (wired by the
+Exact resume: the training data order is a :class:`training.data.sampler.StepSampler` (wired by the
 engine), and the global torch generator (dropout) is re-seeded at every micro-batch from (seed,
 step, micro-batch, rank), so a resumed run draws what an uninterrupted one would.
 
@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from transformers import get_inverse_sqrt_schedule
 
-from training.data import mix_seed
+from training.data.sampler import mix_seed
 from training.enclap.metrics import evaluate_captions, selection_metric
 from training.enclap.model import EnClapBartConfig, EnClapBartForConditionalGeneration, beam_search_config
 from training.enclap.text import tokenizer_from_json

@@ -5,7 +5,7 @@ The official rule (TimeGapMask): for a clip of L valid frames, draw span starts 
 unmask the excess at the start of the first span, so exactly floor(L * prop) frames are masked.
 :func:`time_gap_mask` draws it vectorised over the batch; :class:`MaskingCollate` draws it in the
 data loader's workers (CPU), from a generator seeded by the batch's items (exact resume), and
-with it each clip's input colouring (training/encodecmae/colouring.py) when the run has one.
+with it the per-clip parameters of the run's input augmentation, when it has one.
 """
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ import torch
 
 from hear_codec import codec as codec_lib
 from hear_codec import encodecmae as emae
-from training.data import mix_seed
-from training.encodecmae import colouring
+from training.data.sampler import mix_seed
 
 
 def time_gap_mask(lengths: torch.Tensor, max_len: int, prop: float = 0.5, gap: int = 15,
@@ -72,19 +71,18 @@ def frames_for(front_end: str, samples: int) -> int:
 
 class MaskingCollate:
     """Stacks items and adds ``padding_mask`` and ``mask`` [B, T] (T = frames of the crop), and
-    with ``colour_db`` > 0 ``colour`` [B, 256]: each clip's colouring curve in dB, which the
-    training step adds to its log-mel frames (mel256 front end only).
+    with an ``augment`` (an input augmentation, see ``module.EncodecMAEModule``) ``augment``: its
+    per-clip parameters, ``augment.draw(B, generator)``, which the training step applies.
 
     Valid frames of a clip of ``length`` samples: ``frames_for(front_end, length)``; everything
     after is padding and never masked nor counted. The random generator is seeded from the
-    items' seeds, so a batch's mask and colouring depend only on which samples it holds (exact resume).
+    items' seeds, so a batch's mask and augmentation depend only on which samples it holds (exact
+    resume).
     """
 
-    def __init__(self, front_end: str, crop_samples: int, prop: float = 0.5, gap: int = 15, colour_db: float = 0.0):
-        if colour_db and front_end != "mel256":
-            raise ValueError(f"input colouring works on log-mel frames; the {front_end} front end has none")
+    def __init__(self, front_end: str, crop_samples: int, prop: float = 0.5, gap: int = 15, augment=None):
         self.front_end, self.crop_samples, self.prop, self.gap = front_end, int(crop_samples), prop, gap
-        self.colour_db = colour_db
+        self.augment = augment
         self.frames = frames_for(front_end, self.crop_samples)
 
     def __call__(self, items: list) -> dict:
@@ -101,8 +99,8 @@ class MaskingCollate:
         }
         # Known here on the host, so the model need not read it back from the GPU each step.
         batch["max_visible"] = int((~(batch["mask"] | batch["padding_mask"])).sum(1).max())
-        if self.colour_db:  # drawn after the mask from the same generator: the masks are those of an uncoloured run
-            batch["colour"] = colouring.draw_curves(len(items), emae.MelFrontEnd.input_dim, self.colour_db, gen)
+        if self.augment is not None:  # drawn after the mask from the same generator: the masks do not depend on it
+            batch["augment"] = self.augment.draw(len(items), gen)
         if "codes" in items[0]:
             batch["codes"] = torch.stack([it["codes"] for it in items]).long()[..., : self.frames]
         if "label" in items[0]:

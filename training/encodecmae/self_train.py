@@ -20,6 +20,7 @@ The result, ``OUT/last.ckpt.hearcodec``, is an EncodecMAE with a different head 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import logging
 import sys
@@ -32,13 +33,15 @@ import torch
 from hear_codec import cli
 from hear_codec import encodecmae as emae
 from hear_codec.checkpoint import load_checkpoint
-from hear_codec.files import atomic_torch_save
 from hear_codec.cli import UserError
-from training import data as D
+from hear_codec.files import atomic_torch_save
 from training import engine
+from training.builtin import recipes
+from training.codec import CODEC_WEIGHTS, CodecConfig, add_codec_args
+from training.data.crops import DataConfig, add_data_args, file_datasets
 from training.encodecmae.kmeans import kmeans
-from training.encodecmae.train import DEFAULTS as PRETRAIN_DEFAULTS
-from training.encodecmae.train import TrainConfig, add_train_args, build_loaders, train
+from training.encodecmae.targets import EncodecCodes, Stacked, TeacherKMeans
+from training.encodecmae.train import OptimizerConfig, add_optimizer_args, build_loaders, train
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +112,15 @@ def student_config(teacher: emae.EncodecMAEConfig, st: SelfTrainConfig) -> emae.
     })
 
 
-def fit_centroids(teacher: emae.EncodecMAE, st: SelfTrainConfig, data: D.DataConfig, out_dir: Path, device,
+def fit_centroids(teacher: emae.EncodecMAE, st: SelfTrainConfig, train_set, data: DataConfig, device,
                   seed: int) -> tuple:
-    """k-means on the teacher's features (steps 1 and 2 above): (centroids [k, D], summary dict)."""
-    codes_free = emae.EncodecMAEConfig.from_dict({**teacher.config.to_dict(), "num_codec_streams": 0,
-                                                  "num_kmeans_streams": 1})
-    loader, _, _, _ = build_loaders(dataclasses.replace(data, batch_size=st.feature_batch), out_dir, codes_free, None)
+    """k-means on the teacher's features of crops of ``train_set`` (steps 1 and 2 above):
+    (centroids [k, D], summary dict)."""
+    loader, _, _ = build_loaders(train_set, None, dataclasses.replace(data, batch_size=st.feature_batch),
+                                 teacher.config)
     segments = st.segments
-    if not data.sources:  # fixed clips, no random crops: more segments than clips would repeat them
-        segments = min(segments, len(loader.dataset))
+    if getattr(train_set, "fixed_clips", False):  # no random crops: more segments than clips would repeat them
+        segments = min(segments, len(train_set))
     teacher.to(device)
     x = collect_features(teacher, loader, segments, st.kmeans_frames, device)
     teacher.cpu()
@@ -135,10 +138,12 @@ def load_teacher(path) -> emae.EncodecMAE:
     return teacher
 
 
-def self_train(teacher: emae.EncodecMAE, teacher_path, st: SelfTrainConfig, optim: TrainConfig, data: D.DataConfig,
-               run: engine.EngineConfig, out_dir) -> Path:
+def self_train(teacher: emae.EncodecMAE, teacher_path, st: SelfTrainConfig, optim: OptimizerConfig, data: DataConfig,
+               datasets: tuple, run: engine.EngineConfig, out_dir, *, pretraining_targets=None) -> Path:
     """Self-train a student of ``teacher`` (:func:`load_teacher` of ``teacher_path``, which the
-    metadata records); returns the student's exported hear_codec checkpoint."""
+    metadata records) on ``datasets`` (train_set, val_set or None, metadata); returns the
+    student's exported hear_codec checkpoint. v1 (``st.keep_codec_streams``) also predicts
+    ``pretraining_targets``, the teacher's own (a target source, training/encodecmae/targets.py)."""
     out_dir = Path(out_dir)
     config = student_config(teacher.config, st)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +154,7 @@ def self_train(teacher: emae.EncodecMAE, teacher_path, st: SelfTrainConfig, opti
     else:
         t0 = time.time()
         device = torch.device("cuda" if engine.on_gpu(run) else "cpu")
-        centroids, summary = fit_centroids(teacher, st, data, out_dir, device, run.seed)
+        centroids, summary = fit_centroids(teacher, st, datasets[0], data, device, run.seed)
         atomic_torch_save({"centroids": centroids, "teacher": str(teacher_path), **summary,
                            "layer": "last encoder layer, x0 stream (before the final ResiDual combination)"},
                           centroids_path)
@@ -163,7 +168,14 @@ def self_train(teacher: emae.EncodecMAE, teacher_path, st: SelfTrainConfig, opti
             p = getattr(fresh, name).detach().clone()
             p[:n] = init[f"head.{name}"][:n]
             init[f"head.{name}"] = p
-    return train(config, optim, data, run, out_dir, teacher=teacher, centroids=centroids, init_state=init,
+    targets = TeacherKMeans(teacher, centroids)
+    if st.keep_codec_streams:
+        if pretraining_targets is None:
+            raise ValueError("v1 self-training predicts the teacher's own targets too: give pretraining_targets")
+        targets = Stacked(pretraining_targets, targets)
+    # The ec front end is the teacher's frozen EnCodec encoder (a copy: the student's is its own module).
+    encoder = copy.deepcopy(teacher.front_end.encoder) if config.front_end == "ec" else None
+    return train(config, optim, data, datasets, run, out_dir, targets=targets, codec_encoder=encoder, init_state=init,
                  metadata=dict(preset=teacher.metadata.get("preset"), trained_by="training.encodecmae.self_train",
                                teacher=str(teacher_path), variant="v1" if st.keep_codec_streams else "v2",
                                clusters=st.clusters))
@@ -171,11 +183,7 @@ def self_train(teacher: emae.EncodecMAE, teacher_path, st: SelfTrainConfig, opti
 
 # ---------------------------------------------------------------- command line
 
-# Pretraining's data-dependent defaults with self-training's step counts; crop length and codec: the teacher's.
-DEFAULTS = D.DataDependentDefaults(
-    builtin={**PRETRAIN_DEFAULTS.builtin, "max_steps": 100},
-    paper={**PRETRAIN_DEFAULTS.paper, "max_steps": 150_000},
-    notes={"crop_seconds": "the teacher's chunk length", "codec": "the teacher's"})
+BUILTIN = recipes.SelfTrainBuiltin()
 
 
 def add_self_train_args(parser: argparse.ArgumentParser) -> None:
@@ -194,7 +202,8 @@ def add_self_train_args(parser: argparse.ArgumentParser) -> None:
                    help="k-means++ seedings; the lowest inertia wins (scikit-learn 1.3's n_init, the official setting) "
                         "(default: %(default)s)")
     g.add_argument("--keep-codec-streams", action="store_true",
-                   help="v1 variant: also keep predicting the 8 EnCodec streams (default: v2, k-means stream only)")
+                   help="v1 variant: also keep predicting the teacher's own targets, the 8 EnCodec streams (default: "
+                        "v2, k-means stream only)")
     g.add_argument("--feature-batch", type=cli.positive_int, default=d.feature_batch,
                    help="crops per teacher forward pass while collecting features (default: %(default)s)")
 
@@ -204,36 +213,61 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m training.encodecmae.self_train",
         description="EnCodecMAE self-training: k-means on a teacher's last-layer features, then continued "
                     "training on the k-means stream. Data options as in training.pretrain; the model's shape "
-                    "comes from the teacher.")
+                    "comes from the teacher. Without --data: the built-in recipe (training/builtin/recipes.py).")
     parser.add_argument("--teacher", required=True,
                         help="the pretrained model: a hear_codec checkpoint (e.g. runs/pretrain/last.ckpt.hearcodec)")
     parser.add_argument("--out", default="runs/self_train",
                         help="output folder (as training.pretrain, plus kmeans_centroids.pt) (default: %(default)s)")
     g = parser.add_argument_group("optimiser and data")
-    add_train_args(g, lr_note=DEFAULTS.note("lr"))
-    D.add_data_args(g, codec_use="the codec targets of v1 (and the ec front end's features)", defaults=DEFAULTS,
-                    synthetic_clips=384, stand_in_targets=True)
+    add_optimizer_args(g)
+    add_data_args(g, crop_seconds=None, batch_size=128, crop_note="the teacher's chunk length")
+    add_codec_args(g, use="the teacher's targets in v1", default=None, default_note="the teacher's")
+    recipes.add_corpus_args(parser, clips=384)
     add_self_train_args(parser)
-    engine.add_engine_args(parser, max_steps=None, val_every=None, ckpt_every=None, log_every=10,
-                           notes={name: DEFAULTS.note(name) for name in ("max_steps", "val_every", "ckpt_every")})
+    engine.add_engine_args(parser, max_steps=150_000, val_every=10_000, ckpt_every=10_000, log_every=10)
     return parser
 
 
 def configs(args: argparse.Namespace, teacher: emae.EncodecMAE) -> tuple:
-    """(self-training, optimiser, data + codec, engine) from the parsed options; the crop length
-    and the codec default to the teacher's."""
-    DEFAULTS.fill(args, crop_seconds=teacher.config.chunk_seconds, codec=teacher.config.codec_weights)
-    optim, run = TrainConfig.from_args(args), engine.EngineConfig.from_args(args)
+    """(self-training, optimiser, data, engine) from the parsed options; the crop length defaults
+    to the teacher's."""
+    if args.crop_seconds is None:
+        args.crop_seconds = teacher.config.chunk_seconds
+    optim, run = OptimizerConfig.from_args(args), engine.EngineConfig.from_args(args)
     optim.check(run.max_steps)
-    return SelfTrainConfig.from_args(args), optim, D.DataConfig.from_args(args), run
+    return SelfTrainConfig.from_args(args), optim, DataConfig.from_args(args), run
+
+
+def teacher_targets(args: argparse.Namespace, teacher: emae.EncodecMAE):
+    """What the teacher was pretrained to predict (v1 keeps predicting it): the codes of its EnCodec
+    (``--codec``, default the teacher's), or the built-in run's stand-in, fitted again."""
+    weights = args.codec or teacher.config.codec_weights
+    if weights in CODEC_WEIGHTS:
+        codec = CodecConfig(weights, args.codec_path).load()
+        return EncodecCodes(codec, teacher.config.num_codec_streams, from_features=teacher.config.front_end == "ec")
+    if args.data:  # "none" (or "mel-kmeans", written before): the stand-in, which only the built-in corpus has
+        raise SystemExit(f"--teacher {args.teacher} predicted the built-in run's stand-in targets, which are fitted "
+                         "on the built-in corpus; with --data, --keep-codec-streams needs an EnCodec teacher")
+    return recipes.stand_in_targets(args.synthetic_clips, args.crop_seconds, args.seed)
 
 
 def main(argv=None) -> Path:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = recipes.parse_args(build_parser(), argv, BUILTIN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.time()
     teacher = load_teacher(args.teacher)
-    path = self_train(teacher, args.teacher, *configs(args, teacher), args.out)
+    st, optim, data, run = configs(args, teacher)
+    out_dir = Path(args.out)
+    targets = teacher_targets(args, teacher) if st.keep_codec_streams else None
+    if data.sources:
+        datasets = file_datasets(data, out_dir)
+    else:  # v1's codec streams are computed once for the built-in corpus's fixed clips
+        codec = CodecConfig(args.codec or teacher.config.codec_weights)
+        datasets = (recipes.corpus_datasets(args, data.crop_seconds, out_dir, codec) if targets is None else
+                    recipes.corpus_datasets(args, data.crop_seconds, out_dir, codec, targets.encode, targets.name,
+                                            teacher.config.num_codec_streams))
+    path = self_train(teacher, args.teacher, st, optim, data, datasets, run, out_dir, pretraining_targets=targets)
     print(f"wrote {path} in {time.time() - t0:.0f} s")
     return path
 

@@ -1,6 +1,6 @@
 """Is learning real? Two checks on a run of the built-in default (``python -m training.pretrain``).
 
-    python -m training.learning_check --run runs/pretrain
+    python -m training.builtin.learning_check --run runs/pretrain
 
 1. Masked-frame accuracy per codebook on the run's held-out validation clips (never trained on),
    for the trained model, the same model at initialisation (``OUT/init.ckpt.hearcodec``, saved
@@ -15,8 +15,8 @@
    embeddings are far ahead; with hundreds, a random projection of the mel spectrogram (the
    model at initialisation) catches up on this easy task.
 
-With ``--transfer``, 3. the transfer check (training/transfer_check.py): linear probes on held-out
-sound families that the built-in corpus never has (training/transfer_families.py), trained model vs
+With ``--transfer``, 3. the transfer check (training/builtin/transfer_check.py): linear probes on held-out
+sound families that the built-in corpus never has (training/builtin/transfer_families.py), trained model vs
 init vs plain log-mel, at a few labels per class, mean +- std over draws.
 
 Prints markdown tables and writes them to ``OUT/learning_check.md`` (and ``.json``, and the probe
@@ -34,18 +34,19 @@ import torch
 from hear_codec import cli
 from hear_codec.files import write_json, write_text
 from hear_codec.checkpoint import load_checkpoint
-from training import data as D
-from training import transfer_check
+from training.builtin import corpus as C
+from training.builtin import transfer_check
+from training.builtin.transfer_check import probe_draws, scene_embeddings
+from training.data.sampler import mix_seed
 from training.encodecmae.masking import MaskingCollate
 from training.encodecmae.module import INIT_EXPORT_NAME
 from training.engine import EXPORT
-from training.transfer_check import linear_probe, scene_embeddings
 
 PROBE_SEED = 20231  # a corpus seed that no training run uses by default
 
 
 @torch.no_grad()
-def masked_accuracy(model, dataset: D.SyntheticCorpus, codes: torch.Tensor, draws: int, batch: int = 16) -> np.ndarray:
+def masked_accuracy(model, dataset: C.SyntheticCorpus, codes: torch.Tensor, draws: int, batch: int = 16) -> np.ndarray:
     """Per-codebook accuracy over masked valid frames: [n_codebooks]."""
     cfg = model.config
     collate = MaskingCollate(cfg.front_end, dataset.crop_samples, cfg.mask_prop, cfg.mask_gap)
@@ -54,7 +55,7 @@ def masked_accuracy(model, dataset: D.SyntheticCorpus, codes: torch.Tensor, draw
     for draw in range(draws):
         for start in range(0, len(dataset), batch):
             idx = range(start, min(len(dataset), start + batch))
-            b = collate([dict(dataset[i], seed=D.mix_seed(i, draw, 11)) for i in idx])
+            b = collate([dict(dataset[i], seed=mix_seed(i, draw, 11)) for i in idx])
             t = b["mask"].shape[1]
             feats = model.input_features(b["wav"])[:, :t]
             logits = model(None, b["mask"], b["padding_mask"], features=feats)["logits"]
@@ -66,7 +67,7 @@ def masked_accuracy(model, dataset: D.SyntheticCorpus, codes: torch.Tensor, draw
     return (correct / max(total, 1)).numpy()
 
 
-def majority_accuracy(train_codes: torch.Tensor, dataset: D.SyntheticCorpus, codes: torch.Tensor,
+def majority_accuracy(train_codes: torch.Tensor, dataset: C.SyntheticCorpus, codes: torch.Tensor,
                       front_end: str) -> np.ndarray:
     """Accuracy of always predicting each codebook's most frequent training code, on valid frames."""
     majority = torch.mode(train_codes.long().transpose(0, 1).reshape(train_codes.shape[1], -1), dim=1).values
@@ -78,37 +79,17 @@ def majority_accuracy(train_codes: torch.Tensor, dataset: D.SyntheticCorpus, cod
     return (hits.sum(dim=(0, 2)).float() / valid.sum()).numpy()
 
 
-def cached_codes(run: Path, split: str, dataset: D.SyntheticCorpus, codec_weights: str, n_q: int) -> torch.Tensor:
+def cached_codes(run: Path, split: str, dataset: C.SyntheticCorpus, codec_weights: str, n_q: int) -> torch.Tensor:
     """The codec targets the run cached for ``split`` [N, n_q, T], if they are of this corpus."""
     path = run / "cache" / f"codes-{split}.pt"
     if not path.is_file():
         raise SystemExit(f"{path} not found: the run's cached codec targets are gone; "
                          f"`python -m training.pretrain --out {run} --resume` rebuilds them")
     stored = torch.load(path, map_location="cpu", weights_only=True)
-    if stored.get("key") != D.codes_cache_key(dataset, codec_weights, n_q):
+    if stored.get("key") != C.codes_cache_key(dataset, codec_weights, n_q):
         raise SystemExit(f"{path} holds codes of another corpus (key {stored.get('key')!r}): the run was made "
                          f"with another version of the built-in corpus; train it again to check it")
     return stored["codes"]
-
-
-def probe_draws(x: np.ndarray, y: np.ndarray, n_pool: int, n_train: int, draws: int) -> np.ndarray:
-    """Test accuracy of probes fitted on ``draws`` random sets of ``n_train`` clips out of the first
-    ``n_pool`` (each set holds every class), scored on the clips after the pool: [draws]."""
-    test_x, test_y = x[n_pool:], y[n_pool:]
-    classes = len(set(y[:n_pool]))
-    if n_train < classes:
-        raise ValueError(f"{n_train} labelled clips cannot hold all {classes} classes")
-    scores = []
-    for d in range(draws if n_train < n_pool else 1):
-        rng = np.random.default_rng(d)
-        for _ in range(10_000):
-            idx = rng.permutation(n_pool)[:n_train]
-            if len(set(y[idx])) == classes:
-                break
-        else:
-            raise ValueError(f"no draw of {n_train} of {n_pool} clips held every class")
-        scores.append(linear_probe(x[idx], y[idx], test_x, test_y))
-    return np.array(scores)
 
 
 def plot_probe(path: Path, sizes: list, probe: dict, layer: int) -> None:
@@ -137,7 +118,7 @@ def plot_probe(path: Path, sizes: list, probe: dict, layer: int) -> None:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m training.learning_check", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.builtin.learning_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", default="runs/pretrain",
                    help="output folder of a built-in-corpus pretraining run (default: %(default)s)")
     p.add_argument("--draws", type=int, default=4, help="mask draws per validation clip (default: %(default)s)")
@@ -153,8 +134,8 @@ def main(argv=None):
     transfer_check.add_args(p)
     args = p.parse_args(argv)
     transfer_check.check_args(p, args)
-    if min(args.probe_sizes) < len(D.SYNTH_CLASSES) or args.probe_test < 1 or args.probe_draws < 1:
-        p.error(f"--probe-sizes must each be at least {len(D.SYNTH_CLASSES)} (one clip per class), "
+    if min(args.probe_sizes) < len(C.SYNTH_CLASSES) or args.probe_test < 1 or args.probe_draws < 1:
+        p.error(f"--probe-sizes must each be at least {len(C.SYNTH_CLASSES)} (one clip per class), "
                 "--probe-test and --probe-draws at least 1")
     run = Path(args.run)
     t0 = time.time()
@@ -170,9 +151,9 @@ def main(argv=None):
     cfg = trained.config
     seconds, seed = cfg.chunk_seconds, int(meta.get("seed", 0))
     sounds = meta.get("corpus_sounds", "grid")  # runs from before the spectral vocabulary trained on the grid one
-    train = D.SyntheticCorpus(meta["train_clips"], seconds, seed=seed, offset=0, sounds=sounds)
-    val = D.SyntheticCorpus(meta["val_clips"], seconds, seed=seed, offset=meta["train_clips"], sounds=sounds)
-    targets = meta.get("targets", meta["codec"])  # the stand-in's name carries its centroids' hash
+    train = C.SyntheticCorpus(meta["train_clips"], seconds, seed=seed, offset=0, sounds=sounds)
+    val = C.SyntheticCorpus(meta["val_clips"], seconds, seed=seed, offset=meta["train_clips"], sounds=sounds)
+    targets = meta.get("targets", meta.get("codec"))  # the stand-in's name carries its centroids' hash
     train_codes = cached_codes(run, "train", train, targets, cfg.num_codec_streams)
     val_codes = cached_codes(run, "val", val, targets, cfg.num_codec_streams)
 
@@ -185,19 +166,20 @@ def main(argv=None):
     sizes = sorted(args.probe_sizes)
     pool = sizes[-1]
     n = pool + args.probe_test
-    clips, labels = zip(*[D.corpus_clip(i, seconds, PROBE_SEED, sr=48000, sounds=sounds) for i in range(n)])
+    clips, labels = zip(*[C.corpus_clip(i, seconds, PROBE_SEED, sr=48000, sounds=sounds) for i in range(n)])
     clips = [np.pad(c, (0, int(seconds * 48000) - len(c))) for c in clips]
     y = np.array(labels)
     probe = {}
     for layer in args.layers:
         for name, path in (("init", init_path), ("trained", trained_path)):
             x = scene_embeddings(path, clips, layer=layer)
-            probe[f"{name}@{layer}"] = {size: probe_draws(x, y, pool, size, args.probe_draws) for size in sizes}
+            probe[f"{name}@{layer}"] = {size: probe_draws(x, y, np.arange(pool), np.arange(pool, n), size,
+                                                          args.probe_draws, stratified=False) for size in sizes}
     majority_class = float(np.mean(y[pool:] == np.bincount(y[:pool]).argmax()))
 
     lines = [
         f"Run: `{run}` (step {meta.get('step')}, preset {meta.get('preset')}, front end {cfg.front_end}, "
-        f"codec {meta.get('codec')}); {len(val)} held-out clips x {args.draws} mask draws.",
+        f"targets {targets}); {len(val)} held-out clips x {args.draws} mask draws.",
         "",
         "| codebook | majority code | model at init | trained |",
         "|---|---|---|---|",
@@ -209,7 +191,7 @@ def main(argv=None):
     lines += [
         "",
         f"Linear probes on scene embeddings, {len(set(y))} synthetic sound classes "
-        f"({', '.join(D.SYNTH_CLASSES)}), fitted on n labelled clips (mean ± std over {args.probe_draws} random "
+        f"({', '.join(C.SYNTH_CLASSES)}), fitted on n labelled clips (mean ± std over {args.probe_draws} random "
         f"draws of them from a pool of {pool}), scored on {args.probe_test} other clips; corpus seed {PROBE_SEED}, "
         f"never trained on; majority class {majority_class:.3f}:",
         "",

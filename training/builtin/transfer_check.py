@@ -1,11 +1,11 @@
 """Does pretraining transfer? Linear probes on held-out sound families, trained model vs its init.
 
-``python -m training.learning_check --run OUT --transfer`` runs this after the in-corpus checks
-(``OUT/transfer_check.md``, ``.json``, ``.png``). ``python -m training.transfer_check RUN [RUN ...]``
-summarises the checks of several runs, e.g. seeds of one configuration (:func:`summarise_runs`):
-one run's verdict depends on its seed (docs/pretraining.md, "Seeds").
+``python -m training.builtin.learning_check --run OUT --transfer`` runs this after the in-corpus
+checks (``OUT/transfer_check.md``, ``.json``, ``.png``). ``python -m training.builtin.transfer_check
+RUN [RUN ...]`` summarises the checks of several runs, e.g. seeds of one configuration
+(:func:`summarise_runs`): one run's verdict depends on its seed.
 
-For each family of :mod:`training.transfer_families` (kinds of sound the built-in corpus never
+For each family of :mod:`training.builtin.transfer_families` (kinds of sound the built-in corpus never
 has), HEAR scene embeddings (``hear_codec.get_scene_embeddings``, 48 kHz input, mean over
 frames) of ``pool + test`` clips per class are computed for three representations:
 
@@ -40,7 +40,7 @@ from hear_codec.files import write_json, write_text
 from hear_codec.audio import resample
 from hear_codec.codec import SAMPLE_RATE
 from hear_codec.fbank import KaldiFbank
-from training import transfer_families as TF
+from training.builtin import transfer_families as TF
 
 TASK_SEED = 515  # the held-out clips' seed (families are disjoint in kind; the seed only picks clips)
 PROBE_SAMPLE_RATE = 48_000
@@ -50,11 +50,11 @@ CONFUSABLE = 2.0  # ... and below this: pairs further apart are rarely confused 
 
 
 def add_args(parser) -> None:
-    """The transfer check's options (``python -m training.learning_check --transfer ...``)."""
+    """The transfer check's options (``python -m training.builtin.learning_check --transfer ...``)."""
     g = parser.add_argument_group("transfer check (--transfer)")
     g.add_argument("--transfer", action="store_true",
                    help="also run the transfer check: linear probes on held-out sound families the built-in corpus "
-                        "never has (training/transfer_families.py), trained vs init vs log-mel")
+                        "never has (training/builtin/transfer_families.py), trained vs init vs log-mel")
     g.add_argument("--transfer-families", nargs="+", default=list(TF.FAMILIES), choices=list(TF.FAMILIES),
                    metavar="FAMILY", help=f"held-out families to probe (default: all: {' '.join(TF.FAMILIES)})")
     g.add_argument("--transfer-budgets", type=int, nargs="+", default=[2, 4, 8, 24],
@@ -121,23 +121,39 @@ def linear_probe(train_x, train_y, test_x, test_y) -> float:
     return float(clf.score(test_x, test_y))
 
 
-def stratified_probe_draws(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
-                           per_class: int, draws: int) -> np.ndarray:
-    """Test accuracy of probes fitted on ``per_class`` clips of each class drawn from ``train_idx``
-    (draw ``d`` is seeded by ``d``: the same clips for every representation): [draws], or [1] when
-    the budget is the whole pool."""
-    classes = np.unique(y[train_idx])
-    by_class = [train_idx[y[train_idx] == c] for c in classes]
-    smallest = min(len(members) for members in by_class)
-    if per_class > smallest:
-        raise ValueError(f"{per_class} labelled clips per class, but the pool holds {smallest} of some class")
-    if per_class == smallest:
-        draws = 1
+def probe_draws(x: np.ndarray, y: np.ndarray, pool: np.ndarray, test: np.ndarray, n: int, draws: int,
+                stratified: bool = True) -> np.ndarray:
+    """Test accuracy, on the clips ``test`` (indices into ``x`` [clips, dim] and ``y`` [clips]), of
+    linear probes fitted on ``draws`` random labelled sets drawn from the clips ``pool``: [draws],
+    or [1] when a set is the whole pool. Draw ``d`` is seeded by ``d``, so every representation
+    is probed on the same sets.
+
+    ``stratified``: ``n`` clips of each class (the transfer check); else ``n`` clips in all,
+    drawn again until every class is among them (the learning check's label budgets)."""
+    classes = np.unique(y[pool])
+    by_class = [pool[y[pool] == c] for c in classes]
+    if stratified:
+        smallest = min(len(members) for members in by_class)
+        if n > smallest:
+            raise ValueError(f"{n} labelled clips per class, but the pool holds {smallest} of some class")
+        whole = n == smallest
+    else:
+        if n < len(classes):
+            raise ValueError(f"{n} labelled clips cannot hold all {len(classes)} classes")
+        whole = n >= len(pool)
     scores = []
-    for d in range(draws):
+    for d in range(1 if whole else draws):
         rng = np.random.default_rng(d)
-        idx = np.concatenate([rng.permutation(members)[:per_class] for members in by_class])
-        scores.append(linear_probe(x[idx], y[idx], x[test_idx], y[test_idx]))
+        if stratified:
+            idx = np.concatenate([rng.permutation(members)[:n] for members in by_class])
+        else:
+            for _ in range(10_000):
+                idx = pool[rng.permutation(len(pool))[:n]]
+                if len(set(y[idx])) == len(classes):
+                    break
+            else:
+                raise ValueError(f"no draw of {n} of {len(pool)} clips held every class")
+        scores.append(linear_probe(x[idx], y[idx], x[test], y[test]))
     return np.array(scores)
 
 
@@ -157,7 +173,7 @@ def transfer_probes(checkpoints: dict, families, pool_per_class: int, test_per_c
         embeddings = {"log-mel": log_mel_embeddings(clips)}
         for name, path in checkpoints.items():
             embeddings[name] = scene_embeddings(path, list(clips), layer=layer)
-        results[family] = {name: {k: stratified_probe_draws(x, labels, pool, test, k, draws) for k in budgets}
+        results[family] = {name: {k: probe_draws(x, labels, pool, test, k, draws) for k in budgets}
                            for name, x in embeddings.items()}
         results[family]["chance"] = 1.0 / n_classes
         results[family]["separation"] = {name: class_separation(x[pool], labels[pool]) for name, x in embeddings.items()}
@@ -212,7 +228,7 @@ def verdict(init: np.ndarray, trained: np.ndarray) -> str:
 def transfer_table(results: dict, budgets, draws: int, pool_per_class: int, test_per_class: int) -> str:
     fmt = lambda v: f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
     lines = [
-        f"Transfer: linear probes on scene embeddings of held-out sound families (training/transfer_families.py, "
+        f"Transfer: linear probes on scene embeddings of held-out sound families (training/builtin/transfer_families.py, "
         f"never in the training corpus), fitted on k labelled clips per class (mean ± std over {draws} draws; "
         f"k = {pool_per_class} is the whole pool, one fit), scored on {test_per_class} other clips per class:",
         "",
@@ -288,7 +304,7 @@ def read_results(run) -> dict:
         raise FileNotFoundError(f"run folder not found: {run}")
     if not path.is_file():
         raise FileNotFoundError(f"{run} has no transfer_check.json: run "
-                                f"python -m training.learning_check --run {run} --transfer first")
+                                f"python -m training.builtin.learning_check --run {run} --transfer first")
     try:
         raw = json.loads(path.read_text())
 
@@ -339,9 +355,9 @@ def summarise_runs(results: dict) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(
-        prog="python -m training.transfer_check",
+        prog="python -m training.builtin.transfer_check",
         description="Summarise the transfer checks of several runs (e.g. seeds of the built-in default, each "
-                    "checked with python -m training.learning_check --run RUN --transfer): each run's "
+                    "checked with python -m training.builtin.learning_check --run RUN --transfer): each run's "
                     "trained - init per held-out family and label budget, the mean and std over the runs.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders holding transfer_check.json")
     args = p.parse_args(argv)

@@ -1,4 +1,5 @@
-"""Random spectral colouring of EnCodecMAE's input: the built-in run's one augmentation.
+"""Random spectral colouring of EnCodecMAE's input: the built-in run's one augmentation
+(:class:`Colouring`, an input augmentation of ``training.encodecmae.module.EncodecMAEModule``).
 
 Each training clip's log-mel frames get one smooth random equaliser curve over the mel bins, the
 same in every frame of the clip, while its targets are those of the clean clip: to predict the
@@ -13,6 +14,9 @@ pass" and "A thirteenth pass"); the paper has no augmentation, so ``--data`` run
     features + in_feature_units(curves, mel_std)[:, None]  [B, T, bins]    (training steps where
                                                                             is_coloured_step(...), only)
 
+Options: ``--colour-db`` (the depth; 0 = none, the paper's) and ``--colour-until`` (the share of
+the run's steps that are coloured), which travel together as a :class:`ColourConfig`.
+
 A curve is ``sum_k a_k cos(pi k x + phi_k)`` over the bins' positions x in [0, 1], k = 1..COMPONENTS,
 a_k uniform in [-depth_db, depth_db], phi_k uniform in [0, 2 pi): a tilt and a bump or a dip, at
 most ``COMPONENTS * depth_db`` dB from flat. Validation, the learning and transfer checks and
@@ -21,8 +25,11 @@ hear_codec never colour.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+
+from hear_codec.encodecmae import MelFrontEnd
 
 # Cosines per curve: broad shapes, not a comb. The tilt (k = 1) teaches the model to look past a clip's
 # overall colour (held-out vowels and noise events), the bump (k = 2) keeps it attending to where the
@@ -53,3 +60,39 @@ def is_coloured_step(step: int, max_steps: int | None, until: float) -> bool:
     ``max_steps`` colours its input: the first ``until`` share of the steps do, the rest train on
     clean input (``until`` = 1: every step). Without a known length (no trainer), every step does."""
     return max_steps is None or step < round(max_steps * until)
+
+
+@dataclass(frozen=True)
+class ColourConfig:
+    """``depth_db``: each cosine's largest gain (0 = no colouring); ``until``: the share of the
+    run's first steps that are coloured (1 = every step)."""
+
+    depth_db: float = 0.0
+    until: float = 1.0
+
+    @classmethod
+    def from_args(cls, args) -> "ColourConfig":
+        return cls(depth_db=args.colour_db, until=args.colour_until)
+
+
+class Colouring:
+    """The colouring as an input augmentation of the EnCodecMAE module: ``draw`` in the collate
+    (one curve per clip, [B, 256] dB), ``active`` and ``apply`` in the training step (log-mel
+    features [B, T, 256] normalised by ``mel_std``)."""
+
+    def __init__(self, config: ColourConfig, mel_std: float):
+        if not config.depth_db > 0:
+            raise ValueError(f"a colouring needs a depth above 0 dB, got {config.depth_db}")
+        self.config, self.mel_std = config, mel_std
+
+    def draw(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        return draw_curves(batch, MelFrontEnd.input_dim, self.config.depth_db, generator)
+
+    def active(self, step: int, run_steps: int | None) -> bool:
+        return is_coloured_step(step, run_steps, self.config.until)
+
+    def apply(self, features: torch.Tensor, curves_db: torch.Tensor) -> torch.Tensor:
+        return features + in_feature_units(curves_db, self.mel_std)[:, None, :]
+
+    def describe(self) -> dict:
+        return {"colour_db": self.config.depth_db, "colour_until": self.config.until}

@@ -1,5 +1,5 @@
-"""A demo/test stand-in for EnCodec's targets: k-means codebooks over bands of log-mel frames, and
-one over how those bands move.
+"""The built-in run's stand-in for EnCodec's targets: k-means codebooks over bands of log-mel
+frames, and one over how those bands move.
 
 NOT EnCodec. The paper (and every ``--data`` run, by default) predicts the published EnCodec's
 RVQ codes. Where those weights cannot be downloaded, the random-weight "offline" codec gives codes
@@ -29,8 +29,9 @@ modulation stream gives it one; its statistics change slowly, so the stream is p
 the unmasked context (docs/pretraining.md, "A fifteenth pass").
 
 The centroids are fitted (training/encodecmae/kmeans.py) on frames of the training corpus at the
-start of a run, deterministically from the run's seed. Runs that use it record ``codec =
-"mel-kmeans"`` and the centroids' hash (``targets``) in their checkpoints' metadata.
+start of a run, deterministically from the run's seed. :class:`MelBandKMeans` is a target source
+(the interface of training/encodecmae/targets.py); runs that use it (``--targets mel-kmeans``)
+record its name, with the centroids' hash, as ``targets`` in their checkpoints' metadata.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ from training.encodecmae.kmeans import assign, kmeans
 
 log = logging.getLogger(__name__)
 
-NAME = "mel-kmeans"  # the --codec choice and the checkpoints' metadata
+NAME = "mel-kmeans"  # the --targets choice
 BANDS = 8  # spectral codebooks, one per band: as many as the EnCodec codebooks EnCodecMAE predicts (6 kbps)
 STREAMS = BANDS + 1  # the bands, then the modulation stream
 # The loss weighs the bands as the official loss weighs EnCodec's codebooks (low bands more) and the
@@ -102,10 +103,8 @@ def modulation_features(frames: torch.Tensor, window: int = MODULATION_WINDOW) -
 
 class MelBandKMeans(nn.Module):
     """k-means codebooks over bands of normalised log-mel frames and over their modulation
-    statistics: ``encode_codes(wav, n_q)``.
+    statistics: a target source of STREAMS streams (training/encodecmae/targets.py).
 
-    Has the part of :class:`hear_codec.codec.Codec`'s interface that targets use (``weights``,
-    ``encode_codes``); there is no encoder, so it cannot feed the ec front end.
     centroids: [bands, K, 256 // bands]; modulation_centroids: [K', 3 * MODULATION_BANDS], over
     the statistics standardised by modulation_mean and modulation_std [3 * MODULATION_BANDS]
     (the fitted frames' mean and standard deviation).
@@ -136,13 +135,32 @@ class MelBandKMeans(nn.Module):
         return self.centroids.shape[0] + 1
 
     @property
-    def weights(self) -> str:
-        """The name cached targets are keyed on: the stand-in's name plus a hash of its centroids."""
+    def vocab_size(self) -> int:
+        return self.centroids.shape[1]
+
+    @property
+    def weights(self) -> tuple:
+        """The loss weight of each stream: STREAM_WEIGHTS."""
+        return STREAM_WEIGHTS
+
+    @property
+    def name(self) -> str:
+        """The stand-in's name plus a hash of its centroids (cached targets are keyed on it)."""
         digest = hashlib.sha1()
         for name in ("centroids", "modulation_centroids", "modulation_mean", "modulation_std"):
             digest.update(getattr(self, name).cpu().numpy().tobytes())
         return (f"{NAME}-{self.centroids.shape[1]}x{self.centroids.shape[0]}"
                 f"-mod{self.modulation_centroids.shape[0]}-{digest.hexdigest()[:10]}")
+
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """[batch, samples] at 24 kHz -> [batch, STREAMS, T] int64."""
+        return self.encode_codes(wav, self.num_streams)
+
+    def forward(self, batch: dict, features: torch.Tensor) -> torch.Tensor:
+        """The codes of a training batch (its precomputed ``codes``, or those of its ``wav`` [B, S]),
+        for the frames of ``features`` [B, T, F]."""
+        codes = batch["codes"] if "codes" in batch else self.encode(batch["wav"])
+        return codes[..., : features.shape[1]]
 
     @torch.no_grad()
     def encode_codes(self, wav: torch.Tensor, n_q: int = STREAMS) -> torch.Tensor:
@@ -190,7 +208,7 @@ class MelBandKMeans(nn.Module):
 
 def fit_on_corpus(dataset, bands: int = BANDS, seed: int = 0, clips: int = FIT_CLIPS, **fit_options) -> MelBandKMeans:
     """The stand-in fitted on the valid (unpadded) frames of the first ``clips`` items of a
-    fixed corpus (:class:`training.data.SyntheticCorpus`: items with ``wav`` and ``length``)."""
+    fixed corpus (:class:`training.builtin.corpus.SyntheticCorpus`: items with ``wav`` and ``length``)."""
     t0 = time.time()
     front_end = MelFrontEnd(EncodecMAEConfig.mel_mean, EncodecMAEConfig.mel_std)
     frames, modulation = [], []
@@ -202,5 +220,5 @@ def fit_on_corpus(dataset, bands: int = BANDS, seed: int = 0, clips: int = FIT_C
         modulation.append(modulation_features(clip)[0])
     codebooks = MelBandKMeans.fit(torch.cat(frames), torch.cat(modulation), bands, seed=seed, **fit_options)
     log.info("stand-in targets %s: k-means of %d log-mel bands and of their modulation fitted on %d frames of %d "
-             "corpus clips in %.0f s", codebooks.weights, bands, sum(len(f) for f in frames), len(frames), time.time() - t0)
+             "corpus clips in %.0f s", codebooks.name, bands, sum(len(f) for f in frames), len(frames), time.time() - t0)
     return codebooks

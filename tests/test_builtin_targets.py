@@ -1,12 +1,12 @@
-"""The log-mel k-means stand-in for EnCodec's targets (training/spectral_targets.py)."""
+"""The built-in run's log-mel k-means stand-in for EnCodec's targets (training/builtin/targets.py)."""
 import numpy as np
 import pytest
 import torch
 
 from hear_codec import encodecmae as emae
-from training import data as D
 from training import pretrain
-from training import spectral_targets as S
+from training.builtin import recipes
+from training.builtin import targets as S
 
 SR = 24_000
 
@@ -27,18 +27,18 @@ def stand_in():
                                clusters=16, seed=0)
 
 
-def test_codes_have_the_codec_layout_and_the_weights_name_hashes_the_centroids(stand_in):
+def test_codes_have_the_codec_layout_and_the_name_hashes_the_centroids(stand_in):
     codes = stand_in.encode_codes(tones([300, 500]))
     assert codes.shape == (2, 9, 1 + (SR - 637) // 318) and codes.dtype == torch.int64
     assert 0 <= int(codes.min()) and int(codes.max()) < 16
     # the bands first, from the lowest, then the modulation stream: any prefix is the same codes
     assert torch.equal(stand_in.encode_codes(tones([300, 500]), n_q=3), codes[:, :3])
     assert torch.equal(stand_in.encode_codes(tones([300, 500]), n_q=8), codes[:, :8])
-    assert stand_in.weights.startswith("mel-kmeans-16x8-mod16-")
+    assert stand_in.name.startswith("mel-kmeans-16x8-mod16-")
     parts = (stand_in.centroids, stand_in.modulation_centroids, stand_in.modulation_mean, stand_in.modulation_std)
     for i in range(4):  # cached targets of other centroids (or another standardisation) are not reused
         other = S.MelBandKMeans(*[p + 1e-3 if j == i else p for j, p in enumerate(parts)])
-        assert other.weights != stand_in.weights
+        assert other.name != stand_in.name
     with pytest.raises(ValueError, match="n_q must be in 1..9"):
         stand_in.encode_codes(tones([300]), n_q=10)
     with pytest.raises(ValueError, match="modulation centroids must be"):
@@ -108,7 +108,7 @@ def test_modulation_tells_a_pulsed_noise_from_a_steady_one_and_a_dulling_note_fr
 
 def test_codes_follow_the_spectrum_not_the_waveform_phase(stand_in):
     """The point of the stand-in: the codes of a tone at any pitch (here off the 75 Hz grid) are
-    the same when it starts a few samples later, unlike the offline codec's (tests/test_data.py)."""
+    the same when it starts a few samples later, unlike the offline codec's (tests/test_builtin_corpus.py)."""
     freqs = [437.0, 1230.0, 173.0]
     codes = stand_in.encode_codes(tones(freqs))[..., 2:-2]
     shifted = stand_in.encode_codes(tones(freqs, delay=5))[..., 2:-2]
@@ -117,20 +117,31 @@ def test_codes_follow_the_spectrum_not_the_waveform_phase(stand_in):
     assert not torch.equal(codes[0, :3], codes[1, :3]) and not torch.equal(codes[0, :3], codes[2, :3])
 
 
+def test_it_is_a_target_source_with_precomputed_codes_or_its_own(stand_in):
+    """The interface of training/encodecmae/targets.py: a name, one weight per stream, the codes of
+    a batch for the frames of its features (its precomputed ``codes`` when it has them)."""
+    assert stand_in.weights == S.STREAM_WEIGHTS and len(stand_in.weights) == stand_in.num_streams == S.STREAMS
+    assert stand_in.vocab_size == 16
+    wav = tones([300, 500])
+    features = torch.zeros(2, 40, 256)
+    assert torch.equal(stand_in({"wav": wav}, features), stand_in.encode(wav)[..., :40])
+    codes = torch.randint(0, 16, (2, 9, 50))
+    assert torch.equal(stand_in({"wav": wav, "codes": codes}, features), codes[..., :40])
+
+
 def test_the_built_in_default_fits_the_stand_in_on_its_corpus():
-    cfg = D.DataConfig(sources=None, codec=S.NAME, crop_seconds=1.0, batch_size=2, num_workers=0,
-                       synthetic_clips=4, seed=3)
-    codec = D.frozen_codec(cfg)
-    assert isinstance(codec, S.MelBandKMeans) and codec.centroids.shape[0] == S.BANDS
-    assert codec.num_streams == S.STREAMS == 9 and len(S.STREAM_WEIGHTS) == S.STREAMS
-    assert codec.weights == D.frozen_codec(cfg).weights  # same corpus and seed: same targets (resume)
+    stand_in = recipes.stand_in_targets(4, 1.0, seed=3)
+    assert isinstance(stand_in, S.MelBandKMeans) and stand_in.centroids.shape[0] == S.BANDS
+    assert stand_in.num_streams == S.STREAMS == 9 and len(S.STREAM_WEIGHTS) == S.STREAMS
+    assert stand_in.name == recipes.stand_in_targets(4, 1.0, seed=3).name  # same corpus and seed: same targets (resume)
 
 
 def test_stand_in_is_refused_where_it_cannot_serve(tmp_path):
     with pytest.raises(SystemExit, match="fitted on the built-in corpus"):
-        D.frozen_codec(D.DataConfig(sources=[str(tmp_path)], codec=S.NAME, crop_seconds=1.0, batch_size=2,
-                                    num_workers=0))
+        pretrain.main(["--out", str(tmp_path / "data"), "--data", str(tmp_path), "--targets", S.NAME])
     with pytest.raises(SystemExit, match="no EnCodec encoder for the ec front end"):
+        pretrain.main(["--out", str(tmp_path / "run"), "--targets", S.NAME, "--front-end", "ec", "--max-steps", "1"])
+    with pytest.raises(SystemExit, match="no EnCodec encoder for the ec front end"):  # the former spelling
         pretrain.main(["--out", str(tmp_path / "run"), "--codec", S.NAME, "--front-end", "ec", "--max-steps", "1"])
     with pytest.raises(SystemExit) as exit_info:  # AudioFormer's input is the codec itself
         pretrain.main(["--model", "audioformer", "--out", str(tmp_path / "af"), "--codec", S.NAME])
@@ -141,8 +152,7 @@ def test_the_stand_in_says_so_when_the_published_weights_are_there(tmp_path, mon
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "encodec_24khz-d7cc33bc.th").write_bytes(b"")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    cfg = D.DataConfig(sources=None, codec=S.NAME, crop_seconds=1.0, batch_size=2, num_workers=0, synthetic_clips=4)
-    with caplog.at_level("INFO", logger="training.data"):
-        D.frozen_codec(cfg)
+    with caplog.at_level("INFO", logger="training.builtin.recipes"):
+        recipes.stand_in_targets(4, 1.0, seed=0)
     assert "stand-in for EnCodec's codes" in caplog.text
-    assert "published EnCodec weights are on this machine" in caplog.text and "--codec pretrained" in caplog.text
+    assert "published EnCodec weights are on this machine" in caplog.text and "--targets encodec" in caplog.text

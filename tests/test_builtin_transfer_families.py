@@ -1,8 +1,8 @@
-"""The held-out sound families of the transfer check (training/transfer_families.py)."""
+"""The held-out sound families of the transfer check (training/builtin/transfer_families.py)."""
 import numpy as np
 import pytest
 
-from training import transfer_families as TF
+from training.builtin import transfer_families as TF
 
 
 @pytest.mark.parametrize("family", sorted(TF.FAMILIES))
@@ -25,7 +25,7 @@ def test_unknown_family_is_a_clear_error():
 
 
 def test_held_out_registers_hold_no_pitch_of_the_built_in_corpus():
-    from training import data as D
+    from training.builtin import corpus as D
 
     for words in D.SOUNDS.values():
         corpus = set(words.tone_hz) | set(words.note_hz) | set(words.carrier_hz)

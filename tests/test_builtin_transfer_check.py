@@ -1,5 +1,5 @@
-"""The transfer check (training/transfer_check.py): its probes, verdicts and the summary over runs.
-Its held-out families: test_transfer_families.py; the check end to end on a 2-step run:
+"""The transfer check (training/builtin/transfer_check.py): its probes, verdicts and the summary over
+runs. Its held-out families: test_builtin_transfer_families.py; the check end to end on a 2-step run:
 tests/test_pretrain.py (it needs a training run)."""
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hear_codec import cli
-from training import transfer_check as TC
+from training.builtin import transfer_check as TC
 
 
 def test_stratified_probe_draws_use_k_per_class_and_separate_separable_data():
@@ -16,14 +16,28 @@ def test_stratified_probe_draws_use_k_per_class_and_separate_separable_data():
     y = np.arange(120) % 4
     pool, test = np.arange(80), np.arange(80, 120)
     separable = np.eye(4)[y] * 3 + 0.1 * rng.standard_normal((120, 4))
-    scores = TC.stratified_probe_draws(separable, y, pool, test, per_class=1, draws=5)
+    scores = TC.probe_draws(separable, y, pool, test, 1, draws=5)
     assert len(scores) == 5 and scores.min() == 1.0
     noise = rng.standard_normal((120, 4))
-    assert TC.stratified_probe_draws(noise, y, pool, test, per_class=2, draws=5).mean() < 0.5  # chance 0.25
-    assert len(TC.stratified_probe_draws(noise, y, pool, test, per_class=20, draws=5)) == 1  # the whole pool
+    assert TC.probe_draws(noise, y, pool, test, 2, draws=5).mean() < 0.5  # chance 0.25
+    assert len(TC.probe_draws(noise, y, pool, test, 20, draws=5)) == 1  # the whole pool
     with pytest.raises(ValueError, match="21 labelled clips per class"):
-        TC.stratified_probe_draws(noise, y, pool, test, per_class=21, draws=5)
+        TC.probe_draws(noise, y, pool, test, 21, draws=5)
 
+
+
+def test_unstratified_probe_draws_hold_every_class_and_separate_separable_data():
+    """The learning check's label budgets: n clips in all from the pool, each draw holding every class."""
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 4
+    pool, test = np.arange(80), np.arange(80, 120)
+    separable = np.eye(4)[y] * 3 + 0.1 * rng.standard_normal((120, 4))
+    assert TC.probe_draws(separable, y, pool, test, 8, draws=5, stratified=False).min() == 1.0
+    noise = rng.standard_normal((120, 4))
+    assert TC.probe_draws(noise, y, pool, test, 8, draws=5, stratified=False).mean() < 0.5  # chance is 0.25
+    assert len(TC.probe_draws(noise, y, pool, test, 80, draws=5, stratified=False)) == 1  # the whole pool
+    with pytest.raises(ValueError, match="cannot hold all 4 classes"):
+        TC.probe_draws(noise, y, pool, test, 3, draws=5, stratified=False)
 
 def test_verdict_needs_a_gap_larger_than_the_spread():
     init = np.array([0.5, 0.6, 0.7])  # std 0.082
@@ -83,7 +97,7 @@ def test_summary_over_runs_gives_each_gap_its_verdict_and_the_mean_and_std(tmp_p
 def test_summary_refuses_a_missing_run_or_check_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="run folder not found"):
         TC.read_results(tmp_path / "nothing")
-    with pytest.raises(FileNotFoundError, match="has no transfer_check.json: run python -m training.learning_check"):
+    with pytest.raises(FileNotFoundError, match="has no transfer_check.json: run python -m training.builtin.learning_check"):
         TC.read_results(tmp_path)
     for damaged in ('{"pitch": {"init": {"2": [0.5', '{"pitch": {"log-mel": {"2": [0.5]}}}', '[1, 2]',
                     '{"pitch": {"init": {"2": []}, "trained": {"2": [0.5]}}}',
@@ -93,7 +107,7 @@ def test_summary_refuses_a_missing_run_or_check_clearly(tmp_path):
             TC.read_results(tmp_path)
     (tmp_path / "transfer_check.json").unlink()
     # as a command: one line on stderr, status 2, no traceback
-    proc = subprocess.run([sys.executable, "-m", "training.transfer_check", str(tmp_path / "nothing")],
+    proc = subprocess.run([sys.executable, "-m", "training.builtin.transfer_check", str(tmp_path / "nothing")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: run folder not found"), proc.stderr
     assert "Traceback" not in proc.stderr

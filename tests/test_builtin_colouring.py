@@ -1,4 +1,4 @@
-"""The built-in run's input colouring (training/encodecmae/colouring.py): the curves, their units,
+"""The built-in run's input colouring (training/builtin/colouring.py): the curves, their units,
 where they are drawn (the collate, exact resume) and where they are applied (training steps only)."""
 import math
 from types import SimpleNamespace
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from hear_codec import encodecmae as emae
-from training import data as D
-from training.encodecmae import colouring
+from training.builtin import colouring
+from training.builtin.corpus import SyntheticCorpus
 from training.encodecmae import module as encodecmae_module
 from training.encodecmae.masking import MaskingCollate, frames_for
 
@@ -49,23 +49,27 @@ def test_a_flat_curve_of_d_db_is_the_clip_d_db_louder():
 
 
 def _items(n=8):
-    corpus = D.SyntheticCorpus(n, seconds=2.0, seed=1)
+    corpus = SyntheticCorpus(n, seconds=2.0, seed=1)
     return [dict(corpus[i], seed=i) for i in range(n)]
+
+
+def _colouring(depth_db=6.0, until=1.0):
+    return colouring.Colouring(colouring.ColourConfig(depth_db, until), emae.preset("tiny").mel_std)
 
 
 def test_the_collate_draws_the_curves_from_the_items_seeds_after_the_masks():
     items = _items()
     plain = MaskingCollate("mel256", 48000)(items)
-    coloured = MaskingCollate("mel256", 48000, colour_db=6.0)(items)
-    assert "colour" not in plain
-    assert coloured["colour"].shape == (8, emae.MelFrontEnd.input_dim)
+    coloured = MaskingCollate("mel256", 48000, augment=_colouring())(items)
+    assert "augment" not in plain
+    assert coloured["augment"].shape == (8, emae.MelFrontEnd.input_dim)
     assert torch.equal(coloured["mask"], plain["mask"])  # colouring changes no mask
-    again = MaskingCollate("mel256", 48000, colour_db=6.0)(items)
-    assert torch.equal(again["colour"], coloured["colour"])  # a function of the items (exact resume)
-    other = MaskingCollate("mel256", 48000, colour_db=6.0)([dict(it, seed=it["seed"] + 100) for it in items])
-    assert not torch.equal(other["colour"], coloured["colour"])
-    with pytest.raises(ValueError, match="ec front end"):
-        MaskingCollate("ec", 48000, colour_db=6.0)
+    again = MaskingCollate("mel256", 48000, augment=_colouring())(items)
+    assert torch.equal(again["augment"], coloured["augment"])  # a function of the items (exact resume)
+    other = MaskingCollate("mel256", 48000, augment=_colouring())([dict(it, seed=it["seed"] + 100) for it in items])
+    assert not torch.equal(other["augment"], coloured["augment"])
+    with pytest.raises(ValueError, match="above 0 dB"):
+        _colouring(0.0)
 
 
 def test_the_first_share_of_a_runs_steps_are_coloured_and_the_rest_clean():
@@ -76,11 +80,20 @@ def test_the_first_share_of_a_runs_steps_are_coloured_and_the_rest_clean():
     assert colouring.is_coloured_step(5000, None, 0.75)  # no trainer attached: no known end, so coloured
 
 
+class BatchCodes(torch.nn.Module):
+    """A target source that reads each batch's own ``codes``: 8 streams of 16 codes."""
+
+    name, weights, vocab_size = "batch-codes", (0.125,) * 8, 16
+
+    def forward(self, batch, features):
+        return batch["codes"][..., : features.shape[1]]
+
+
 def test_only_training_steps_colour_the_input_and_the_targets_stay_the_clean_clips(monkeypatch):
     cfg = emae.preset("tiny", chunk_seconds=2.0, vocab_size=16)
-    module = encodecmae_module.EncodecMAEModule(cfg, None)
+    module = encodecmae_module.EncodecMAEModule(cfg, BatchCodes(), augment=_colouring(until=1.0))
     module.log = lambda *a, **k: None  # no trainer attached
-    batch = MaskingCollate("mel256", 48000, colour_db=6.0)(_items(4))
+    batch = MaskingCollate("mel256", 48000, augment=module.augment)(_items(4))
     t = frames_for("mel256", 48000)
     batch["codes"] = torch.randint(0, 16, (4, 8, t), generator=torch.Generator().manual_seed(2))
     inputs, targets = [], []
@@ -91,14 +104,14 @@ def test_only_training_steps_colour_the_input_and_the_targets_stay_the_clean_cli
     clean, _ = module.targets_and_features(batch)
     module._step(batch, "train")
     module._step(batch, "val")
-    expected = clean + colouring.in_feature_units(batch["colour"], cfg.mel_std)[:, None, :]
+    expected = clean + colouring.in_feature_units(batch["augment"], cfg.mel_std)[:, None, :]
     assert torch.allclose(inputs[0], expected) and not torch.allclose(inputs[0], clean)
     assert torch.equal(inputs[1], clean)
     assert torch.equal(targets[0], batch["codes"]) and torch.equal(targets[1], batch["codes"])
 
     # Past the run's coloured share (step 3 of 4, the first half coloured) a training step is clean too.
     inputs.clear()
-    module.colour_until = 0.5
+    module.augment = _colouring(until=0.5)
     monkeypatch.setattr(module, "_trainer", SimpleNamespace(max_steps=4, global_step=3), raising=False)
     module._step(batch, "train")
     assert torch.equal(inputs[0], clean)

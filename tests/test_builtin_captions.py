@@ -1,10 +1,10 @@
-"""The built-in captioned set (training/enclap/synthetic.py): files, captions and their classes."""
+"""The built-in captioned set (training/builtin/captions.py): files, captions and their classes."""
 import csv
 
 import numpy as np
 import soundfile as sf
 
-from training.enclap.synthetic import PATTERNS, RATE, SECONDS, SOURCES, caption_class, make_synthetic_set
+from training.builtin.captions import PATTERNS, RATE, SECONDS, SOURCES, caption_class, make_synthetic_set
 
 
 def test_every_clip_has_five_captions_of_its_own_class(tmp_path):
