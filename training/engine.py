@@ -98,7 +98,7 @@ class EngineConfig:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "EngineConfig":
-        """From the options :func:`add_engine_args` declared (after the caller filled its ``None`` defaults)."""
+        """From the options :func:`add_engine_args` declared."""
         values = {f.name: getattr(args, f.name) for f in fields(cls) if f.name != "progress_bar"}
         return cls(**values, progress_bar=not args.no_progress_bar)
 
