@@ -8,7 +8,7 @@ For each preset it times, separately and then together:
   * ``step``: one training step (front end, masking, forward, loss, backward, AdamW) with the
     targets already computed, bf16 autocast on GPU;
   * ``step+codec``: the step with targets computed on the fly (what training.pretrain does);
-and the data loader (``training.data.AudioCrops`` over 44.1 kHz stereo files, so reading,
+and the data loader (``training.data.crops.AudioCrops`` over 44.1 kHz stereo files, so reading,
 downmixing and resampling are included) in batches/s with ``--workers`` processes.
 
 The step mirrors training/encodecmae/module.py: the mask and padding are built on the CPU by the
