@@ -475,12 +475,16 @@ def make_trainer(run: EngineConfig, out_dir, callbacks=(), *, sampler=None, **tr
 
 def check_resumable(module: L.LightningModule, ckpt: str) -> None:
     """Refuse, with a message rather than Lightning's traceback, a checkpoint that cannot be read or
-    whose weights do not fit ``module`` (a run made by other options, targets or code version)."""
+    whose weights do not fit ``module`` (a run made by other options, targets or code version).
+    Entries the module rebuilds from its options (``module.rebuilt(key)``, e.g. frozen targets) are
+    its own business."""
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
     except Exception as e:  # a truncated or foreign file: torch's own errors vary
         raise cli.UserError(f"--resume: cannot read {ckpt} as a training checkpoint ({type(e).__name__}: {e})") from None
-    own = module.state_dict()
+    rebuilt = getattr(module, "rebuilt", lambda key: False)
+    state = {k: v for k, v in state.items() if not rebuilt(k)}
+    own = {k: v for k, v in module.state_dict().items() if not rebuilt(k)}
     problems = [f"{k} is {list(state[k].shape)} there, {list(own[k].shape)} here" for k in sorted(own.keys() & state.keys())
                 if tuple(state[k].shape) != tuple(own[k].shape)]
     problems += [f"no {k} there" for k in sorted(own.keys() - state.keys())]
