@@ -54,18 +54,18 @@ def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate:
         model = _random_model(random_weights, check_int("seed", seed))
     elif model_file_path is None:
         from . import published as published_lib
-        from .checkpoint import load_checkpoint
+        from .convert import load_any
 
         name = published_lib.DEFAULT if published is None else published
-        model = load_checkpoint(published_lib.fetch(name))
+        model = load_any(published_lib.fetch(name))
         model.metadata = {**getattr(model, "metadata", {}), "published": name,
                           "licence": published_lib.resolve(name).licence}
     elif published is not None:
         raise ValueError("give either model_file_path or published, not both")
     else:
-        from .checkpoint import load_checkpoint  # our checkpoints, or published EnCodecMAE files detected by content
+        from .convert import load_any  # our checkpoints, or published EnCodecMAE files detected by content
 
-        model = load_checkpoint(model_file_path)
+        model = load_any(model_file_path)
     return HearModel(model, sample_rate=sample_rate, layer=layer, batch_size=batch_size, precision=precision,
                      chunk_context=chunk_context)
 

@@ -25,15 +25,12 @@ import soundfile as sf
 import torch
 
 from .codec import SAMPLE_RATE
+from .errors import AudioReadError
 
 # Suffixes treated as audio when a folder is searched (explicitly named files are read whatever
 # their suffix).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd",
                     ".caf", ".w64", ".rf64", ".wv")
-
-
-class AudioReadError(ValueError):
-    """A file that could not be read as audio; the message names the file and the reason."""
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from . import cli
+from .errors import UserError
 from .files import write_bytes, write_json
-from .cli import UserError
 
 INDEX = "index.json"
 INDEX_FORMAT = "hear_codec.embed/1"
@@ -75,9 +75,6 @@ def run(args) -> int:
 
     from . import load_model
     from .audio import AudioReadError, audio_info, read_audio
-    from .checkpoint import CheckpointError
-    from .codec import CodecWeightsUnavailable
-    from .published import PublishedWeightsUnavailable
 
     out = Path(args.out)
     files = list_inputs(args.paths)
@@ -88,8 +85,7 @@ def run(args) -> int:
         raise UserError(f"--out {out} exists and is not a folder")
     try:
         model = load_model(args.model, **options).to(args.device)
-    except (CheckpointError, FileNotFoundError, ValueError, TypeError, CodecWeightsUnavailable,
-            PublishedWeightsUnavailable) as e:  # a bad path, file or option, or weights not at hand
+    except (UserError, OSError, ValueError, TypeError) as e:  # a bad path, file or option, or weights not at hand
         raise UserError(f"cannot load the model: {e}") from e
     prepare_output_dir(out, config)
     suffixes = [s for name in config["outputs"] for s in OUTPUTS[name]]

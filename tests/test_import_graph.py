@@ -69,3 +69,17 @@ def test_hear_codec_never_imports_training():
     graph = import_graph("hear_codec")
     assert not {m: sorted(i for i in imported if i.startswith("training"))
                 for m, imported in graph.items() if any(i.startswith("training") for i in imported)}
+
+
+def test_no_module_of_hear_codec_imports_another_in_a_circle():
+    graph = import_graph("hear_codec")
+    assert len(graph) > 20 and graph["hear_codec.embed"]  # the walk sees the package
+    assert circles(graph) == []
+    assert circles({**graph, **import_graph("training")}) == []  # nor through training
+
+
+def test_cli_and_errors_import_no_domain_module():
+    """Every module may use cli and errors, so they import nothing of hear_codec but errors (a leaf)."""
+    graph = import_graph("hear_codec")
+    assert {m for m in graph["hear_codec.errors"] if m in graph} == set()
+    assert {m for m in graph["hear_codec.cli"] if m in graph} == {"hear_codec.errors"}
