@@ -36,8 +36,10 @@ def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate:
         layers after it are not computed.
     batch_size: 4 s chunks run through the model at once (memory vs speed; default 16 on CPU; on
         CUDA as many as fit in half the free memory).
-    precision: "auto" (bf16 where the device has native bf16, else fp32; see ``resolved_precision``),
-        "fp32", or "bf16" (autocast; embeddings within cosine 0.999 of fp32).
+    precision: "auto" (bf16 where it is measured clearly faster on this CPU, once per machine and cached,
+        or where a CUDA device runs it natively; else fp32; ``resolved_precision`` says which and why;
+        HEAR_CODEC_MEASURE_PRECISION=0 skips the measurement: fp32 on a CPU), "fp32", or "bf16"
+        (autocast; embeddings within cosine 0.999 of fp32).
     chunk_context: long audio runs in chunks of the model's training length (4 s); for timestamp
         embeddings every frame keeps at least this many seconds of context on each side of a cut
         (default: a sixteenth of a chunk, 0.25 s). Scene embeddings use none (docs/embedding.md).

@@ -21,11 +21,12 @@ Chunks of the same length, from every clip of a call, run through the model toge
 
 Precision
 ---------
-``precision="auto"`` (the default) runs the transformer in bf16 (autocast) where the hardware
-has native bf16 — CUDA devices that support it, CPUs with AVX-512 BF16 or AMX — and in fp32
-elsewhere (an AVX2 CPU runs bf16 matmuls several times slower than fp32). It is resolved for the
-device the model is on when embeddings are computed: ``resolved_precision``. Front ends always
-run in fp32.
+``precision="auto"`` (the default) runs the transformer in bf16 (autocast) only where that is
+measured to be clearly faster: on a CPU, the model's own matmul shapes are timed in fp32 and
+bf16 at the first use on this machine, and the decision is cached per machine, torch version
+and thread count (hear_codec/precision.py); on CUDA, bf16 where the device runs it natively. It
+is resolved for the device the model is on when embeddings are computed:
+``resolved_precision``, which also says why. Front ends always run in fp32.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from . import precision as precision_lib
 from .audio import MAX_ABS_SAMPLE, resample
 from .codec import SAMPLE_RATE as MODEL_SAMPLE_RATE
 
@@ -125,30 +127,6 @@ def plan_chunks(total_frames: int, max_frames: int, context_frames: int = 0) -> 
     return ChunkPlan(total_frames, length, tuple(Chunk(s, a, b) for s, a, b in zip(starts, cuts, cuts[1:])))
 
 
-# ---------------------------------------------------------------- precision
-
-def has_native_bf16(device) -> bool:
-    """Whether ``device`` runs bf16 matmuls natively: a CUDA device with bf16, or a CPU with
-    AVX-512 BF16 or AMX (asked of torch; an AVX2 CPU emulates bf16, slower than fp32)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        try:
-            return torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # torch < 2.4 has no including_emulation (and counts no emulation)
-            return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return any(getattr(torch.cpu, query, lambda: False)()
-                   for query in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return False
-
-
-def resolve_precision(precision: str, device) -> str:
-    """"auto" -> "bf16" where ``device`` has native bf16, else "fp32"; explicit choices stay."""
-    if precision == "auto":
-        return "bf16" if has_native_bf16(device) else "fp32"
-    return precision
-
-
 # ---------------------------------------------------------------- options
 
 def check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
@@ -197,6 +175,7 @@ class HearModel(nn.Module):
         self.scene_embedding_size = model.embedding_dim
         self.timestamp_embedding_size = model.embedding_dim
         self._fitted_batch_sizes = {}  # (device, precision) -> chunks per forward on a GPU
+        self._precisions = {}  # (device, precision, layer) -> the resolved Precision
 
     @property
     def device(self) -> torch.device:
@@ -227,9 +206,15 @@ class HearModel(nn.Module):
         return max(1, min(MAX_CUDA_BATCH_SIZE, int(CUDA_MEMORY_SHARE * free / per_chunk)))
 
     @property
-    def resolved_precision(self) -> str:
-        """"fp32" or "bf16": ``precision`` resolved for the device the model is on."""
-        return resolve_precision(self.precision, self.device)
+    def resolved_precision(self) -> precision_lib.Precision:
+        """"fp32" or "bf16" (a str): ``precision`` resolved for the device the model is on, once per
+        device; ``.source`` and ``.reason`` say how ("measured", "cached", "cuda rule", ...)."""
+        device = self.device
+        key = (str(device), self.precision, self.layer)
+        if key not in self._precisions:
+            num_layers = self.layer % self.model.num_embedding_layers + 1
+            self._precisions[key] = precision_lib.resolve(self.precision, self.model, device, num_layers)
+        return self._precisions[key]
 
     # ---- framing ----
     def frame_times_ms(self, num_frames: int, device=None) -> torch.Tensor:
