@@ -82,6 +82,8 @@ def resolve(precision: str, model: nn.Module, device, num_layers: int | None = N
     if os.environ.get(MEASURE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return Precision("fp32", "not measured", f"fp32: {MEASURE_ENV}={os.environ[MEASURE_ENV]} skips the measurement")
     shapes = matmul_shapes(model, num_layers)
+    if not shapes:
+        return Precision("fp32", "not measured", "fp32: the model runs no matmul that bf16 could speed up")
     rows = min(model.num_frames(model.chunk_samples), MEASURE_ROWS)
     key = cache_key(shapes, rows)
     known = json.dumps(key, sort_keys=True)
@@ -97,7 +99,7 @@ def resolve(precision: str, model: nn.Module, device, num_layers: int | None = N
 
 def decide(fp32_seconds: float, bf16_seconds: float, source: str, when: str) -> Precision:
     """bf16 if it took at most 1 / BF16_MIN_SPEEDUP of fp32's time, else fp32, with the reason."""
-    speedup = fp32_seconds / bf16_seconds
+    speedup = fp32_seconds / bf16_seconds if bf16_seconds > 0 else float("inf") if fp32_seconds > 0 else 1.0
     choice = "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32"
     return Precision(choice, source, (
         f"{choice}: bf16 ran the model's matmuls at {speedup:.2f}x the speed of fp32 on this CPU "
@@ -160,7 +162,7 @@ def measure(shapes, rows: int) -> dict:
     started = timer()
     for done in range(1, ROUNDS + 1):  # the first call of a shape also generates its kernel: the minimum drops it
         one_round()
-        ratio = total("fp32") / total("bf16")
+        ratio = total("fp32") / max(total("bf16"), 1e-12)
         if done >= MIN_ROUNDS and (not 1 / CLEAR_RATIO < ratio < CLEAR_RATIO or timer() - started > MAX_MEASURE_SECONDS):
             break
     return {"fp32": total("fp32"), "bf16": total("bf16"), "seconds": timer() - started, "rounds": done}

@@ -109,7 +109,9 @@ def test_overlap_keeps_long_clip_close_to_unchunked(mel_model):
 
 def record_forward_shapes(model) -> list:
     """Spy on the encoder of a loaded HEAR model: the returned list fills with the [B, S] shape of
-    every batch of chunks it is called with."""
+    every batch of chunks it is called with (precision is resolved first: "auto" runs the model once
+    on one frame to find its matmul shapes, hear_codec/precision.py)."""
+    model.resolved_precision
     calls = []
     original = model.model.embed_layers
 
@@ -261,6 +263,7 @@ def test_compute_per_audio_second(tiny_checkpoints, front_end):
 def test_flop_counted_compute(tiny_checkpoints, front_end, lengths):
     """The same bounds counted in FLOPs of real forwards: against a 4 s chunk's FLOPs per second."""
     model = hear_codec.load_model(tiny_checkpoints[front_end])
+    model.resolved_precision  # the first use times a few matmuls ("auto"): not a forward to count
 
     def gflop(fn, seconds):
         with FlopCounterMode(display=False) as counter:
