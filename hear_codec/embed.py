@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import cli
-from .errors import UserError
+from .errors import PublishedWeightsUnavailable, UserError
 from .files import atomic_path, stale_temporaries, write_bytes, write_json
 
 INDEX = "index.json"
@@ -95,7 +95,9 @@ def run(args) -> int:
         raise UserError(f"--out {out} exists and is not a folder")
     try:
         model = load_model(args.model, **options).to(args.device)
-    except (UserError, OSError, ValueError, TypeError) as e:  # a bad path, file or option, or weights not at hand
+    except PublishedWeightsUnavailable:  # says itself what it could not download
+        raise
+    except (UserError, OSError, ValueError, TypeError) as e:  # a bad path, file or option
         raise UserError(f"cannot load the model: {e}") from e
     prepare_output_dir(out, config)
     suffixes = [s for name in config["outputs"] for s in OUTPUTS[name]]

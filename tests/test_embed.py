@@ -328,3 +328,22 @@ def test_an_unreadable_model_file_is_a_message_naming_it(tmp_path, audio_folder)
     from conftest import assert_user_error, run_module
     result = run_module("hear_codec.embed", audio_folder / "a.wav", "--model", "/proc/self/mem", "--out", tmp_path / "o")
     assert_user_error(result, r"cannot load the model: /proc/self/mem: cannot read the file \(Input/output error\)")
+
+
+def test_published_weights_in_one_command(audio_folder, tmp_path):
+    """``--published NAME``: from the hub's offline cache (models--owner--repo/snapshots/<rev>, refs/main)
+    as load_model(published=NAME) reads it; without it, offline, one line and status 2."""
+    from test_evaluate import fake_hub, run_offline
+    out = tmp_path / "out"
+    result = run_offline(tmp_path, "hear_codec.embed", audio_folder / "a.wav", "--published", "encodecmae-base",
+                         "--out", out, HF_HUB_CACHE=str(fake_hub(tmp_path)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    index = json.loads((out / "index.json").read_text())
+    assert index["model_options"] == {"published": "encodecmae-base"} and index["embedding_size"] == 32
+    assert np.load(out / "a.wav.timestamp_embeddings.npy").shape[1] == 32
+    offline = run_offline(tmp_path, "hear_codec.embed", audio_folder / "a.wav", "--published", "encodecmae-base",
+                          "--out", tmp_path / "out2")
+    assert offline.returncode == 2 and "Traceback" not in offline.stderr, offline.stderr[-3000:]
+    assert offline.stderr.strip().splitlines()[-1].startswith(
+        "error: cannot download encodecmae-base (offline?)")
+    assert run_embed(audio_folder, "--published", "x", "--model", "m.ckpt", "--out", tmp_path / "o3") == 2
