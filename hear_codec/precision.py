@@ -15,6 +15,8 @@ on a CPU the choice is measured, once per machine:
 3. bf16 is chosen only if it is at least :data:`BF16_MIN_SPEEDUP` times faster: a smaller gain
    is within what a busy machine's timings move by, and bf16 costs a little accuracy (cosine
    0.9999 to fp32 per frame, docs/embedding.md);
+   On a busy machine (load above its cores) the timings are skewed: bf16 then needs
+   CLEAR_RATIO and the decision holds for this process only, not cached;
 4. the decision is cached in ``<cache>/precision/<key>.json`` (``$HEAR_CODEC_CACHE_DIR``, default
    ``~/.cache/hear_codec``), the key being the CPU model and capability, the torch version, the
    number of torch threads and the shapes: a later load, in any process, reads it instead of
@@ -90,21 +92,40 @@ def resolve(precision: str, model: nn.Module, device, num_layers: int | None = N
     if known not in _DECIDED:
         decided = read_cached(key)
         if decided is None:
+            load = busy()  # before measuring: our own threads would count
             times = measure(shapes, rows)
-            decided = decide(times["fp32"], times["bf16"], "measured", f"now, in {times['seconds']:.2f} s")
-            write_cached(key, decided, times)
+            if load is None:
+                decided = decide(times["fp32"], times["bf16"], "measured", f"now, in {times['seconds']:.2f} s")
+                write_cached(key, decided, times)
+            else:
+                decided = decide(times["fp32"], times["bf16"], "measured",
+                                 f"now, in {times['seconds']:.2f} s, on a busy machine ({load}): not cached",
+                                 min_speedup=CLEAR_RATIO)
         _DECIDED[known] = decided
     return _DECIDED[known]
 
 
-def decide(fp32_seconds: float, bf16_seconds: float, source: str, when: str) -> Precision:
-    """bf16 if it took at most 1 / BF16_MIN_SPEEDUP of fp32's time, else fp32, with the reason."""
+def decide(fp32_seconds: float, bf16_seconds: float, source: str, when: str,
+           min_speedup: float = BF16_MIN_SPEEDUP) -> Precision:
+    """bf16 if it took at most 1 / ``min_speedup`` of fp32's time, else fp32, with the reason."""
     speedup = fp32_seconds / bf16_seconds if bf16_seconds > 0 else float("inf") if fp32_seconds > 0 else 1.0
-    choice = "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32"
+    choice = "bf16" if speedup >= min_speedup else "fp32"
     return Precision(choice, source, (
         f"{choice}: bf16 ran the model's matmuls at {speedup:.2f}x the speed of fp32 on this CPU "
         f"(fp32 {1e3 * fp32_seconds:.1f} ms, bf16 {1e3 * bf16_seconds:.1f} ms for {MEASURE_ROWS} frames; bf16 needs "
-        f">= {BF16_MIN_SPEEDUP}x), {source} {when}"))
+        f">= {min_speedup:g}x), {source} {when}"))
+
+
+def busy() -> str | None:
+    """"load X on N cores" when the machine's 1-minute load is above its cores, else None. Timings
+    taken then are skewed (a parallel matmul waits for a thread the neighbours hold, so fp32's
+    many-threaded kernels can look several times slower than they are)."""
+    try:
+        load = os.getloadavg()[0]
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    except OSError:
+        return None
+    return f"load {load:.1f} on {cores} cores" if cores and load > cores else None
 
 
 def has_native_cuda_bf16(device) -> bool:

@@ -327,6 +327,7 @@ def test_autocast_runs_exactly_when_bf16_is_resolved(monkeypatch, tmp_path, tiny
     from hear_codec import precision
     monkeypatch.setenv("HEAR_CODEC_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(precision, "_DECIDED", {})
+    monkeypatch.setattr(precision, "busy", lambda: None)
     monkeypatch.setattr(precision, "measure", lambda shapes, rows: {"fp32": speedup, "bf16": 1.0, "seconds": 0.1})
     model = hear_codec.load_model(tiny_checkpoints["mel256"])
     assert model.precision == "auto" and model.resolved_precision == expected

@@ -16,6 +16,7 @@ from hear_codec import precision
 from conftest import REPO
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models
+BUSY = precision.busy  # the real one (fresh_cache replaces it)
 
 
 @pytest.fixture()
@@ -23,6 +24,7 @@ def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HEAR_CODEC_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv(precision.MEASURE_ENV, raising=False)
     monkeypatch.setattr(precision, "_DECIDED", {})
+    monkeypatch.setattr(precision, "busy", lambda: None)  # a quiet machine (test_a_busy_machine... fakes the other)
     return tmp_path / "cache"
 
 
@@ -69,7 +71,8 @@ def test_the_model_s_own_shapes_are_measured():
 
 
 SECOND_LOAD = """
-import sys
+import os, sys
+os.getloadavg = lambda: (0.0, 0.0, 0.0)  # a quiet machine, whatever the test machine's load
 from hear_codec import load_model, precision
 measured = []
 real = precision.measure
@@ -90,6 +93,17 @@ def test_a_second_load_in_a_new_process_does_not_measure_again(tmp_path, tiny_ch
     assert first[1:] == ["measured", "1"] and second[1:] == ["cached", "0"] and first[0] == second[0]
     assert len(list((tmp_path / "cache" / "precision").glob("*.json"))) == 1
     assert not list((tmp_path / "cache").rglob(".*.tmp"))
+
+
+@pytest.mark.parametrize("bf16_speedup, expected", [(1.3, "fp32"), (2.2, "bf16")])
+def test_a_busy_machine_s_measurement_needs_a_clear_gain_and_is_not_cached(fresh_cache, monkeypatch,
+                                                                          tiny_checkpoints, bf16_speedup, expected):
+    fake_clock(monkeypatch, bf16_speedup)
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr(precision, "busy", BUSY)
+    chosen = hear_codec.load_model(tiny_checkpoints["mel256"]).resolved_precision
+    assert chosen == expected and "on a busy machine (load 9.0 on" in chosen.reason and "not cached" in chosen.reason
+    assert not (fresh_cache / "precision").exists()
 
 
 def test_the_cache_is_per_thread_count_and_survives_bad_files(fresh_cache, monkeypatch, tiny_checkpoints):
