@@ -1,8 +1,8 @@
 """hear_codec: HEAR API plugin over codec-token audio models (EnCodecMAE, AudioFormer).
 
     hear-validator hear_codec --model ckpt.pt
-    python -m heareval.embeddings.runner hear_codec --model ckpt.pt --tasks-dir tasks \\
-        --model-options '{"sample_rate": 16000, "layer": -1}'
+    python -m hear_codec.evaluate ckpt.pt --tasks-dir tasks --model-options '{"sample_rate": 16000, "layer": -1}'
+    python -m hear_codec.evaluate --published mel256-ec-base_st --tasks-dir tasks
 
 Kept light on purpose: importing it loads torch and this package only.
 """

@@ -114,9 +114,10 @@ def run(args) -> int:
                         "channels": info.channels, "samples": info.frames_at(model.model.sample_rate)})
     chunks_per_call = model.effective_batch_size(torch.device(args.device))
     longest_batched = chunks_per_call * model.model.chunk_samples  # longer files are streamed, one by one
-    streamed = [e for e in entries if e["samples"] > longest_batched]
-    batches = batches_by_length([e for e in entries if e not in streamed], chunks_per_call, model.model.chunk_samples)
-    batches += [[e] for e in sorted(streamed, key=lambda e: (e["samples"], e["name"]))]
+    streamed = {e["name"] for e in entries if e["samples"] > longest_batched}
+    batches = batches_by_length([e for e in entries if e["name"] not in streamed], chunks_per_call,
+                                model.model.chunk_samples)
+    batches += [[e] for e in sorted(entries, key=lambda e: (e["samples"], e["name"])) if e["name"] in streamed]
     done = 0
     for e in entries:
         problems = output_problems(out, e["name"], suffixes, dim)
@@ -136,7 +137,7 @@ def run(args) -> int:
             todo = [e for e in batch if not is_done(out, e["name"], suffixes, dim)]
             if not todo:
                 continue
-            if batch[0] in streamed:
+            if batch[0]["name"] in streamed:
                 try:
                     embed_streamed(model, batch[0], out, config["outputs"])
                 except AudioReadError as error:  # a header that reads, data that does not
@@ -177,7 +178,7 @@ def embed_streamed(model, entry: dict, out: Path, outputs) -> None:
     """Embed one long file block by block (hear_codec.audio.stream_audio, HearModel.embed_stream),
     writing its timestamp embeddings to their .npy as they are computed."""
     from .api import StreamLengthError
-    from .audio import stream_audio
+    from .audio import AudioReadError, stream_audio
 
     rate, name = model.model.sample_rate, entry["name"]
     num_samples = stream_audio(entry["path"], rate).num_samples
@@ -185,7 +186,10 @@ def embed_streamed(model, entry: dict, out: Path, outputs) -> None:
         result = _embed_streamed(model, entry, out, outputs, num_samples)
     except StreamLengthError:  # a compressed file whose header misstates its length: count, then again
         num_samples = sum(len(block) for block in stream_audio(entry["path"], rate))
-        result = _embed_streamed(model, entry, out, outputs, num_samples)
+        try:
+            result = _embed_streamed(model, entry, out, outputs, num_samples)
+        except StreamLengthError as e:
+            raise AudioReadError(f"{entry['path']}: two decodings gave different lengths ({e})") from e
     if "scene" in outputs:
         save_npy(out / f"{name}.scene_embedding.npy", result["scene"].numpy())
     if "timestamp" in outputs:

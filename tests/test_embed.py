@@ -347,3 +347,25 @@ def test_published_weights_in_one_command(audio_folder, tmp_path):
     assert offline.stderr.strip().splitlines()[-1].startswith(
         "error: cannot download encodecmae-base (offline?)")
     assert run_embed(audio_folder, "--published", "x", "--model", "m.ckpt", "--out", tmp_path / "o3") == 2
+
+
+def test_a_header_that_misstates_a_long_file_s_length_is_counted_and_embedded_again(
+        tiny_checkpoints, audio_folder, tmp_path, monkeypatch):
+    """A compressed file's header may misstate its length: the streamed pass notices the blocks do not
+    add up, counts them, and embeds the file again with the length it has."""
+    from hear_codec import audio
+    argv = [audio_folder / "d.wav", "--model", tiny_checkpoints["mel256"], "--model-options", '{"batch_size": 1}']
+    assert run_embed(*argv, "--out", tmp_path / "straight") == 0
+    told = []
+    real_init = audio.AudioStream.__init__
+
+    def misstated(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        told.append(self.num_samples)
+        if len(told) == 1:
+            self.num_samples -= 5000  # as a header that undercounts
+    monkeypatch.setattr(audio.AudioStream, "__init__", misstated)
+    assert run_embed(*argv, "--out", tmp_path / "out") == 0
+    assert len(told) >= 3  # told once, streamed, counted, streamed again
+    for name, array in outputs(tmp_path / "straight")[0].items():
+        np.testing.assert_array_equal(np.load(tmp_path / "out" / name), array, err_msg=name)
