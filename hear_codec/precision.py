@@ -14,9 +14,9 @@ on a CPU the choice is measured, once per machine:
    CLEAR_RATIO times as fast or MAX_MEASURE_SECONDS have passed, else after ROUNDS rounds;
 3. bf16 is chosen only if it is at least :data:`BF16_MIN_SPEEDUP` times faster: a smaller gain
    is within what a busy machine's timings move by, and bf16 costs a little accuracy (cosine
-   0.9999 to fp32 per frame, docs/embedding.md);
-   On a busy machine (load above its cores) the timings are skewed: bf16 then needs
-   CLEAR_RATIO and the decision holds for this process only, not cached;
+   0.9999 to fp32 per frame, docs/embedding.md). On a busy machine (1-minute load above its
+   cores) the timings are skewed, fp32's many-threaded kernels the most: bf16 then needs
+   CLEAR_RATIO, and the decision holds for this process only, it is not cached;
 4. the decision is cached in ``<cache>/precision/<key>.json`` (``$HEAR_CODEC_CACHE_DIR``, default
    ``~/.cache/hear_codec``), the key being the CPU model and capability, the torch version, the
    number of torch threads and the shapes: a later load, in any process, reads it instead of
