@@ -12,15 +12,26 @@ the target (``os.replace`` is atomic on POSIX and Windows within one filesystem)
     atomic_torch_save({"step": 10, "weights": w}, "out/state.pt")
 
 On any exception, including KeyboardInterrupt, the temporary file is removed and the target is
-left as it was.
+left as it was. A process killed outright (SIGKILL, a power cut) cannot remove it: each temporary
+file is named after its writer (``.<name>.<host>.<pid>.<random>.tmp``), so that a later run can
+remove the ones whose writer is gone (:func:`stale_temporaries`) and leave alone those that
+another live process is still writing into the same folder.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import secrets
+import socket
+import time
 from pathlib import Path
+
+# A temporary file of another machine (a shared network folder), or of a name without its
+# writer, counts as abandoned once nothing has written to it for this long.
+STALE_SECONDS = 24 * 3600
+_TEMPORARY = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{12}\.tmp$")
 
 
 @contextlib.contextmanager
@@ -49,7 +60,7 @@ def _create_beside(path: Path) -> str:
     mode 0666, which the kernel narrows by the umask exactly as for a plain open() (mkstemp's
     files are private, 0600, and reading the umask means setting it, process-wide)."""
     while True:
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        tmp = str(path.parent / f".{path.name}.{_host()}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
@@ -82,3 +93,37 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def _host() -> str:
+    """This machine's name as it goes into a temporary file's name: letters, digits and '-'."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:40] or "host"
+
+
+def stale_temporaries(folder: str | os.PathLike, now: float | None = None) -> list:
+    """The temporary files of :func:`atomic_path` below ``folder`` whose writer is gone: written by
+    a process of this machine that has ended, or (another machine's, or named without a writer)
+    untouched for STALE_SECONDS. A live writer's files are never listed."""
+    now = time.time() if now is None else now
+    stale = []
+    for tmp in Path(folder).rglob(".*.tmp"):
+        match = _TEMPORARY.match(tmp.name)
+        try:
+            if match and match["host"] == _host():
+                if not _process_alive(int(match["pid"])):
+                    stale.append(tmp)
+            elif now - tmp.stat().st_mtime > STALE_SECONDS:
+                stale.append(tmp)
+        except FileNotFoundError:  # its writer renamed or removed it meanwhile
+            continue
+    return stale
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True

@@ -165,6 +165,7 @@ def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         pretrain.main(["--help"])
     text = capsys.readouterr().out
+    assert text.count("EncodecMAEBuiltin") == 1  # the recipe is named once; the defaults shown are the paper's
     parser = pretrain.build_parser()
     for action in parser._actions:
         if action.option_strings and action.dest != "help":

@@ -24,7 +24,7 @@ from torch import nn
 
 from hear_codec import encodecmae as emae
 from hear_codec.checkpoint import save_checkpoint
-from hear_codec.cli import UserError
+from hear_codec.errors import UserError
 from training import engine
 from training.encodecmae.losses import encodecmae_loss
 
