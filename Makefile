@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh Python 3.11 machine:
-#   make demo   -- set up .venv, pretrain the built-in tiny default and validate it with hear-validator
+#   make demo   -- set up .venv, pretrain the built-in default (mini preset, synthetic corpus, a few minutes on a CPU) and validate it with hear-validator
 #   make test   -- set up .venv and run the test suite
 PYTHON ?= python3
 VENV := .venv

@@ -40,9 +40,10 @@ def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate:
         or where a CUDA device runs it natively; else fp32; ``resolved_precision`` says which and why;
         HEAR_CODEC_MEASURE_PRECISION=0 skips the measurement: fp32 on a CPU), "fp32", or "bf16"
         (autocast; embeddings within cosine 0.999 of fp32).
-    chunk_context: long audio runs in chunks of the model's training length (4 s); for timestamp
-        embeddings every frame keeps at least this many seconds of context on each side of a cut
-        (default: a sixteenth of a chunk, 0.25 s). Scene embeddings use none (docs/embedding.md).
+    chunk_context: long audio runs in chunks of the model's training length (4 s for EnCodecMAE,
+        10 s for AudioFormer's small and base); for timestamp embeddings every frame keeps at least
+        this many seconds of context on each side of a cut (default: a sixteenth of a chunk, 0.25 s
+        of 4 s, 0.625 s of 10 s). Scene embeddings use none (docs/embedding.md).
     random_weights: build an untrained model instead of loading one, e.g. "encodecmae-tiny-mel256"
         or "encodecmae-base-ec" (family-preset-front_end). For tests and smoke runs only; it is never a
         fallback for a missing file.

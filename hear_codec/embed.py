@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "downloaded into the Hugging Face cache on first use, as load_model(published=NAME)")
     p.add_argument("--model-options", default="{}", metavar="JSON",
                    help="load_model options as heareval takes them, e.g. '{\"precision\": \"fp32\", "
-                        "\"chunk_context\": 0.5}' (README lists them; sample_rate is not needed here)")
+                        "\"chunk_context\": 0.5}' (docs/embedding.md lists them; sample_rate is not needed here)")
     p.add_argument("--layer", type=int, metavar="N",
                    help="encoder layer to embed with (default -1, the last); same as \"layer\" in --model-options")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",

@@ -333,7 +333,7 @@ def test_an_unreadable_model_file_is_a_message_naming_it(tmp_path, audio_folder)
 def test_published_weights_in_one_command(audio_folder, tmp_path):
     """``--published NAME``: from the hub's offline cache (models--owner--repo/snapshots/<rev>, refs/main)
     as load_model(published=NAME) reads it; without it, offline, one line and status 2."""
-    from test_evaluate import fake_hub, run_offline
+    from hub_cache import fake_hub, run_offline
     out = tmp_path / "out"
     result = run_offline(tmp_path, "hear_codec.embed", audio_folder / "a.wav", "--published", "encodecmae-base",
                          "--out", out, HF_HUB_CACHE=str(fake_hub(tmp_path)))

@@ -3,12 +3,11 @@ finite score is expected), its input checks and its errors."""
 import csv
 import importlib.util
 import json
-import subprocess
-import sys
 
 import pytest
 
 from conftest import assert_user_error, run_module
+from hub_cache import fake_hub, run_offline
 from hear_codec.evaluation import tasks
 
 EASY_GRID = tasks.QUICK_PARAM_GRID
@@ -67,22 +66,6 @@ def test_out_dir_keeps_one_run(tmp_path):
     evaluate.check_out_dir(tmp_path, fast)  # same settings: resume
     with pytest.raises(ValueError, match="other settings"):
         evaluate.check_out_dir(tmp_path, evaluate.run_settings("hear_codec", "m.pt", {"sample_rate": 16000}, "fast", None))
-
-
-def fake_hub(tmp_path, name="encodecmae-base"):
-    """The Hugging Face hub's offline cache layout holding a tiny v1 ``name``: HF_HUB_CACHE for it."""
-    from test_published import SNAPSHOT, tiny_v1_folder
-    repo = tmp_path / "hub" / f"models--lpepino--{name}"
-    tiny_v1_folder(repo / "snapshots" / SNAPSHOT)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(SNAPSHOT)
-    return tmp_path / "hub"
-
-
-def run_offline(tmp_path, module, *args, **env):
-    from test_published import offline_env
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=offline_env(tmp_path, **env),
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
 
 
 def test_published_offline_without_the_weights_is_one_line(tmp_path):

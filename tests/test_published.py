@@ -5,7 +5,6 @@ HF_HUB_OFFLINE=1 and its own empty (or hand-filled) Hugging Face cache.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,33 +14,8 @@ import torch
 
 import hear_codec
 from hear_codec import published
-from hear_codec.codec import build_encoder
 from conftest import assert_user_error, run_module
-from official_encodecmae_helpers import REPO, official_state, v1_gin, v2_gin
-
-SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def tiny_v2_file(path):
-    torch.save({"imports": "", "config": v2_gin("mel256", dim=32, heads=4, st=True),
-                "state_dict": official_state("v2", 32, 2, 1, 64, 256, streams=1)}, path)
-    return path
-
-
-def tiny_v1_folder(folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    state = official_state("v1", 32, 2, 1, 64, 128, streams=8, extra_streams=1,
-                           codec_encoder_state=build_encoder().state_dict())
-    torch.save({"state_dict": state}, folder / "model.pt")
-    (folder / "config.gin").write_text(v1_gin(dim=32, heads=4, extra_targets=1))
-    return folder
-
-
-def offline_env(tmp_path, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "HEAR_CODEC_"))}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"),
-               HEAR_CODEC_PUBLISHED_DIR=str(tmp_path / "published"), PYTHONPATH=str(REPO), **extra)
-    return env
+from hub_cache import SNAPSHOT, offline_env, tiny_v1_folder, tiny_v2_file
 
 
 def test_table_names_files_and_licences():
