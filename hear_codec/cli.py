@@ -17,6 +17,8 @@ The errors a user can fix, :data:`USER_ERRORS`:
   offline, a bad labels file);
 * a bad path: ``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``,
   ``FileExistsError``, ``PermissionError``;
+* :class:`hear_codec.files.DiskFullError`: a write that ran out of disk space or quota (the
+  message names the file and says that its previous version is intact);
 * :class:`hear_codec.audio.AudioReadError`: an audio file that is missing, unreadable, empty
   or holds NaN / Inf samples (the message names the file);
 * :class:`hear_codec.checkpoint.CheckpointError`: a missing, truncated, damaged, foreign or
@@ -42,6 +44,7 @@ from typing import Callable, NoReturn
 from .audio import AudioReadError
 from .checkpoint import CheckpointError
 from .codec import CodecWeightsUnavailable
+from .files import DiskFullError
 from .published import PublishedWeightsUnavailable
 
 
@@ -51,7 +54,8 @@ class UserError(Exception):
 
 
 USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
-               PermissionError, AudioReadError, CheckpointError, CodecWeightsUnavailable, PublishedWeightsUnavailable)
+               PermissionError, DiskFullError, AudioReadError, CheckpointError, CodecWeightsUnavailable,
+               PublishedWeightsUnavailable)
 USER_ERROR_STATUS = 2
 
 
