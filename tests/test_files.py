@@ -1,6 +1,5 @@
 """hear_codec.files: a writer killed mid-write leaves the old file (or none) and no temporary."""
 import errno
-import io
 import json
 import os
 import re
@@ -76,31 +75,6 @@ def test_a_writer_that_recreates_the_file_privately_still_gives_the_plain_mode(t
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644
-
-
-class FillingFile(io.FileIO):
-    """A file on a disk with ``room`` bytes left: a write beyond them fails as the kernel's does
-    (ENOSPC, or EDQUOT for a quota)."""
-
-    room = 50_000
-    error = errno.ENOSPC
-
-    def write(self, data):
-        if self.tell() + len(memoryview(data)) > self.room:
-            raise OSError(self.error, os.strerror(self.error))
-        return super().write(data)
-
-
-@pytest.fixture
-def filling_disk(monkeypatch):
-    """Every file hear_codec.files opens for writing fills up after FillingFile.room bytes."""
-    def fake_open(path, mode="r", *args, **kwargs):
-        if "w" in mode:
-            return FillingFile(path, "w")
-        return open(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(files, "open", fake_open, raising=False)
-    return FillingFile
 
 
 def test_a_torch_checkpoint_that_fills_the_disk_is_one_line_naming_the_file(tmp_path, filling_disk):
