@@ -23,6 +23,16 @@ ENCLAP_FIXTURES = FIXTURES / "enclap_official"
 BIN = Path(sys.executable).parent
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip where no CUDA GPU is visible (run them with ``-m cuda`` on one)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs these on one)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def tool(name: str) -> str:
     """A console script installed next to the running interpreter (e.g. hear-validator)."""
     path = BIN / name
