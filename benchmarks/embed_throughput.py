@@ -6,8 +6,8 @@
 Rows, for each front end:
   default    load_model() as it comes (precision="auto", chunk_context 0.25 s), get_scene_embeddings
              and get_timestamp_embeddings on all clips in one call;
-  fp32       the same with precision="fp32" forced (what "auto" resolves to on a CPU or GPU without
-             native bf16);
+  fp32       the same with precision="fp32" forced;
+  bf16       the same with precision="bf16" forced (not run unless asked: --rows ... bf16-scene);
   official   the official wrapper's plan (extract_features_from_array) run with our model: one clip
              per call, non-overlapping 4 s chunks one forward each, a shorter last chunk, tails of
              2048 samples or fewer dropped, every layer computed, fp32, and for ec the EnCodec
@@ -15,7 +15,10 @@ Rows, for each front end:
              runs hear_codec/seanet.py on CPU).
 
 Each row runs in a fresh process (peak RSS is that row's alone) on random weights (speed does not
-depend on them): one warm-up clip, then ``--clips`` clips of ``--seconds`` s at 48 kHz. Columns:
+depend on them): one warm-up clip, then ``--clips`` clips of ``--seconds`` s at 48 kHz. "auto"
+is decided in the first default row's warm-up, by hear_codec/precision.py's measurement (outside
+the timed calls), into a precision cache made for this run (``--precision-cache`` keeps another);
+the later rows read it, as a user's later runs do. The decision and its reason are printed. Columns:
 x real-time; chunk-seconds computed per audio-second (from the plan); GFLOP counted by torch's
 FlopCounterMode on the same calls (matmuls, convolutions, attention; the EnCodec LSTM is not
 counted) and GFLOP/s as a share of the matmul ceiling of the row's precision, measured in the same
@@ -64,13 +67,23 @@ def chunk_seconds_per_audio_second(model, row: str, samples: int) -> float:
     return sum(end - start for start, end in model.chunk_samples(plan, samples)) / samples
 
 
+def own_peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM on Linux (ru_maxrss is carried over from the process that
+    forked this one, the benchmark's parent, man getrusage), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_row(args) -> dict:
     """One row, in this process: its measurements."""
     import hear_codec
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)
-    precision = "fp32" if args.row.startswith(("fp32", "official")) else "auto"
+    precision = "fp32" if args.row.startswith(("fp32", "official")) else "bf16" if args.row.startswith("bf16") else "auto"
     model = hear_codec.load_model(random_weights=f"encodecmae-{args.preset}-{args.front_end}",
                                   precision=precision).to(args.device)
     audio = (torch.rand(args.clips, int(args.seconds * model.sample_rate)) * 2 - 1).mul(0.5).to(args.device)
@@ -101,10 +114,11 @@ def run_row(args) -> dict:
     if args.device.startswith("cuda"):
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mb = own_peak_rss_mb()
     samples = round(args.seconds * 24000)
     row = dict(audio_s=args.clips * args.seconds, wall_s=seconds, gflop=counter.get_total_flops() * args.clips / 1e9,
-               peak_mb=peak_mb, precision=model.resolved_precision,
+               peak_mb=peak_mb, precision=str(model.resolved_precision),
+               precision_reason=getattr(model.resolved_precision, "reason", "a flag rule (before measurement)"),
                chunk_ratio=chunk_seconds_per_audio_second(model, args.row, samples))
     if args.profile:  # after the timing, on a quarter of the clips
         from torch.profiler import ProfilerActivity, profile
@@ -119,6 +133,7 @@ def run_row(args) -> dict:
 
 
 ROWS = ("default-scene", "default-timestamp", "fp32-scene", "fp32-timestamp", "official")
+EXTRA_ROWS = ("bf16-scene", "bf16-timestamp")
 
 
 def main(argv=None):
@@ -127,7 +142,11 @@ def main(argv=None):
                    help="torch device to run on (default: cuda if available, else cpu)")
     p.add_argument("--front-ends", nargs="+", default=["mel256", "ec"], help="front ends to measure")
     p.add_argument("--preset", default="base", help="EnCodecMAE preset (tiny, small, base, large)")
-    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="rows to measure")
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS + EXTRA_ROWS,
+                   help=f"rows to measure (default: {' '.join(ROWS)})")
+    p.add_argument("--precision-cache", metavar="DIR",
+                   help="HEAR_CODEC_CACHE_DIR for the rows (default: a new empty folder, so that \"auto\" is "
+                        "measured in this run)")
     p.add_argument("--clips", type=int, default=8, help="clips per measurement")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
     p.add_argument("--repeats", type=int, default=1,
@@ -146,6 +165,9 @@ def main(argv=None):
         print(json.dumps(run_row(args)))
         return
 
+    import tempfile
+
+    cache = args.precision_cache or tempfile.mkdtemp(prefix="hear_codec-precision-")
     shape = tuple(args.ceiling_shape or ceiling_shape(args.device))
     ceilings = matmul_ceilings(args.device, shape, args.ceiling_seconds)
     fastest = {}
@@ -156,7 +178,8 @@ def main(argv=None):
                 cmd = [sys.executable, __file__, "--row", row, "--front-end", front_end, "--device", args.device,
                        "--preset", args.preset, "--clips", str(args.clips), "--seconds", str(args.seconds)]
                 cmd += ["--profile"] if args.profile else []
-                out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+                out = subprocess.run(cmd, capture_output=True, text=True,
+                                     env={**os.environ, "HEAR_CODEC_CACHE_DIR": cache})
                 if out.returncode != 0:
                     sys.exit(f"row {row} ({front_end}) failed:\n{out.stderr[-2000:]}")
                 result = dict(front_end=front_end, row=row, **json.loads(out.stdout.strip().splitlines()[-1]))
@@ -171,6 +194,9 @@ def main(argv=None):
 
     print(f"machine: {describe_machine(args.device)}")
     print(describe_ceilings(measured, shape))
+    for r in rows:
+        if r["row"].startswith("default"):
+            print(f"precision=\"auto\" ({r['front_end']}, {r['row']}): {r['precision_reason']}")
     print(f"EnCodecMAE-{args.preset}, random weights, {args.clips} clips x {args.seconds:g} s at 48 kHz; "
           f"each row the fastest of {args.repeats} run(s) taken in turns\n")
     print("| front end | row | precision | x real-time | vs official | chunk-s per audio-s | GFLOP | GFLOP/s "

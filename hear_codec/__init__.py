@@ -1,8 +1,8 @@
 """hear_codec: HEAR API plugin over codec-token audio models (EnCodecMAE, AudioFormer).
 
     hear-validator hear_codec --model ckpt.pt
-    python -m heareval.embeddings.runner hear_codec --model ckpt.pt --tasks-dir tasks \\
-        --model-options '{"sample_rate": 16000, "layer": -1}'
+    python -m hear_codec.evaluate ckpt.pt --tasks-dir tasks --model-options '{"sample_rate": 16000, "layer": -1}'
+    python -m hear_codec.evaluate --published mel256-ec-base_st --tasks-dir tasks
 
 Kept light on purpose: importing it loads torch and this package only.
 """
@@ -36,8 +36,10 @@ def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate:
         layers after it are not computed.
     batch_size: 4 s chunks run through the model at once (memory vs speed; default 16 on CPU; on
         CUDA as many as fit in half the free memory).
-    precision: "auto" (bf16 where the device has native bf16, else fp32; see ``resolved_precision``),
-        "fp32", or "bf16" (autocast; embeddings within cosine 0.999 of fp32).
+    precision: "auto" (bf16 where it is measured clearly faster on this CPU, once per machine and cached,
+        or where a CUDA device runs it natively; else fp32; ``resolved_precision`` says which and why;
+        HEAR_CODEC_MEASURE_PRECISION=0 skips the measurement: fp32 on a CPU), "fp32", or "bf16"
+        (autocast; embeddings within cosine 0.999 of fp32).
     chunk_context: long audio runs in chunks of the model's training length (4 s); for timestamp
         embeddings every frame keeps at least this many seconds of context on each side of a cut
         (default: a sixteenth of a chunk, 0.25 s). Scene embeddings use none (docs/embedding.md).
@@ -54,18 +56,18 @@ def load_model(model_file_path: str | os.PathLike | None = None, *, sample_rate:
         model = _random_model(random_weights, check_int("seed", seed))
     elif model_file_path is None:
         from . import published as published_lib
-        from .checkpoint import load_checkpoint
+        from .convert import load_any
 
         name = published_lib.DEFAULT if published is None else published
-        model = load_checkpoint(published_lib.fetch(name))
+        model = load_any(published_lib.fetch(name))
         model.metadata = {**getattr(model, "metadata", {}), "published": name,
                           "licence": published_lib.resolve(name).licence}
     elif published is not None:
         raise ValueError("give either model_file_path or published, not both")
     else:
-        from .checkpoint import load_checkpoint  # our checkpoints, or published EnCodecMAE files detected by content
+        from .convert import load_any  # our checkpoints, or published EnCodecMAE files detected by content
 
-        model = load_checkpoint(model_file_path)
+        model = load_any(model_file_path)
     return HearModel(model, sample_rate=sample_rate, layer=layer, batch_size=batch_size, precision=precision,
                      chunk_context=chunk_context)
 

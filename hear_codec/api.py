@@ -21,11 +21,12 @@ Chunks of the same length, from every clip of a call, run through the model toge
 
 Precision
 ---------
-``precision="auto"`` (the default) runs the transformer in bf16 (autocast) where the hardware
-has native bf16 — CUDA devices that support it, CPUs with AVX-512 BF16 or AMX — and in fp32
-elsewhere (an AVX2 CPU runs bf16 matmuls several times slower than fp32). It is resolved for the
-device the model is on when embeddings are computed: ``resolved_precision``. Front ends always
-run in fp32.
+``precision="auto"`` (the default) runs the transformer in bf16 (autocast) only where that is
+measured to be clearly faster: on a CPU, the model's own matmul shapes are timed in fp32 and
+bf16 at the first use on this machine, and the decision is cached per machine, torch version
+and thread count (hear_codec/precision.py); on CUDA, bf16 where the device runs it natively. It
+is resolved for the device the model is on when embeddings are computed:
+``resolved_precision``, which also says why. Front ends always run in fp32.
 """
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from . import precision as precision_lib
+from .audio import MAX_ABS_SAMPLE, resample
 from .codec import SAMPLE_RATE as MODEL_SAMPLE_RATE
-from .audio import resample
 
 SUPPORTED_SAMPLE_RATES = (16000, 22050, 44100, 48000)
 DEFAULT_SAMPLE_RATE = 48000  # the free HEAR 2021 task downloads are 48 kHz
@@ -125,30 +127,6 @@ def plan_chunks(total_frames: int, max_frames: int, context_frames: int = 0) -> 
     return ChunkPlan(total_frames, length, tuple(Chunk(s, a, b) for s, a, b in zip(starts, cuts, cuts[1:])))
 
 
-# ---------------------------------------------------------------- precision
-
-def has_native_bf16(device) -> bool:
-    """Whether ``device`` runs bf16 matmuls natively: a CUDA device with bf16, or a CPU with
-    AVX-512 BF16 or AMX (asked of torch; an AVX2 CPU emulates bf16, slower than fp32)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        try:
-            return torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # torch < 2.4 has no including_emulation (and counts no emulation)
-            return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return any(getattr(torch.cpu, query, lambda: False)()
-                   for query in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return False
-
-
-def resolve_precision(precision: str, device) -> str:
-    """"auto" -> "bf16" where ``device`` has native bf16, else "fp32"; explicit choices stay."""
-    if precision == "auto":
-        return "bf16" if has_native_bf16(device) else "fp32"
-    return precision
-
-
 # ---------------------------------------------------------------- options
 
 def check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
@@ -197,6 +175,7 @@ class HearModel(nn.Module):
         self.scene_embedding_size = model.embedding_dim
         self.timestamp_embedding_size = model.embedding_dim
         self._fitted_batch_sizes = {}  # (device, precision) -> chunks per forward on a GPU
+        self._precisions = {}  # (device, precision, layer) -> the resolved Precision
 
     @property
     def device(self) -> torch.device:
@@ -227,9 +206,15 @@ class HearModel(nn.Module):
         return max(1, min(MAX_CUDA_BATCH_SIZE, int(CUDA_MEMORY_SHARE * free / per_chunk)))
 
     @property
-    def resolved_precision(self) -> str:
-        """"fp32" or "bf16": ``precision`` resolved for the device the model is on."""
-        return resolve_precision(self.precision, self.device)
+    def resolved_precision(self) -> precision_lib.Precision:
+        """"fp32" or "bf16" (a str): ``precision`` resolved for the device the model is on, once per
+        device; ``.source`` and ``.reason`` say how ("measured", "cached", "cuda rule", ...)."""
+        device = self.device
+        key = (str(device), self.precision, self.layer)
+        if key not in self._precisions:
+            num_layers = self.layer % self.model.num_embedding_layers + 1
+            self._precisions[key] = precision_lib.resolve(self.precision, self.model, device, num_layers)
+        return self._precisions[key]
 
     # ---- framing ----
     def frame_times_ms(self, num_frames: int, device=None) -> torch.Tensor:
@@ -291,6 +276,67 @@ class HearModel(nn.Module):
             out["scene"] = frames.mean(dim=1)
         return out
 
+    def embed_stream(self, blocks, num_samples: int, scene: bool = True, timestamps: bool = True,
+                     write_frames=None) -> dict:
+        """One clip of ``num_samples`` samples at 24 kHz that arrives as ``blocks`` (an iterable of
+        [k] float32 arrays or tensors, in order): the embeddings of :meth:`embed`, equal to them up
+        to float rounding, holding only the samples that the chunks not yet run need.
+
+        Returns ``scene`` [D] (on the host) and ``timestamps_ms`` [T]; the timestamp embeddings
+        are not returned but passed to ``write_frames(rows)`` as they are computed: consecutive
+        [k, D] float32 numpy arrays, in order of frames, T rows in all. Raises
+        :class:`StreamLengthError` when the blocks hold other than ``num_samples`` samples.
+        """
+        m, device = self.model, self.device
+        length = max(num_samples, m.min_samples)  # shorter than one frame: zero-padded, as in embed
+        plans = {}
+        if timestamps:
+            plans["timestamp"] = self.chunk_plan(length)
+        if scene:
+            plan = self.chunk_plan(length, context_seconds=0.0)
+            plans["scene" if plans.get("timestamp") != plan else "both"] = plan
+            if "both" in plans:
+                del plans["timestamp"]
+        jobs = sorted((start, end, name, i) for name, plan in plans.items()
+                      for i, (start, end) in enumerate(self.chunk_samples(plan, length)))
+        batch_size = self.effective_batch_size(device)
+        scene_sum = torch.zeros(m.embedding_dim, dtype=torch.float64)
+        rows_done, waiting = 0, {}  # timestamp rows written; {own_from: rows} computed ahead of them
+        source = _Samples(blocks, num_samples, length)
+        pending = {}  # (plan, chunk length) -> [(chunk index, samples)]: only equal lengths stack
+
+        def run(key):
+            nonlocal rows_done
+            name, batch = key[0], pending.pop(key)
+            emb = self._embed(to_device(torch.stack([wav for _, wav in batch]), device)).cpu()
+            for row, (i, _) in enumerate(batch):
+                c = plans[name].chunks[i]
+                own = emb[row, c.own_from - c.first_frame:c.own_to - c.first_frame]
+                if name in ("scene", "both"):
+                    scene_sum.add_(own.double().sum(dim=0))
+                if name in ("timestamp", "both"):
+                    waiting[c.own_from] = own.numpy()
+            while rows_done in waiting:
+                rows = waiting.pop(rows_done)
+                if write_frames is not None:
+                    write_frames(rows)
+                rows_done += len(rows)
+
+        for n, (start, end, name, i) in enumerate(jobs):
+            key = (name, end - start)
+            pending.setdefault(key, []).append((i, source.take(start, end)))
+            if len(pending[key]) == batch_size:
+                run(key)
+            source.forget_before(min([jobs[n + 1][0]] if n + 1 < len(jobs) else [end]))
+        for key in list(pending):
+            run(key)
+        source.check_exhausted()
+        total = next(iter(plans.values())).total_frames
+        out = {"timestamps_ms": self.frame_times_ms(total)} if timestamps else {}
+        if scene:
+            out["scene"] = (scene_sum / total).float()
+        return out
+
     def _run_plan(self, wav: torch.Tensor, plan: ChunkPlan) -> torch.Tensor:
         """Frame embeddings [n, T, D] of every clip in ``wav`` [n, S], chunked as ``plan`` says.
 
@@ -339,7 +385,9 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def validate_audio(audio) -> torch.Tensor:
-    """Check a HEAR input batch: float [n_sounds, n_samples], finite, non-empty. Returns float32."""
+    """Check a HEAR input batch: float [n_sounds, n_samples], non-empty, finite and within
+    ±MAX_ABS_SAMPLE (beyond it the front ends' float32 arithmetic overflows into NaN embeddings).
+    Returns float32."""
     if not isinstance(audio, torch.Tensor):
         raise TypeError(f"audio must be a torch.Tensor, got {type(audio).__name__}")
     if audio.ndim != 2:
@@ -350,6 +398,57 @@ def validate_audio(audio) -> torch.Tensor:
         raise ValueError("audio batch is empty (n_sounds = 0)")
     if audio.shape[1] == 0:
         raise ValueError("audio has zero length (n_samples = 0)")
-    if not torch.isfinite(audio).all():
+    peak = float(audio.abs().max())  # one read of the device, NaN if any sample is
+    if not math.isfinite(peak):
         raise ValueError("audio contains NaN or Inf values")
+    if peak > MAX_ABS_SAMPLE:
+        raise ValueError(f"audio has samples up to {peak:.3g}, beyond ±{MAX_ABS_SAMPLE:.0e}: HEAR audio is float32 in "
+                         "[-1, 1] (the model's float32 arithmetic would overflow into NaN embeddings)")
     return audio.float()
+
+
+class StreamLengthError(ValueError):
+    """The blocks of :meth:`HearModel.embed_stream` held another number of samples than announced."""
+
+
+class _Samples:
+    """The samples of a stream of blocks, kept from the first one still needed: [start, end)
+    slices on request, in order of ``start``."""
+
+    def __init__(self, blocks, num_samples: int, length: int):
+        self.blocks, self.num_samples, self.length = iter(blocks), num_samples, length
+        self.kept, self.kept_from, self.received = [], 0, 0  # [tensor], index of kept[0][0]
+
+    def take(self, start: int, end: int) -> torch.Tensor:
+        """Samples [start, end) as a new tensor (zeros past the clip's announced end, up to ``length``)."""
+        while self.received < min(end, self.num_samples):
+            block = next(self.blocks, None)
+            if block is None:
+                raise StreamLengthError(f"the audio ended after {self.received} samples; {self.num_samples} "
+                                        "were announced")
+            block = torch.as_tensor(block, dtype=torch.float32)
+            take = min(len(block), self.num_samples - self.received)
+            if take < len(block):
+                raise StreamLengthError(f"the audio holds more than the {self.num_samples} samples announced")
+            self.kept.append(block)
+            self.received += len(block)
+        kept = torch.cat(self.kept) if len(self.kept) > 1 else self.kept[0] if self.kept else torch.zeros(0)
+        self.kept = [kept] if len(kept) else []
+        piece = kept[start - self.kept_from:end - self.kept_from]
+        if len(piece) < end - start:  # a clip shorter than one frame, padded as embed pads it
+            piece = nn.functional.pad(piece, (0, end - start - len(piece)))
+        return piece.clone()
+
+    def forget_before(self, index: int) -> None:
+        if self.kept and index > self.kept_from:
+            drop = min(index - self.kept_from, len(self.kept[0]))
+            self.kept = [self.kept[0][drop:]]
+            self.kept_from += drop
+
+    def check_exhausted(self) -> None:
+        """Raise StreamLengthError if the blocks hold more samples than were announced."""
+        if self.received < self.num_samples:
+            self.take(self.num_samples - 1, self.num_samples)
+        for block in self.blocks:
+            if len(block):
+                raise StreamLengthError(f"the audio holds more than the {self.num_samples} samples announced")

@@ -1,6 +1,6 @@
-"""Checkpoint files: write ours, and detect and load every format hear_codec reads.
+"""Checkpoint files: write and load ours, and tell every format hear_codec reads apart.
 
-Every format is recognised by its content, never by its name, and read once:
+Every format is recognised by its content, never by its name, and read once (:func:`detect`):
 
 * **ours, format 2** (what :func:`save_checkpoint` writes): a safetensors file holding the
   model's state_dict. The header's metadata (JSON text, readable without loading the weights)::
@@ -12,8 +12,15 @@ Every format is recognised by its content, never by its name, and read once:
   ``{"format", "format_version": 1, "family", "config", "state_dict", "metadata"}``, read with
   ``weights_only=True``. It loads with a one-line notice that its weights cannot be checked.
 * **published EnCodecMAE** (habla-liaa/encodecmae): a v2 ``.pt`` file (a dict with a gin
-  ``config`` string and a ``state_dict``) or a v1 folder (``model.pt`` + ``config.gin``), read
-  here and converted to our model by hear_codec/convert.py.
+  ``config`` string and a ``state_dict``) or a v1 folder (``model.pt`` + ``config.gin``),
+  recognised by hear_codec/published.py and converted to our model by hear_codec/convert.py.
+  :func:`load_checkpoint` loads our format only; ``hear_codec.load_model`` and
+  ``hear_codec.convert.load_any`` load either.
+
+Before a model is built, the shapes its stored config implies are checked against the tensors in
+the file (the model is first built on torch's ``meta`` device, which allocates nothing), so a
+header whose config claims a vocabulary of 2^22 in a 3 MB file is refused at once, not after
+allocating gigabytes.
 
 The weight hash: each tensor's sha256 over its dtype and shape (``"float32[768, 256]"``) and then
 its bytes (C order, little-endian), written at save time and checked on every load, so damage
@@ -43,6 +50,8 @@ import safetensors
 import safetensors.torch
 import torch
 
+from . import published
+from .errors import CheckpointError, DamagedCheckpointError, UnknownFormatError
 from .files import atomic_path
 
 FORMAT = "hear_codec"
@@ -53,29 +62,11 @@ FAMILIES = {
     "encodecmae": "hear_codec.encodecmae",
     "audioformer": "hear_codec.audioformer",
 }
-V1_WEIGHTS, V1_CONFIG = "model.pt", "config.gin"  # a published EnCodecMAE v1 folder
-
-ACCEPTED = """\
-hear_codec loads:
-  - its own checkpoints (written by save_checkpoint or `python -m hear_codec.convert`);
-  - a published EnCodecMAE v2 file (e.g. mel256-ec-base_st.pt from lpepino/encodecmae-v2): a dict with a gin
-    'config' string and a 'state_dict';
-  - a published EnCodecMAE v1 folder (e.g. a snapshot of lpepino/encodecmae-base) holding model.pt and config.gin,
-    or that model.pt with config.gin beside it."""
+ACCEPTED = ("hear_codec loads:\n"
+            "  - its own checkpoints (written by save_checkpoint or `python -m hear_codec.convert`);\n"
+            + published.FORMATS)
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(ValueError):
-    """A file that is missing, damaged, foreign, or of an unsupported version."""
-
-
-class UnknownFormatError(CheckpointError):
-    """A file or folder that is neither a hear_codec checkpoint nor a published EnCodecMAE model."""
-
-
-class DamagedCheckpointError(CheckpointError):
-    """A checkpoint whose weights differ from the hashes written with them."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,30 +110,49 @@ def tensor_sha256(tensor: torch.Tensor) -> str:
 # ---------------------------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------------------------
-def load_checkpoint(path: str | os.PathLike, allow_pickle: bool = False) -> torch.nn.Module:
-    """The model in ``path`` (eval mode, on CPU): our checkpoint, or a published EnCodecMAE file or folder.
-
-    The file is read once. The metadata is on ``model.metadata`` (for published files, where the
-    weights came from and their gin text). ``allow_pickle`` lets a published file that holds
-    pickled Python objects run them: only for files you trust.
-    """
-    kind, payload = detect(path, allow_pickle)
-    if kind == "hear_codec":
-        return model_from_checkpoint(payload, str(path))
-    from .convert import model_from_published  # convert builds on this module
-
-    return model_from_published(kind, payload, str(path))
+def load_checkpoint(path: str | os.PathLike) -> torch.nn.Module:
+    """The model in our checkpoint ``path`` (eval mode, on CPU), read once; its metadata is on
+    ``model.metadata``. A published EnCodecMAE file is refused with a message that says how to
+    load it (``hear_codec.load_model``, or ``python -m hear_codec.convert`` once)."""
+    return model_from_checkpoint(read_checkpoint(path), str(path))
 
 
 def model_from_checkpoint(payload: dict, source: str) -> torch.nn.Module:
-    """The model (eval mode) rebuilt from :func:`read_checkpoint`'s dict; ``source`` names it in errors."""
+    """The model (eval mode) rebuilt from :func:`read_checkpoint`'s dict; ``source`` names it in errors.
+
+    The shapes the config implies are checked against the stored tensors before any weight is
+    allocated: the model is built on the ``meta`` device first."""
+    family = importlib.import_module(FAMILIES[payload["family"]])
+    state = payload["state_dict"]
     try:
-        model = importlib.import_module(FAMILIES[payload["family"]]).build(payload["config"])
-        model.load_state_dict(payload["state_dict"], strict=True)
+        with torch.device("meta"):
+            expected = family.build(payload["config"]).state_dict()
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"{source}: its stored config does not describe a {payload['family']} model: "
+                              f"{type(e).__name__}: {e}") from e
+    _check_shapes(source, expected, state)
+    try:
+        model = family.build(payload["config"])
+        model.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, TypeError) as e:
         raise CheckpointError(f"{source}: weights do not match the stored config: {e}") from e
     model.metadata = payload["metadata"]
     return model.eval()
+
+
+def _check_shapes(source: str, expected: dict, state: dict) -> None:
+    """Raise CheckpointError unless ``state`` has exactly the tensors of ``expected`` (a state_dict
+    on the meta device), shape for shape."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {list(state[k].shape)} (the config implies {list(v.shape)})"
+             for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    for keys, what in ((missing, "missing"), (unexpected, "not in the model"), (wrong, "of another shape")):
+        if keys:
+            problems.append(f"{len(keys)} tensors {what}: {', '.join(keys[:4])}" + (", ..." if len(keys) > 4 else ""))
+    if problems:
+        raise CheckpointError(f"{source}: weights do not match the stored config: " + "; ".join(problems))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -151,7 +161,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     kind, payload = detect(path)
     if kind != "hear_codec":
         raise CheckpointError(f"{path} is a published EnCodecMAE model ({kind}), not a hear_codec checkpoint: "
-                              "load it with load_checkpoint, or convert it with `python -m hear_codec.convert`")
+                              f"load it with hear_codec.load_model({str(path)!r}), or convert it once with "
+                              f"`python -m hear_codec.convert {path} model.hearcodec`")
     return payload
 
 
@@ -159,42 +170,51 @@ def detect(path: str | os.PathLike, allow_pickle: bool = False) -> tuple:
     """(kind, payload) for ``path``, read once: kind is 'hear_codec', 'encodecmae-v2' or 'encodecmae-v1'.
 
     payload: for ours, :func:`read_checkpoint`'s dict (weights checked against their hashes); for
-    v2, the published dict; for v1, {'state_dict', 'config' (gin text), 'folder'}. A missing path
-    raises FileNotFoundError; anything unreadable, damaged or foreign a :class:`CheckpointError`.
+    the published kinds, what hear_codec.published.recognise returns. A missing path raises
+    FileNotFoundError; anything unreadable, damaged or foreign a :class:`CheckpointError` naming
+    the path.
     """
+    if isinstance(path, str) and not path.strip():
+        raise CheckpointError(f"the checkpoint path is empty ({path!r}): give a file")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
-        weights, config = path / V1_WEIGHTS, path / V1_CONFIG
-        if weights.is_file() and config.is_file():
-            return "encodecmae-v1", _read_v1(weights, config, allow_pickle)
-        raise UnknownFormatError(f"{path} is a folder, but neither a hear_codec checkpoint file nor a v1 folder "
-                                 f"with {V1_WEIGHTS} and {V1_CONFIG}.\n{ACCEPTED}")
+        weights = published.v1_weights(path)
+        if weights is None:
+            raise UnknownFormatError(f"{path} is a folder, but neither a hear_codec checkpoint file nor a v1 folder "
+                                     f"with {published.V1_WEIGHTS} and {published.V1_CONFIG}.\n{ACCEPTED}")
+        found = published.recognise(weights, _torch_load(weights, allow_pickle))
+        if found is None:
+            raise UnknownFormatError(f"{weights} does not hold an EnCodecMAE state_dict.\n{ACCEPTED}")
+        return found
+    if not path.is_file():  # opening a FIFO would wait for a writer; a device could be endless
+        raise CheckpointError(f"{path} is not a regular file (a pipe, device or socket): give a checkpoint file")
     if _is_safetensors(path):
         return "hear_codec", _read_safetensors(path)
     payload = _torch_load(path, allow_pickle)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         return "hear_codec", _read_torch_format(path, payload)
-    if isinstance(payload, dict) and isinstance(payload.get("config"), str) and isinstance(payload.get("state_dict"), dict):
-        return "encodecmae-v2", payload
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
-    if _looks_like_official_state(state):
-        config = path.parent / V1_CONFIG
-        if config.is_file():
-            return "encodecmae-v1", _read_v1(path, config, allow_pickle, payload)
-        raise UnknownFormatError(
-            f"{path} holds an EnCodecMAE state_dict without its gin config: a v1 {V1_WEIGHTS} needs the "
-            f"{V1_CONFIG} from the same hub repo beside it.\n{ACCEPTED}")
+    found = published.recognise(path, payload)
+    if found is not None:
+        return found
     what = type(payload).__name__ + (f" with keys {sorted(map(str, payload))[:6]}" if isinstance(payload, dict) else "")
     raise UnknownFormatError(f"{path} is not a hear_codec checkpoint nor a published EnCodecMAE model "
                              f"(found a {what}).\n{ACCEPTED}")
 
 
+def _read_failed(path: Path, error: OSError) -> CheckpointError:
+    """An I/O error (a bad disk, a lost network mount) as a CheckpointError that names the file."""
+    return CheckpointError(f"{path}: cannot read the file ({error.strerror or error})")
+
+
 def _is_safetensors(path: Path) -> bool:
     """A safetensors file starts with its header's length (8 bytes, little-endian) and then '{'."""
-    with open(path, "rb") as f:
-        start = f.read(9)
+    try:
+        with open(path, "rb") as f:
+            start = f.read(9)
+    except OSError as e:
+        raise _read_failed(path, e) from e
     return len(start) == 9 and start[8:] == b"{" and int.from_bytes(start[:8], "little") < path.stat().st_size
 
 
@@ -211,9 +231,14 @@ def _read_safetensors(path: Path) -> dict:
             except (KeyError, ValueError) as e:
                 raise DamagedCheckpointError(f"damaged checkpoint {path}: its header's config, metadata or "
                                              f"weights_sha256 is missing or not JSON ({type(e).__name__}: {e})") from e
+            if not isinstance(config, dict):
+                raise DamagedCheckpointError(f"damaged checkpoint {path}: its header's config is a JSON "
+                                             f"{type(config).__name__}, not an object of model settings")
             state = {k: f.get_tensor(k) for k in f.keys()}
     except CheckpointError:
         raise
+    except OSError as e:
+        raise _read_failed(path, e) from e
     except Exception as e:  # the safetensors reader: a short file, offsets that do not fit, a bad header
         raise CheckpointError(f"{path} could not be read as a checkpoint (truncated, damaged, or not a safetensors "
                               f"file): {e}") from e
@@ -271,6 +296,8 @@ def _torch_load(path: Path, allow_pickle: bool = False):
             if "mmap" not in str(e).lower():
                 raise
         return torch.load(path, **kwargs)  # legacy (non-zip) torch files cannot be memory-mapped
+    except OSError as e:
+        raise _read_failed(path, e) from e
     except Exception as e:
         if not allow_pickle and ("Unsupported global" in str(e) or "can still be loaded" in str(e)):
             raise UnknownFormatError(
@@ -279,22 +306,3 @@ def _torch_load(path: Path, allow_pickle: bool = False):
                 "`python -m hear_codec.convert --allow-pickle SRC DST`.") from e
         raise CheckpointError(
             f"{path} could not be read as a checkpoint (truncated, damaged, or not a torch file): {e}\n{ACCEPTED}") from e
-
-
-def _read_v1(weights: Path, config: Path, allow_pickle: bool, payload=None) -> dict:
-    """A published v1 model: the state_dict of ``weights`` (already loaded: ``payload``) and the gin text of ``config``."""
-    if payload is None:
-        payload = _torch_load(weights, allow_pickle)
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
-    if not _looks_like_official_state(state):
-        raise UnknownFormatError(f"{weights} does not hold an EnCodecMAE state_dict.\n{ACCEPTED}")
-    try:
-        text = config.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{config} could not be read as gin text: {e}") from e
-    return {"state_dict": state, "config": text, "folder": str(weights.parent)}
-
-
-def _looks_like_official_state(state) -> bool:
-    return isinstance(state, dict) and any(
-        isinstance(k, str) and k.startswith(("visible_encoder.encoder_layers.", "decoder.encoder_layers.")) for k in state)

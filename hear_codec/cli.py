@@ -12,22 +12,17 @@ a bug in this code: it keeps its traceback (status 1).
 
 The errors a user can fix, :data:`USER_ERRORS`:
 
-* :class:`UserError`: a bad option value or input file found by the command's own code; the
-  user errors of ``training/`` derive from it (e.g. pretrained BART / CLAP weights missing
-  offline, a bad labels file);
+* :class:`hear_codec.errors.UserError` and everything derived from it: a bad option value or
+  input file found by the command's own code, an unreadable audio file, a missing, damaged or
+  foreign checkpoint, published weights that are neither on disk nor downloadable; the user
+  errors of ``training/`` derive from it too (hear_codec/errors.py lists them);
 * a bad path: ``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``,
   ``FileExistsError``, ``PermissionError``;
-* :class:`hear_codec.files.DiskFullError`: a write that ran out of disk space or quota (the
-  message names the file and says that its previous version is intact);
-* :class:`hear_codec.audio.AudioReadError`: an audio file that is missing, unreadable, empty
-  or holds NaN / Inf samples (the message names the file);
-* :class:`hear_codec.checkpoint.CheckpointError`: a missing, truncated, damaged, foreign or
-  newer-version checkpoint, or a published variant hear_codec cannot convert;
-* :class:`hear_codec.codec.CodecWeightsUnavailable`,
-  :class:`hear_codec.published.PublishedWeightsUnavailable`: published weights that are
-  neither on disk nor downloadable (e.g. offline);
 * ``SystemExit`` with a message (``raise SystemExit("...")``, the standard library's way to stop
   a command with a message); argparse's own exits keep their status.
+
+This module imports no other module of hear_codec but errors.py (a leaf), so that every command
+can use it without an import circle.
 
 ``main``'s return value is the exit status when it is an int (0 otherwise).
 
@@ -41,21 +36,10 @@ import json
 import sys
 from typing import Callable, NoReturn
 
-from .audio import AudioReadError
-from .checkpoint import CheckpointError
-from .codec import CodecWeightsUnavailable
-from .files import DiskFullError
-from .published import PublishedWeightsUnavailable
-
-
-class UserError(Exception):
-    """An error the user can fix (a bad option value, a bad input file): a command prints its
-    message alone and exits with status 2."""
-
+from .errors import UserError
 
 USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
-               PermissionError, DiskFullError, AudioReadError, CheckpointError, CodecWeightsUnavailable,
-               PublishedWeightsUnavailable)
+               PermissionError)
 USER_ERROR_STATUS = 2
 
 

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from hear_codec import seanet
+from hear_codec.errors import CodecWeightsUnavailable
 
 SAMPLE_RATE = 24_000
 HOP_LENGTH = 320  # product of the SEANet strides [2, 4, 5, 8]
@@ -51,10 +52,6 @@ CODEBOOK_SIZE = 1024
 BANDWIDTH_TO_CODEBOOKS = {1.5: 2, 3.0: 4, 6.0: 8, 12.0: 16, 24.0: 32}
 PRETRAINED_CHECKPOINT = "encodec_24khz-d7cc33bc.th"
 PRETRAINED_URL = "https://dl.fbaipublicfiles.com/encodec/v0/" + PRETRAINED_CHECKPOINT
-
-
-class CodecWeightsUnavailable(RuntimeError):
-    """The published EnCodec weights could not be found or downloaded."""
 
 
 def _import_encodec():

@@ -1,8 +1,10 @@
 """Convert published EnCodecMAE weights (official code: habla-liaa/encodecmae) into our model.
 
-Reading the published files, and telling them apart by content, is hear_codec/checkpoint.py's job;
-their gin text is read by hear_codec/gin.py. What is left here is the conversion itself, in the
-shape of transformers' ``convert_*_original_to_pytorch`` scripts:
+Reading files is hear_codec/checkpoint.py's job (each file once), telling the published ones apart
+by content hear_codec/published.py's, and their gin text is read by hear_codec/gin.py. What is
+left here is the conversion itself, in the shape of transformers' ``convert_*_original_to_pytorch``
+scripts, and :func:`load_any`, which loads a model file of any kind (ours, or published and
+converted on the fly: what ``hear_codec.load_model(path)`` runs):
 
 1. **config**: :func:`config_from_gin` reads everything about the model (front end, sizes, heads,
    feed-forward width, target streams, mel normalisation, loss weights) from the gin text;
@@ -57,9 +59,9 @@ from pathlib import Path
 import torch
 
 from . import cli
-from .checkpoint import (FORMAT_VERSION, CheckpointError, detect, load_checkpoint, model_from_checkpoint,
-                         save_checkpoint)
+from .checkpoint import FORMAT_VERSION, detect, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .encodecmae import EncodecMAE, EncodecMAEConfig
+from .errors import CheckpointError, UnsupportedVariant
 from .gin import GinConfig, GinError, reference
 
 OFFICIAL_COMMIT_V2 = "2dd6759c595bf20c9d836914fef5cde9a6386843"
@@ -78,10 +80,6 @@ hear_codec reads these published EnCodecMAE variants:
   - transformers: ResiDual norm, bias-free MultiHeadAttention with model_dim divisible by num_heads, default feed-forward
   - targets: EnCodec codebooks (EncodecQuantizer, return_only_last=False), optionally plus k-means streams
     (v1 extra_head), or k-means streams alone (v2 self-training, IdentityTarget)"""
-
-
-class UnsupportedVariant(CheckpointError):
-    """A published EnCodecMAE file whose configuration hear_codec cannot reproduce."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,6 +387,17 @@ def build_published_model(config: EncodecMAEConfig, state: dict, source: str = "
 # ---------------------------------------------------------------------------------------------
 # a published file -> our model, checked
 # ---------------------------------------------------------------------------------------------
+def load_any(path: str | os.PathLike, allow_pickle: bool = False) -> torch.nn.Module:
+    """The model in ``path`` (eval mode, on CPU): our checkpoint, or a published EnCodecMAE file or
+    folder converted on the fly. The file is read once. The metadata is on ``model.metadata`` (for
+    published files, where the weights came from and their gin text). ``allow_pickle`` lets a
+    published file that holds pickled Python objects run them: only for files you trust."""
+    kind, payload = detect(path, allow_pickle)
+    if kind == "hear_codec":
+        return model_from_checkpoint(payload, str(path))
+    return model_from_published(kind, payload, str(path))
+
+
 def model_from_published(kind: str, payload: dict, source: str) -> EncodecMAE:
     """Our model from what checkpoint.detect read (kind 'encodecmae-v2' or 'encodecmae-v1')."""
     layout = {"encodecmae-v2": "v2", "encodecmae-v1": "v1"}[kind]

@@ -2,6 +2,11 @@
 
     python -m hear_codec.evaluate CHECKPOINT --tasks-dir tasks [--task NAME ...]
         [--model-options '{"sample_rate": 16000}'] [--grid fast|full] [--out hear-eval]
+    python -m hear_codec.evaluate --published mel256-ec-base_st --tasks-dir tasks ...
+
+``--published NAME`` evaluates a published EnCodecMAE model by name: it is fetched into the
+Hugging Face cache on first use, as ``hear_codec.load_model(published=NAME)`` does, and passed to
+heareval as the model option ``{"published": NAME}``.
 
 Three stages, each heareval 2021.1.3's own code run in this process through the compatibility
 layer (hear_codec/evaluation/compat.py), so scores follow the HEAR protocol:
@@ -192,7 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/scores.md.",
         epilog="See docs/evaluation.md for how to download the HEAR 2021 tasks.",
     )
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="hear_codec checkpoint file to evaluate")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?",
+                        help="hear_codec checkpoint file to evaluate (or give --published NAME instead)")
+    parser.add_argument("--published", metavar="NAME",
+                        help="evaluate a published EnCodecMAE model by name (python -m hear_codec.published lists "
+                             "them), downloaded into the Hugging Face cache on first use")
     parser.add_argument("--tasks-dir", required=True, type=Path,
                         help="folder of HEAR tasks, one sub-folder per task (task_metadata.json, "
                              "labelvocabulary.csv, <split>.json, <sample rate>/<split>/*.wav)")
@@ -221,13 +230,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.grid_points is not None and args.grid_points < 1:
         build_parser().error("--grid-points must be >= 1")
+    if (args.checkpoint is None) == (args.published is None):
+        build_parser().error("give a CHECKPOINT or --published NAME (one of them)")
     args.out.mkdir(parents=True, exist_ok=True)
     _log_to(args.out / "evaluate.log")
     try:
         model_options = cli.parse_model_options(args.model_options)
+        if args.published is not None:
+            if "published" in model_options:
+                raise cli.UserError("give the published model either with --published or in --model-options")
+            model_options["published"] = args.published
         check_inputs(args.checkpoint, args.tasks_dir, args.task, args.grid)
         check_out_dir(args.out, run_settings("hear_codec", args.checkpoint, model_options, args.grid,
                                              args.grid_points))
+        if args.published is not None:  # before anything runs: offline, one line and status 2
+            from hear_codec import published
+
+            published.fetch(args.published)
     except (FileNotFoundError, ValueError, cli.UserError) as e:
         log.error("%s", e)
         return 2

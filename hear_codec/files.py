@@ -12,36 +12,36 @@ the target (``os.replace`` is atomic on POSIX and Windows within one filesystem)
     atomic_torch_save({"step": 10, "weights": w}, "out/state.pt")
 
 On any exception, including KeyboardInterrupt, the temporary file is removed and the target is
-left as it was. A write that runs out of space (a full disk, a quota) raises :class:`DiskFullError`,
-one line naming the file, instead of the writer's own error (torch's is a C++ message such as
-``unexpected pos 832 vs 726`` that names neither).
+left as it was. A write that runs out of space (a full disk, a quota) raises :class:`DiskFullError`
+(hear_codec/errors.py), one line naming the file, instead of the writer's own error (torch's is a
+C++ message such as ``unexpected pos 832 vs 726`` that names neither).
 
-A process killed outright (SIGKILL, power loss) cannot remove its temporary file:
-:func:`temp_files` finds those ``.NAME.<hex>.tmp`` files; removing them is for a caller that knows
-their writer is gone (``training/engine.py`` does it for a run's checkpoints under the run's lock).
+A process killed outright (SIGKILL, a power cut) cannot remove its temporary file: each one is
+named after its writer (``.<name>.<host>.<pid>.<random>.tmp``), so that a later run can remove the
+ones whose writer is gone (:func:`stale_temporaries`) and leave alone those that another live
+process is still writing into the same folder.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
-import fnmatch
 import json
 import os
 import re
 import secrets
+import socket
+import time
 from pathlib import Path
+
+from .errors import DiskFullError
+
+# A temporary file of another machine (a shared network folder), or of a name without its
+# writer, counts as abandoned once nothing has written to it for this long.
+STALE_SECONDS = 24 * 3600
+_TEMPORARY = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{12}\.tmp$")
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 _QUOTED_ERRNO = re.compile(r"(?:\(os error |\[Errno )(\d+)[)\]]")
-
-
-class DiskFullError(OSError):
-    """A write ran out of space (``ENOSPC``, or ``EDQUOT``: a quota); the target file was left as
-    it was and the temporary file removed. ``str()`` is one line for the user: which file, why,
-    how far the write got, and that the previous version is intact."""
-
-    def __str__(self) -> str:
-        return self.strerror
 
 
 def _disk_full(path: Path, cause: str, written: int) -> DiskFullError:
@@ -113,31 +113,12 @@ def _create_beside(path: Path) -> str:
     mode 0666, which the kernel narrows by the umask exactly as for a plain open() (mkstemp's
     files are private, 0600, and reading the umask means setting it, process-wide)."""
     while True:
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        tmp = str(path.parent / f".{path.name}.{_host()}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
         except FileExistsError:  # a name another writer holds: draw again
             continue
-
-
-_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{12}\.tmp$")  # the names _create_beside gives
-
-
-def temp_files(folder: str | os.PathLike, target: str = "*") -> list[Path]:
-    """The temporary files :func:`atomic_path` made in ``folder`` for targets whose name matches
-    the glob ``target``, sorted. A writer that finished or failed has removed its own; the ones
-    found belong to a writer still at work or to one killed outright (SIGKILL, a crash of the
-    machine): only a caller that knows which may remove them."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = []
-    for entry in folder.iterdir():
-        match = _TEMP_NAME.match(entry.name)
-        if match and fnmatch.fnmatchcase(match["target"], target) and entry.is_file():
-            found.append(entry)
-    return sorted(found)
 
 
 def write_bytes(path: str | os.PathLike, write) -> Path:
@@ -167,3 +148,37 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
     return Path(path)
+
+
+def _host() -> str:
+    """This machine's name as it goes into a temporary file's name: letters, digits and '-'."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:40] or "host"
+
+
+def stale_temporaries(folder: str | os.PathLike, now: float | None = None) -> list:
+    """The temporary files of :func:`atomic_path` below ``folder`` whose writer is gone: written by
+    a process of this machine that has ended, or (another machine's, or named without a writer)
+    untouched for STALE_SECONDS. A live writer's files are never listed."""
+    now = time.time() if now is None else now
+    stale = []
+    for tmp in Path(folder).rglob(".*.tmp"):
+        match = _TEMPORARY.match(tmp.name)
+        try:
+            if match and match["host"] == _host():
+                if not _process_alive(int(match["pid"])):
+                    stale.append(tmp)
+            elif now - tmp.stat().st_mtime > STALE_SECONDS:
+                stale.append(tmp)
+        except FileNotFoundError:  # its writer renamed or removed it meanwhile
+            continue
+    return stale
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True

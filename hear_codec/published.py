@@ -1,4 +1,5 @@
-"""The published EnCodecMAE weights: names, where they live on the Hugging Face hub, licences.
+"""The published EnCodecMAE weights: names, where they live on the Hugging Face hub, licences,
+and how their files are recognised.
 
 ``hear_codec.load_model()`` with no path loads :data:`DEFAULT`; ``load_model(published=NAME)``
 (or ``--model-options '{"published": "NAME"}'``) loads another entry of :data:`PUBLISHED`.
@@ -9,8 +10,12 @@ Files are looked up first in :func:`published_dir` (``$HEAR_CODEC_PUBLISHED_DIR`
 the usual Hugging Face cache. Offline, :class:`PublishedWeightsUnavailable` says which file to
 download and where to put it, or how to pass a path instead. Nothing falls back to random weights.
 
-The model's sizes, heads and front end are always read from the file's own gin config
-(hear_codec/convert.py, through hear_codec/gin.py); this table only says where files are and under which terms.
+Their files are recognised by content (:func:`recognise`, called by hear_codec.checkpoint.detect,
+which reads each file once): a v2 file is a dict with a gin ``config`` string and a
+``state_dict``; a v1 model is a folder with ``model.pt`` (an official state_dict) and
+``config.gin``. The model's sizes, heads and front end are always read from the file's own gin
+config (hear_codec/convert.py, through hear_codec/gin.py); this table only says where files are
+and under which terms.
 
     python -m hear_codec.published          # print the table
 """
@@ -22,14 +27,19 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cli
+from .errors import CheckpointError, PublishedWeightsUnavailable, UnknownFormatError
+
+V1_WEIGHTS, V1_CONFIG = "model.pt", "config.gin"  # a published EnCodecMAE v1 folder
+FORMATS = """\
+  - a published EnCodecMAE v2 file (e.g. mel256-ec-base_st.pt from lpepino/encodecmae-v2): a dict with a gin
+    'config' string and a 'state_dict';
+  - a published EnCodecMAE v1 folder (e.g. a snapshot of lpepino/encodecmae-base) holding model.pt and config.gin,
+    or that model.pt with config.gin beside it."""
 V2_REPO = "lpepino/encodecmae-v2"
 ENCODEC_WEIGHTS_LICENCE = "CC BY-NC 4.0 (EnCodec 24 kHz weights, facebookresearch/encodec)"
 V2_LICENCE = "not stated (no licence on the hub repo page we could find; the GitHub code repo has no LICENSE file)"
 V1_LICENCE = "MIT (Hugging Face model card licence tag)"
-
-
-class PublishedWeightsUnavailable(RuntimeError):
-    """The published weights are neither on disk nor downloadable (offline, unknown file, no huggingface_hub)."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +124,9 @@ def fetch(name: str = DEFAULT, cache_dir: str | os.PathLike | None = None) -> Pa
     """Path of the published model ``name`` on this machine (a .pt file for v2, a folder for v1).
 
     Looks in :func:`published_dir` first, then downloads with huggingface_hub (into ``cache_dir``
-    or the Hugging Face cache). Raises :class:`PublishedWeightsUnavailable` with instructions
-    when neither works.
+    or the Hugging Face cache, ``$HF_HUB_CACHE``; with ``HF_HUB_OFFLINE=1`` only that cache is
+    read). Raises :class:`PublishedWeightsUnavailable`, one line starting "cannot download NAME
+    (offline?)" that says where to put the file by hand, when neither works.
     """
     model = resolve(name)
     local = model.local_path()
@@ -128,31 +139,68 @@ def fetch(name: str = DEFAULT, cache_dir: str | os.PathLike | None = None) -> Pa
     try:
         paths = [Path(hf_hub_download(model.repo_id, f, cache_dir=cache_dir)) for f in model.files]
     except Exception as e:  # offline mode, no network, unknown file, auth: all end the same way
-        raise PublishedWeightsUnavailable(offline_message(model, f"{type(e).__name__}: {e}")) from e
+        if _hub_offline():
+            reason = "HF_HUB_OFFLINE is set and the Hugging Face cache does not hold it"
+        else:
+            reason = f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+        raise PublishedWeightsUnavailable(offline_message(model, reason)) from e
     return paths[0] if model.layout == "v2" else paths[0].parent
 
 
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def offline_message(model: PublishedModel, reason: str) -> str:
+    """One line: what could not be downloaded, why, and where to put the files by hand."""
     local = model.local_path()
     if model.layout == "v2":
-        get = f"download {model.urls[0]}\n     and save it as {local}"
-        direct = str(local)
+        by_hand = f"save {model.urls[0]} as {local}"
     else:
-        get = ("download " + " and ".join(model.urls) + f"\n     into the folder {local}/ (keeping the names "
-               + " and ".join(model.files) + ")")
-        direct = str(local)
-    offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0") else ""
-    return (
-        f"could not get the published EnCodecMAE weights {model.name!r} ({model.repo_id}/{model.files[0]}){offline}: "
-        f"{reason}\n"
-        "hear_codec downloads them with huggingface_hub on first use. On a machine without internet, either:\n"
-        f"  1. {get}\n"
-        f"     (or point HEAR_CODEC_PUBLISHED_DIR at the folder that holds it), then call load_model() again;\n"
-        f"  2. or pass the file's path: hear_codec.load_model({direct!r}), "
-        f"`hear-validator hear_codec --model {direct}`;\n"
-        f"  3. or convert it once: python -m hear_codec.convert {direct} encodecmae.ckpt, then use --model encodecmae.ckpt.\n"
-        f"Licence of these weights: {model.licence}."
-    )
+        by_hand = (f"put {' and '.join(model.files)} from https://huggingface.co/{model.repo_id} "
+                   f"into the folder {local}/")
+    return (f"cannot download {model.name} (offline?): {model.repo_id}/{model.files[0]}: {reason}. "
+            f"Either {by_hand}, or give the file's path instead (docs/published_models.md)")
+
+
+# ---------------------------------------------------------------------------------------------
+# recognising published files (hear_codec.checkpoint.detect reads them, once)
+# ---------------------------------------------------------------------------------------------
+def v1_weights(folder: Path) -> Path | None:
+    """``folder/model.pt`` if ``folder`` holds a v1 model (model.pt and config.gin), else None."""
+    weights, config = Path(folder) / V1_WEIGHTS, Path(folder) / V1_CONFIG
+    return weights if weights.is_file() and config.is_file() else None
+
+
+def recognise(path: Path, payload) -> tuple | None:
+    """(kind, payload) if ``payload`` (what torch.load read from the file ``path``) is a published
+    EnCodecMAE model, else None.
+
+    kind 'encodecmae-v2': payload is the published dict ({'config': gin text, 'state_dict', ...});
+    kind 'encodecmae-v1': {'state_dict', 'config' (the gin text of config.gin beside ``path``),
+    'folder'}. An official state_dict without its config.gin raises UnknownFormatError.
+    """
+    if isinstance(payload, dict) and isinstance(payload.get("config"), str) and isinstance(payload.get("state_dict"), dict):
+        return "encodecmae-v2", payload
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    if not looks_like_official_state(state):
+        return None
+    config = Path(path).parent / V1_CONFIG
+    if not config.is_file():
+        raise UnknownFormatError(
+            f"{path} holds an EnCodecMAE state_dict without its gin config: a v1 {V1_WEIGHTS} needs the "
+            f"{V1_CONFIG} from the same hub repo beside it.\nhear_codec loads:\n{FORMATS}")
+    try:
+        text = config.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{config} could not be read as gin text: {e}") from e
+    return "encodecmae-v1", {"state_dict": state, "config": text, "folder": str(Path(path).parent)}
+
+
+def looks_like_official_state(state) -> bool:
+    """Whether ``state`` is a state_dict of the official EnCodecMAE code (its transformer key names)."""
+    return isinstance(state, dict) and any(
+        isinstance(k, str) and k.startswith(("visible_encoder.encoder_layers.", "decoder.encoder_layers.")) for k in state)
 
 
 def describe() -> str:
@@ -173,6 +221,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from hear_codec import cli  # here, not at the top: cli imports this module for its error type
-
     cli.run(main)

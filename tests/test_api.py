@@ -2,6 +2,7 @@
 import inspect
 import random
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -108,7 +109,9 @@ def test_overlap_keeps_long_clip_close_to_unchunked(mel_model):
 
 def record_forward_shapes(model) -> list:
     """Spy on the encoder of a loaded HEAR model: the returned list fills with the [B, S] shape of
-    every batch of chunks it is called with."""
+    every batch of chunks it is called with (precision is resolved first: "auto" runs the model once
+    on one frame to find its matmul shapes, hear_codec/precision.py)."""
+    model.resolved_precision
     calls = []
     original = model.model.embed_layers
 
@@ -260,6 +263,7 @@ def test_compute_per_audio_second(tiny_checkpoints, front_end):
 def test_flop_counted_compute(tiny_checkpoints, front_end, lengths):
     """The same bounds counted in FLOPs of real forwards: against a 4 s chunk's FLOPs per second."""
     model = hear_codec.load_model(tiny_checkpoints[front_end])
+    model.resolved_precision  # the first use times a few matmuls ("auto"): not a forward to count
 
     def gflop(fn, seconds):
         with FlopCounterMode(display=False) as counter:
@@ -317,14 +321,17 @@ def test_cuda_batch_fills_half_the_free_memory(monkeypatch, tiny_checkpoints):
     assert model.effective_batch_size(torch.device("cpu")) == api.CPU_BATCH_SIZE
 
 
-# ---- precision ----
-@pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bf16"), (False, True, "bf16"),
-                                                         (False, False, "fp32")])
-def test_auto_precision_follows_the_cpu(monkeypatch, tiny_checkpoints, avx512_bf16, amx, expected):
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+# ---- precision (how "auto" is decided: tests/test_precision.py) ----
+@pytest.mark.parametrize("speedup, expected", [(1.3, "bf16"), (1.0, "fp32"), (0.5, "fp32")])
+def test_autocast_runs_exactly_when_bf16_is_resolved(monkeypatch, tmp_path, tiny_checkpoints, speedup, expected):
+    from hear_codec import precision
+    monkeypatch.setenv("HEAR_CODEC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(precision, "_DECIDED", {})
+    monkeypatch.setattr(precision, "busy", lambda: None)
+    monkeypatch.setattr(precision, "measure", lambda shapes, rows: {"fp32": speedup, "bf16": 1.0, "seconds": 0.1})
     model = hear_codec.load_model(tiny_checkpoints["mel256"])
     assert model.precision == "auto" and model.resolved_precision == expected
+    assert model.resolved_precision.source == "measured"
     assert hear_codec.load_model(tiny_checkpoints["mel256"], precision="fp32").resolved_precision == "fp32"
     assert hear_codec.load_model(tiny_checkpoints["mel256"], precision="bf16").resolved_precision == "bf16"
     seen = []  # what the transformer runs under
@@ -332,21 +339,6 @@ def test_auto_precision_follows_the_cpu(monkeypatch, tiny_checkpoints, avx512_bf
     model.model.embed_layers = lambda *a, **k: seen.append(torch.is_autocast_enabled("cpu")) or original(*a, **k)
     hear_codec.get_scene_embeddings(noise(1, 0.5, 48000), model)
     assert seen == [expected == "bf16"]
-
-
-@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
-def test_auto_precision_follows_the_gpu(monkeypatch, native, expected):
-    calls = []
-
-    def is_bf16_supported(including_emulation=True):
-        calls.append(including_emulation)
-        return native
-
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
-    assert api.resolve_precision("auto", "cuda") == expected
-    assert calls == [False]  # emulated bf16 (pre-Ampere) does not count
-    assert api.resolve_precision("fp32", "cuda") == "fp32"
-    assert api.resolve_precision("auto", "mps") == "fp32"
 
 
 @pytest.mark.parametrize("front_end", ["mel256", "ec"])
@@ -357,6 +349,43 @@ def test_bf16_stays_close_to_fp32_for_every_layer(tiny_checkpoints, front_end):
             tiny_checkpoints[front_end], precision=p, layer=layer))[0] for p in ("fp32", "bf16"))
         assert bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)  # bf16 really ran
         assert torch.nn.functional.cosine_similarity(fp32, bf16, dim=-1).min() >= 0.999
+
+
+def test_loud_but_finite_audio_gives_finite_embeddings(mel_model, ec_model):
+    """Up to the 1e12 bound (beyond it a clear error, test_bad_input) the front ends do not overflow."""
+    for model in (mel_model, ec_model):
+        audio = noise(1, 2.0, 48000).sign() * 1e12
+        assert torch.isfinite(hear_codec.get_scene_embeddings(audio, model)).all()
+
+
+@pytest.mark.parametrize("front_end", ["mel256", "ec"])
+def test_embed_stream_equals_embed_and_holds_only_what_its_chunks_need(tiny_checkpoints, front_end, monkeypatch):
+    """A clip that arrives in blocks: the same embeddings as one call on the whole clip, timestamp rows
+    handed over in order as they are computed, and the samples held bounded by the batch, whatever
+    the clip's length."""
+    model = hear_codec.load_model(tiny_checkpoints[front_end], precision="fp32", batch_size=2)
+    held = []
+    original = api._Samples.forget_before
+    monkeypatch.setattr(api._Samples, "forget_before", lambda self, i: original(self, i) or held.append(
+        sum(len(k) for k in self.kept)))
+    peaks = {}
+    for seconds in (20.0, 0.004, 60.0):
+        wav = noise(1, seconds, 24000, seed=3)
+        whole = model.embed(wav)
+        rows, held[:] = [], []
+        blocks = (wav[0, i:i + 7001].numpy() for i in range(0, wav.shape[1], 7001))
+        out = model.embed_stream(blocks, wav.shape[1], write_frames=rows.append)
+        assert "timestamp" not in out and len(rows) >= min(2, whole["timestamp"].shape[1] // 300)
+        assert torch.equal(torch.from_numpy(np.concatenate(rows)), whole["timestamp"][0])
+        assert (out["scene"] - whole["scene"][0]).abs().max() < 1e-6
+        assert torch.equal(out["timestamps_ms"], whole["timestamps_ms"][0])
+        peaks[seconds] = max(held, default=0)
+    chunk = model.model.chunk_samples
+    assert peaks[20.0] <= 4 * chunk + 7001 and peaks[60.0] <= 4 * chunk + 7001  # two 2-chunk batches, a block
+    with pytest.raises(api.StreamLengthError, match="ended after 48000 samples"):
+        model.embed_stream([np.zeros(48000, np.float32)], 96000)
+    with pytest.raises(api.StreamLengthError, match="more than the 48000 samples"):
+        model.embed_stream([np.zeros(48000, np.float32), np.zeros(5, np.float32)], 48000)
 
 
 def test_short_audio_gives_one_frame(mel_model, ec_model):
@@ -373,6 +402,8 @@ def test_short_audio_gives_one_frame(mel_model, ec_model):
     (torch.zeros(2, 0), ValueError, "zero length"),
     (torch.full((1, 4800), float("nan")), ValueError, "NaN"),
     (torch.tensor([[0.0, float("inf")] * 100]), ValueError, "Inf"),
+    (torch.tensor([[0.0, 1e18, -1e18] * 100]), ValueError, r"samples up to 1e\+18, beyond ±1e\+12"),
+    (torch.tensor([[0.0, -3e38] * 100]), ValueError, r"samples up to 3e\+38"),
     ([[0.0] * 100], TypeError, "torch.Tensor"),
 ])
 def test_bad_input(mel_model, audio, error, match):

@@ -1,11 +1,13 @@
 """hear_codec.audio: reading any soundfile format, mixing down, resampling, segments, clear errors."""
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
-from hear_codec.audio import AUDIO_EXTENSIONS, AudioReadError, audio_info, find_audio_files, read_audio
+from hear_codec.audio import AUDIO_EXTENSIONS, AudioReadError, audio_info, find_audio_files, read_audio, stream_audio
 from hear_codec.audio import _resample_torch, resample
 
 
@@ -104,3 +106,50 @@ def test_resample_keeps_a_tone_and_removes_aliases():
     assert abs(float(freqs[spectrum.argmax()]) - 1000) < 5
     alias = spectrum[(freqs > 8000) & (freqs < 10000)].max()  # 15 kHz would fold to 9 kHz
     assert alias < 10 ** (-50 / 20) * spectrum.max()  # Kaiser(5.0) design: about -57 dB here
+
+
+@pytest.mark.parametrize("rate", [48000, 44100, 16000, 22050, 8000, 24000])
+def test_blocks_resample_as_the_whole_file_does(tmp_path, rate):
+    """Decoded, mixed down and resampled in blocks of any size, the samples are those of resampling
+    the whole file at once (scipy's resample_poly): the filter's state crosses the block edges."""
+    samples = tone(rate * 3 + 17, rate, channels=2, seed=rate)
+    sf.write(tmp_path / "a.wav", samples, rate, subtype="FLOAT")
+    whole = resample(torch.from_numpy(samples.mean(axis=1)).double(), rate, 24000).float().numpy()
+    for block_frames in (1000, 4097, 2 ** 20):  # many edges, a few, one block
+        stream = stream_audio(tmp_path / "a.wav", 24000, block_frames=block_frames)
+        blocks = list(stream)
+        assert stream.num_samples == len(whole) and stream.sample_rate == 24000
+        assert len(blocks) >= min(3, len(samples) // block_frames) and all(b.dtype == np.float32 for b in blocks)
+        np.testing.assert_allclose(np.concatenate(blocks), whole, rtol=0, atol=1e-6, err_msg=str(block_frames))
+    segment = np.concatenate(list(stream_audio(tmp_path / "a.wav", 24000, start=0.7, duration=1.3, block_frames=999)))
+    assert segment.shape == (31200,)
+    np.testing.assert_allclose(segment, read_audio(tmp_path / "a.wav", 24000, start=0.7, duration=1.3)[0].numpy(),
+                               rtol=0, atol=1e-6)
+
+
+def test_a_rate_that_needs_a_giant_filter_is_a_clear_error(tmp_path):
+    """Headers of 2,147,483,647 Hz and 1,000,003 Hz (no common factor with 24 kHz): refused before any
+    filter is designed, not after allocating 320 GB or seconds and a gigabyte."""
+    import time
+    for rate in (2_147_483_647, 1_000_003):
+        path = tmp_path / f"{rate}.wav"
+        sf.write(path, np.zeros(16000, np.int16), rate)
+        assert audio_info(path).sample_rate == rate
+        start = time.perf_counter()
+        with pytest.raises(AudioReadError, match=rf"{path}: resampling {rate} Hz to 24000 Hz needs a [\d,]+-tap filter"):
+            read_audio(path, 24000)
+        assert time.perf_counter() - start < 2  # on main: 8 s and 1.2 GB (1,000,003 Hz), or 320 GB asked for
+        assert read_audio(path)[0].shape == (16000,)  # at its own rate it is read as it is
+    with pytest.raises(ValueError, match="needs a 20,000,061-tap filter"):
+        resample(torch.zeros(10), 1_000_003, 24000)
+
+
+def test_samples_beyond_any_audio_range_are_a_clear_error(tmp_path):
+    """Finite float samples of ±1e18 or ±3e38 overflow the model's float32 front end into NaN."""
+    for peak in (1e18, 3e38):
+        path = tmp_path / f"{peak:g}.wav"
+        sf.write(path, np.array([0.0, peak, -peak, 0.1], dtype=np.float32), 16000, subtype="FLOAT")
+        with pytest.raises(AudioReadError, match=re.escape(f"{path}: samples up to {peak:.3g}, beyond ±1e+12")):
+            read_audio(path, 24000)
+    sf.write(tmp_path / "loud.wav", np.array([0.0, 32767.0, -2.0 ** 31], dtype=np.float32), 16000, subtype="FLOAT")
+    assert read_audio(tmp_path / "loud.wav")[0].abs().max() == 2.0 ** 31  # unscaled integer PCM still reads

@@ -3,6 +3,7 @@ and a clear error for every kind of bad file."""
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -251,3 +252,56 @@ def test_save_is_atomic(tiny_checkpoints, tmp_path, monkeypatch):
         save_checkpoint(target, model)
     assert target.read_bytes() == before  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary left behind
+
+
+# ---- bad input found by a probe: each refused with a one-line message naming the file ----
+
+def test_a_config_that_claims_huge_sizes_is_refused_before_anything_is_allocated(tiny_checkpoints, tmp_path):
+    """A 2^20-token vocabulary claimed in the header of a small file: the shapes are compared with the
+    file's tensors before the model is built, so the refusal costs no memory (the model it describes
+    would take 2 GB)."""
+    config = json.loads(header_of(tiny_checkpoints["mel256"])["config"])
+    huge = rewrite_header(tiny_checkpoints["mel256"], tmp_path / "huge.ckpt", config={**config, "vocab_size": 2 ** 20})
+    # VmHWM, this process's own peak: ru_maxrss would carry over the forking test process's (man getrusage)
+    script = ("import sys, hear_codec\n"
+              "try:\n    hear_codec.load_model(sys.argv[1])\n"
+              "except hear_codec.checkpoint.CheckpointError as e:\n    print('REFUSED', e)\n"
+              "hwm = next(line for line in open('/proc/self/status') if line.startswith('VmHWM'))\n"
+              "print('PEAK_MB', int(hwm.split()[1]) / 1024)\n")
+    out = subprocess.run([sys.executable, "-c", script, str(huge)], capture_output=True, text=True, cwd=REPO,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"REFUSED {huge}: weights do not match the stored config" in out.stdout, out.stdout
+    assert "head.weight" in out.stdout and str(8 * 2 ** 20) in out.stdout  # the tensor and the shape it was told
+    peak_mb = float(out.stdout.split("PEAK_MB")[1])
+    assert peak_mb < 1000, f"{peak_mb:.0f} MB to refuse a {huge.stat().st_size} byte file"
+
+
+def test_a_config_that_is_not_an_object_is_a_clear_error(tiny_checkpoints, tmp_path):
+    listed = rewrite_header(tiny_checkpoints["mel256"], tmp_path / "list.ckpt", config=[1, 2, 3])
+    with pytest.raises(DamagedCheckpointError, match=f"{listed}: .*config is a JSON list"):
+        hear_codec.load_model(listed)
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "model.ckpt"
+    os.mkfifo(fifo)
+    script = "import sys, hear_codec\nhear_codec.load_model(sys.argv[1])\n"
+    try:  # opening a FIFO for reading waits for a writer: a hang is the failure
+        out = subprocess.run([sys.executable, "-c", script, str(fifo)], capture_output=True, text=True, cwd=REPO,
+                             timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"load_model({fifo}) hung on a FIFO")
+    assert f"CheckpointError: {fifo} is not a regular file" in out.stderr, out.stderr[-3000:]
+
+
+def test_an_empty_path_is_named_as_such():
+    with pytest.raises(CheckpointError, match=r"checkpoint path is empty \(''\)"):
+        hear_codec.load_model("")
+
+
+def test_an_io_error_names_the_file():
+    """/proc/self/mem is a regular file whose first bytes give EIO (unmapped address 0): a real
+    I/O error from the kernel, as a failing disk gives."""
+    with pytest.raises(CheckpointError, match=r"/proc/self/mem: cannot read the file \(Input/output error\)"):
+        hear_codec.load_model("/proc/self/mem")

@@ -4,6 +4,7 @@ import argparse
 import errno
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import torch
 
 from conftest import REPO
 from hear_codec import cli
-from hear_codec.files import DiskFullError
+from hear_codec import files
+from hear_codec.errors import DiskFullError
 from training import engine
 
 
@@ -214,28 +216,37 @@ def test_the_other_ranks_of_a_run_do_not_take_the_lock(tmp_path, holder, monkeyp
 
 
 def make_temps(folder):
-    """Temporary files as a run killed mid-write leaves them, and one of another program's."""
+    """Temporary files as writers leave them (``.<name>.<host>.<pid>.<random>.tmp``): ``dead``, of
+    writers of this machine that have ended (killed mid-write: checkpoints, and another file, in
+    OUT and below it); ``alive``, of a live process (this one) and of another machine's writer,
+    written just now."""
     (folder / "checkpoints").mkdir(parents=True)
-    ours = [folder / ".last.ckpt.0123456789ab.tmp", folder / ".last.ckpt.hearcodec.ba9876543210.tmp",
-            folder / "checkpoints" / ".step-00000020.ckpt.00000000000f.tmp"]
-    others = [folder / ".learning_check.md.0123456789ab.tmp", folder / ".data_index.tsv.0123456789ab.tmp"]
-    for path in ours + others:
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+
+    def name(target, pid, host=files._host()):
+        return f".{target}.{host}.{pid}.{secrets.token_hex(6)}.tmp"
+
+    dead = [folder / name("last.ckpt", ended.pid), folder / name("last.ckpt.hearcodec", ended.pid),
+            folder / "checkpoints" / name("step-00000020.ckpt", ended.pid), folder / name("learning_check.md", ended.pid)]
+    alive = [folder / name("last.ckpt", os.getpid()), folder / name("last.ckpt", ended.pid, "another-machine")]
+    for path in dead + alive:
         path.write_bytes(b"half a checkpoint")
-    return ours, others
+    return dead, alive
 
 
-def test_taking_the_lock_removes_the_temporary_checkpoints_of_killed_runs_only(tmp_path, holder):
+def test_taking_the_lock_removes_the_temporary_files_of_ended_writers_only(tmp_path, holder):
     holder(tmp_path)
-    ours, others = make_temps(tmp_path)  # as the live run writes
-    with pytest.raises(cli.UserError):  # a refused run removes nothing: they may be the live run's
+    dead, alive = make_temps(tmp_path)
+    with pytest.raises(cli.UserError):  # a refused run removes nothing: the folder is the live run's
         with engine.run_lock(tmp_path):
             pass
-    assert all(p.exists() for p in ours + others)
+    assert all(p.exists() for p in dead + alive)
     out = tmp_path / "b"
-    ours, others = make_temps(out)
+    dead, alive = make_temps(out)
     with engine.run_lock(out):
-        assert not any(p.exists() for p in ours)
-        assert all(p.exists() for p in others)  # not checkpoints: maybe a live tool's (a check run on OUT)
+        assert not any(p.exists() for p in dead)
+        assert all(p.exists() for p in alive)  # a live writer's (a tool run on OUT), or not known to be gone
 
 
 def test_a_file_system_without_locks_warns_and_runs_unguarded(tmp_path, monkeypatch, caplog):
@@ -243,11 +254,11 @@ def test_a_file_system_without_locks_warns_and_runs_unguarded(tmp_path, monkeypa
         raise OSError(errno.ENOLCK, "No locks available")
 
     monkeypatch.setattr(engine.fcntl, "flock", no_locks)
-    ours, _ = make_temps(tmp_path)
+    dead, _ = make_temps(tmp_path)
     with engine.run_lock(tmp_path):
         pass
     assert "cannot lock" in caplog.text and "will not be refused" in caplog.text
-    assert all(p.exists() for p in ours)  # no lock, no proof that their writer is gone
+    assert all(p.exists() for p in dead)  # left for the next run that holds the folder
 
 
 def test_a_checkpoint_write_that_fills_the_disk_keeps_the_previous_one(tmp_path, filling_disk):

@@ -3,6 +3,8 @@ finite score is expected), its input checks and its errors."""
 import csv
 import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -65,3 +67,49 @@ def test_out_dir_keeps_one_run(tmp_path):
     evaluate.check_out_dir(tmp_path, fast)  # same settings: resume
     with pytest.raises(ValueError, match="other settings"):
         evaluate.check_out_dir(tmp_path, evaluate.run_settings("hear_codec", "m.pt", {"sample_rate": 16000}, "fast", None))
+
+
+def fake_hub(tmp_path, name="encodecmae-base"):
+    """The Hugging Face hub's offline cache layout holding a tiny v1 ``name``: HF_HUB_CACHE for it."""
+    from test_published import SNAPSHOT, tiny_v1_folder
+    repo = tmp_path / "hub" / f"models--lpepino--{name}"
+    tiny_v1_folder(repo / "snapshots" / SNAPSHOT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(SNAPSHOT)
+    return tmp_path / "hub"
+
+
+def run_offline(tmp_path, module, *args, **env):
+    from test_published import offline_env
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=offline_env(tmp_path, **env),
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+
+
+def test_published_offline_without_the_weights_is_one_line(tmp_path):
+    tasks.make_scene_task(tmp_path / "tasks", "synthetic_scene", files_per_split=2, sample_rates=(48000,))
+    result = run_offline(tmp_path, "hear_codec.evaluate", "--published", "encodecmae-base", "--tasks-dir",
+                         tmp_path / "tasks", "--out", tmp_path / "o")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    (line,) = [x for x in result.stderr.splitlines() if "cannot download" in x]
+    assert "cannot download encodecmae-base (offline?)" in line
+    assert_user_error(run_module("hear_codec.evaluate", "--tasks-dir", tmp_path), "give a CHECKPOINT or --published")
+    assert_user_error(run_module("hear_codec.evaluate", "m.ckpt", "--published", "encodecmae-base", "--tasks-dir",
+                                 tmp_path), "give a CHECKPOINT or --published")
+
+
+@pytest.mark.slow
+@needs_heareval
+def test_evaluate_published_weights_in_one_command(tmp_path):
+    """``--published NAME`` with the weights in the hub's cache (offline): embeddings, predictions, table."""
+    tasks.make_scene_task(tmp_path / "tasks", "synthetic_scene", files_per_split=8, sample_rates=(48000,),
+                          param_grid=EASY_GRID)
+    out = tmp_path / "out"
+    result = run_offline(tmp_path, "hear_codec.evaluate", "--published", "encodecmae-base", "--tasks-dir",
+                         tmp_path / "tasks", "--grid", "fast", "--out", out, HF_HUB_CACHE=str(fake_hub(tmp_path)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out / "scores.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["task"] == "synthetic_scene" and 0.0 <= float(row["score"]) <= 1.0
+    embedded = out / "embeddings" / "hear_codec-published=encodecmae-base" / "synthetic_scene"
+    assert (embedded / "prediction-done.json").is_file()
+    assert json.loads((out / "run.json").read_text())["model_options"] == {"published": "encodecmae-base"}

@@ -106,3 +106,17 @@ def test_the_paper_path_never_imports_the_built_in_demo():
 def test_a_leak_through_another_module_is_found():
     graph = {"training.encodecmae.train": {"training.data.crops"}, "training.data.crops": {"training.builtin.corpus"}}
     assert "training.builtin.corpus" in reachable(graph, "training.encodecmae.train")
+
+
+def test_no_module_of_hear_codec_imports_another_in_a_circle():
+    graph = import_graph("hear_codec")
+    assert len(graph) > 20 and graph["hear_codec.embed"]  # the walk sees the package
+    assert circles(graph) == []
+    assert circles({**graph, **import_graph("training")}) == []  # nor through training
+
+
+def test_cli_and_errors_import_no_domain_module():
+    """Every module may use cli and errors, so they import nothing of hear_codec but errors (a leaf)."""
+    graph = import_graph("hear_codec")
+    assert {m for m in graph["hear_codec.errors"] if m in graph} == set()
+    assert {m for m in graph["hear_codec.cli"] if m in graph} == {"hear_codec.errors"}

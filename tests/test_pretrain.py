@@ -83,6 +83,30 @@ def test_killed_then_resumed_run_matches_uninterrupted(tmp_path, monkeypatch):
     assert (tmp_path / "killed" / "loss_curve.png").stat().st_size > 1000
 
 
+def test_a_checkpoint_with_its_targets_under_former_names_resumes_exactly(tmp_path):
+    """Training checkpoints written before the targets had one interface stored them as ``codec.*``:
+    the frozen targets are rebuilt from the options, so such a checkpoint resumes, and exactly; a
+    checkpoint whose targets hold other values than the run's is refused with a message."""
+    steps = ["--max-steps", "4", "--ckpt-every", "2"]
+    pretrain.main(["--out", str(tmp_path / "straight")] + TINY + steps)
+    pretrain.main(["--out", str(tmp_path / "old")] + TINY + ["--max-steps", "2", "--ckpt-every", "2"])
+    last = tmp_path / "old" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    targets = [k for k in checkpoint["state_dict"] if k.startswith("targets.")]
+    assert targets  # the stand-in's centroids
+    checkpoint["state_dict"] = {k.replace("targets.", "codec.", 1): v for k, v in checkpoint["state_dict"].items()}
+    torch.save(checkpoint, last)
+    pretrain.main(["--out", str(tmp_path / "old")] + TINY + steps + ["--resume"])
+    a, b = weights(tmp_path / "straight" / "last.ckpt.hearcodec"), weights(tmp_path / "old" / "last.ckpt.hearcodec")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    checkpoint = torch.load(last, weights_only=False)
+    checkpoint["state_dict"][targets[0]] = checkpoint["state_dict"][targets[0]] + 1.0
+    torch.save(checkpoint, last)
+    with pytest.raises(cli.UserError, match=r"the checkpoint's targets differ from this run's \(targets\."):
+        pretrain.main(["--out", str(tmp_path / "old")] + TINY + ["--max-steps", "6", "--resume"])
+
+
 def test_a_constant_run_resumed_with_a_decay_tail_decays_from_its_own_step(tmp_path):
     """--resume --schedule cosine --decay-steps N on a constant run: the checkpoint holds no scheduler,
     so the new one starts counting at 0; the learning rate must still follow the run's step."""
@@ -145,6 +169,7 @@ def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         pretrain.main(["--help"])
     text = capsys.readouterr().out
+    assert text.count("EncodecMAEBuiltin") == 1  # the recipe is named once; the defaults shown are the paper's
     parser = pretrain.build_parser()
     for action in parser._actions:
         if action.option_strings and action.dest != "help":

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from hear_codec import cli
-from hear_codec.cli import UserError
+from hear_codec.errors import UserError
 from hear_codec.files import atomic_path, write_json, write_text
 
 log = logging.getLogger("training.caption")

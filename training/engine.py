@@ -54,9 +54,10 @@ What you get, with nothing EnCodecMAE-specific in it:
   trains into OUT (``fit``; ``training.pretrain`` from its start): a second run into the same
   folder stops at once with a message naming the first. The kernel drops the lock when its
   process ends, however it ends, so a killed run never blocks the next one. Taking the lock also
-  removes the temporary checkpoint files a killed run left (:func:`hear_codec.files.temp_files`).
+  removes the temporary files that writers killed mid-write left in OUT
+  (:func:`hear_codec.files.stale_temporaries`: never a live process's).
 * **A full disk** while writing a checkpoint stops the run with one line
-  (:class:`hear_codec.files.DiskFullError`: which file, and that its previous version is intact).
+  (:class:`hear_codec.errors.DiskFullError`: which file, and that its previous version is intact).
 * **Logs.** CSV and TensorBoard under ``OUT/logs/version_N/`` (a new version per resume), a
   progress bar (``--no-progress-bar`` to turn it off, e.g. in batch jobs) and, at the end,
   ``OUT/loss_curve.png``: every logged metric whose name contains ``loss`` against the step,
@@ -88,7 +89,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from hear_codec import cli
-from hear_codec.files import atomic_path, atomic_torch_save, temp_files
+from hear_codec.files import atomic_path, atomic_torch_save, stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -553,12 +554,16 @@ def make_trainer(run: EngineConfig, out_dir, callbacks=(), *, sampler=None, **tr
 
 def check_resumable(module: L.LightningModule, ckpt: str) -> None:
     """Refuse, with a message rather than Lightning's traceback, a checkpoint that cannot be read or
-    whose weights do not fit ``module`` (a run made by other options, targets or code version)."""
+    whose weights do not fit ``module`` (a run made by other options, targets or code version).
+    Entries the module rebuilds from its options (``module.rebuilt(key)``, e.g. frozen targets) are
+    its own business."""
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
     except Exception as e:  # a truncated or foreign file: torch's own errors vary
         raise cli.UserError(f"--resume: cannot read {ckpt} as a training checkpoint ({type(e).__name__}: {e})") from None
-    own = module.state_dict()
+    rebuilt = getattr(module, "rebuilt", lambda key: False)
+    state = {k: v for k, v in state.items() if not rebuilt(k)}
+    own = {k: v for k, v in module.state_dict().items() if not rebuilt(k)}
     problems = [f"{k} is {list(state[k].shape)} there, {list(own[k].shape)} here" for k in sorted(own.keys() & state.keys())
                 if tuple(state[k].shape) != tuple(own[k].shape)]
     problems += [f"no {k} there" for k in sorted(own.keys() - state.keys())]
@@ -645,10 +650,9 @@ def _take_lock(out_dir: Path) -> int | None:
 
 
 def _remove_stale_temps(out_dir: Path) -> None:
-    for folder in (out_dir, out_dir / "checkpoints"):
-        for tmp in temp_files(folder, "*.ckpt*"):
-            tmp.unlink(missing_ok=True)
-            log.info("removed %s, left by a run killed while writing it", tmp)
+    for tmp in stale_temporaries(out_dir):
+        tmp.unlink(missing_ok=True)
+        log.info("removed %s, left by a writer killed while writing it", tmp)
 
 
 def fit(trainer: L.Trainer, module: L.LightningModule, run: EngineConfig, out_dir, **fit_kwargs):

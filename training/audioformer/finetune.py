@@ -35,7 +35,7 @@ from hear_codec import audioformer as af
 from hear_codec import cli
 from hear_codec import codec as codec_lib
 from hear_codec.checkpoint import load_checkpoint, save_checkpoint
-from hear_codec.cli import UserError
+from hear_codec.errors import UserError
 from hear_codec.files import write_json
 from training import engine
 from training.audioformer.labels import (check_labels, encode_examples, read_labels_file, read_vocabulary,

@@ -25,7 +25,7 @@ import torch
 from hear_codec import audioformer as af
 from hear_codec import codec as codec_lib
 from hear_codec.audio import read_audio
-from hear_codec.cli import UserError
+from hear_codec.errors import UserError
 
 MAX_REPORTED = 20
 

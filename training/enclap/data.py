@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from hear_codec.audio import AUDIO_EXTENSIONS
-from hear_codec.cli import UserError
+from hear_codec.errors import UserError
 from training.data.sampler import mix_seed
 from training.enclap.model import IGNORE_INDEX, EnClapBartConfig
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from hear_codec import encodecmae as emae
 from hear_codec.checkpoint import save_checkpoint
+from hear_codec.errors import UserError
 from training import engine
 from training.encodecmae.losses import encodecmae_loss
 
@@ -60,6 +61,25 @@ class EncodecMAEModule(L.LightningModule):
         super().train(mode)
         self.targets.eval()  # frozen: a codec's quantizer would update its codebooks in training mode
         return self
+
+    @staticmethod
+    def rebuilt(key: str) -> bool:
+        """Whether a state-dict entry is rebuilt from the run's options rather than trained (the
+        frozen targets): ``engine.check_resumable`` does not ask a checkpoint for it."""
+        return not key.startswith("model.")
+
+    def on_load_checkpoint(self, checkpoint):
+        """On resume the frozen targets stay the ones this run built; where the checkpoint has the
+        same tensor it must be equal (the same targets). Its other target tensors are dropped:
+        checkpoints written before the targets had one interface kept them under other names."""
+        state = checkpoint["state_dict"]
+        own = {k: v for k, v in self.state_dict().items() if self.rebuilt(k)}
+        for key in [k for k in state if self.rebuilt(k)]:
+            stored = state.pop(key)
+            if key in own and not torch.equal(stored.cpu(), own[key].cpu()):
+                raise UserError(f"--resume: the checkpoint's targets differ from this run's ({key}): resume with the "
+                                "targets the run was trained on, or train into a new --out")
+        state.update(own)
 
     # ---- steps ----
     def targets_and_features(self, batch):

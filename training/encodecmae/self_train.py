@@ -33,7 +33,7 @@ import torch
 from hear_codec import cli
 from hear_codec import encodecmae as emae
 from hear_codec.checkpoint import load_checkpoint
-from hear_codec.cli import UserError
+from hear_codec.errors import UserError
 from hear_codec.files import atomic_torch_save
 from training import engine
 from training.builtin import recipes
