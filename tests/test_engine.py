@@ -249,6 +249,22 @@ def test_taking_the_lock_removes_the_temporary_files_of_ended_writers_only(tmp_p
         assert all(p.exists() for p in alive)  # a live writer's (a tool run on OUT), or not known to be gone
 
 
+def test_a_run_refused_before_writing_anything_leaves_no_out_folder(tmp_path):
+    """Options refused inside the lock (e.g. a schedule that cannot run): an OUT the run made holds
+    only the lock, and goes; an OUT that was there, or one the run wrote into, stays."""
+    with pytest.raises(cli.UserError):
+        with engine.run_lock(tmp_path / "new"):
+            raise cli.UserError("--warmup-steps must be 0 or more")
+    assert not (tmp_path / "new").exists() and engine._locks == {}
+    (tmp_path / "there").mkdir()
+    with engine.run_lock(tmp_path / "there"):
+        pass
+    assert os.listdir(tmp_path / "there") == [engine.LOCK]
+    with engine.run_lock(tmp_path / "written"):
+        (tmp_path / "written" / "data_index.tsv").write_text("")
+    assert sorted(os.listdir(tmp_path / "written")) == sorted([engine.LOCK, "data_index.tsv"])
+
+
 def test_a_file_system_without_locks_warns_and_runs_unguarded(tmp_path, monkeypatch, caplog):
     def no_locks(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")

@@ -604,12 +604,14 @@ def run_lock(out_dir):
     run's first process takes it (:func:`is_first_process`): the other ranks of the same run do
     not. Nested uses in one process share the lock (``training.pretrain`` holds it from its start,
     ``fit`` again around training). On taking it, the temporary checkpoint files that a killed
-    run left in OUT and OUT/checkpoints are removed: no other run writes there while the lock is
-    held. On a file system without locks (some network mounts) the run goes on with a warning,
-    unguarded and without that clean-up."""
+    run left in OUT and below are removed (:func:`hear_codec.files.stale_temporaries`: only those
+    whose writer has ended). On a file system without locks (some network mounts) the run goes on
+    with a warning, unguarded and without that clean-up. A run that stops before writing anything
+    (options refused) leaves no OUT behind when it made OUT itself."""
     key = os.path.realpath(out_dir)
     if key not in _locks:
-        _locks[key] = [_take_lock(Path(out_dir)), 0]
+        made = not os.path.exists(out_dir)
+        _locks[key] = [_take_lock(Path(out_dir)), 0, made]
         if _locks[key][0] is not None:
             _remove_stale_temps(Path(out_dir))
     _locks[key][1] += 1
@@ -618,8 +620,11 @@ def run_lock(out_dir):
     finally:
         _locks[key][1] -= 1
         if _locks[key][1] == 0:
-            fd = _locks.pop(key)[0]
+            fd, _, made = _locks.pop(key)
             if fd is not None:
+                if made and os.listdir(out_dir) == [LOCK]:  # nothing but the lock: nothing to keep
+                    os.unlink(os.path.join(out_dir, LOCK))
+                    os.rmdir(out_dir)
                 os.close(fd)  # releases the lock
 
 
