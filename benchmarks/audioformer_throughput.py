@@ -84,7 +84,7 @@ def main(argv=None):
         rows.append((name, af.num_parameters(model, trainable_only=True) / 1e6,
                      4 * args.seconds / embed_s, args.batch_size * args.crop_seconds / codec_s,
                      args.batch_size / train_s, args.batch_size / train_codec_s))
-        del model, hear, opt
+        model = hear = opt = None  # frees them before the next preset (not `del`: step() refers to them)
     print(f"\nAudioFormer throughput on {describe_machine(device)}; {args.precision}; embedding: 4 x {args.seconds:g} s at 48 kHz; "
           f"training: batch {args.batch_size} x {args.crop_seconds:g} s, 4 codebook backbones\n")
     print("| preset | trainable M params | embed xRT | codec xRT | train samples/s | train+codec samples/s |")

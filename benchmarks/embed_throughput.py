@@ -35,7 +35,7 @@ import sys
 import time
 
 import torch
-from machine import describe_ceilings, describe_machine, matmul_ceilings  # noqa: E402  (benchmarks/machine.py)
+from machine import ceiling_shape, describe_ceilings, describe_machine, matmul_ceilings  # noqa: E402  (benchmarks/machine.py)
 
 OFFICIAL_CHUNK = 96000  # 4 s at 24 kHz
 OFFICIAL_MIN_LENGTH = 2048  # the official wrapper drops chunks of this many samples or fewer
@@ -153,6 +153,11 @@ def main(argv=None):
                    help="run every row this many times, in turns, and keep each row's fastest run (on a shared "
                         "machine a neighbour's burst then slows one run of a row, not the row)")
     p.add_argument("--profile", action="store_true", help="also print each row's torch.profiler table (top 10 ops)")
+    p.add_argument("--ceiling-shape", type=int, nargs=3, metavar=("M", "K", "N"), default=None,
+                   help="the matmul whose rate is the ceiling (default: benchmarks/machine.py's ceiling_shape; "
+                        "a small one for smoke runs)")
+    p.add_argument("--ceiling-seconds", type=float, default=2.0,
+                   help="seconds of matmuls per measurement of the ceiling, after as many of warm-up (default: 2)")
     p.add_argument("--row", help=argparse.SUPPRESS)  # internal: run one row and print it as JSON
     p.add_argument("--front-end", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -163,7 +168,8 @@ def main(argv=None):
     import tempfile
 
     cache = args.precision_cache or tempfile.mkdtemp(prefix="hear_codec-precision-")
-    ceilings = matmul_ceilings(args.device)
+    shape = tuple(args.ceiling_shape or ceiling_shape(args.device))
+    ceilings = matmul_ceilings(args.device, shape, args.ceiling_seconds)
     fastest = {}
     for _ in range(args.repeats):
         for front_end in args.front_ends:
@@ -182,12 +188,12 @@ def main(argv=None):
     rows = list(fastest.values())
     # The ceiling is the better of two measurements, before and after the rows (a shared machine
     # and clock changes move it); both are printed.
-    after = matmul_ceilings(args.device)
+    after = matmul_ceilings(args.device, shape, args.ceiling_seconds)
     measured = {"before the rows": ceilings, "after": after}
     ceilings = {name: max(ceilings[name], after[name]) for name in ceilings}
 
     print(f"machine: {describe_machine(args.device)}")
-    print(describe_ceilings(measured))
+    print(describe_ceilings(measured, shape))
     for r in rows:
         if r["row"].startswith("default"):
             print(f"precision=\"auto\" ({r['front_end']}, {r['row']}): {r['precision_reason']}")

@@ -7,8 +7,15 @@ import time
 
 import torch
 
-# The shape of EnCodecMAE-base's feed-forward matmul over a batch of 16 chunks of 300 frames.
+# On a CPU: the shape of EnCodecMAE-base's feed-forward matmul over a batch of 16 chunks of 300 frames.
 CEILING_SHAPE = (4800, 768, 4096)
+# On a GPU: a problem large enough (1.1 TFLOP a call) for its matrix units to reach their rate.
+GPU_CEILING_SHAPE = (8192, 8192, 8192)
+
+
+def ceiling_shape(device) -> tuple:
+    """The [m, k] x [k, n] matmul whose rate is ``device``'s ceiling."""
+    return GPU_CEILING_SHAPE if torch.device(device).type == "cuda" else CEILING_SHAPE
 
 
 def describe_machine(device) -> str:
@@ -27,12 +34,13 @@ def describe_machine(device) -> str:
             f"(torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()})")
 
 
-def matmul_ceiling(dtype: torch.dtype, device="cpu", shape=CEILING_SHAPE, seconds: float = 2.0) -> float:
-    """GFLOP/s of one [m, k] x [k, n] matmul in ``dtype``: the best of the calls made in ``seconds``
-    after a warm-up of the same length (clock ramp-up, first-touch page faults); what the kernels
-    reach on this machine, the ceiling a model's GFLOP/s is measured against."""
-    m, k, n = shape
+def matmul_ceiling(dtype: torch.dtype, device="cpu", shape=None, seconds: float = 2.0) -> float:
+    """GFLOP/s of one [m, k] x [k, n] matmul in ``dtype`` (``shape``, default :func:`ceiling_shape`):
+    the best of the calls made in ``seconds`` after a warm-up of the same length (clock ramp-up,
+    first-touch page faults); what the kernels reach on this machine, the ceiling a model's
+    GFLOP/s is measured against."""
     device = torch.device(device)
+    m, k, n = shape or ceiling_shape(device)
     a = torch.randn(m, k, device=device).to(dtype)
     b = torch.randn(k, n, device=device).to(dtype)
 
@@ -53,14 +61,15 @@ def matmul_ceiling(dtype: torch.dtype, device="cpu", shape=CEILING_SHAPE, second
     return 2 * m * k * n / best / 1e9
 
 
-def matmul_ceilings(device="cpu") -> dict:
+def matmul_ceilings(device="cpu", shape=None, seconds: float = 2.0) -> dict:
     """{"fp32": GFLOP/s, "bf16": GFLOP/s} measured now, in this process."""
-    return {"fp32": matmul_ceiling(torch.float32, device), "bf16": matmul_ceiling(torch.bfloat16, device)}
+    return {name: matmul_ceiling(dtype, device, shape, seconds)
+            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
 
 
-def describe_ceilings(measurements: dict) -> str:
+def describe_ceilings(measurements: dict, shape=CEILING_SHAPE) -> str:
     """{label: {"fp32": GFLOP/s, "bf16": GFLOP/s}} -> one line."""
-    m, k, n = CEILING_SHAPE
+    m, k, n = shape
     return (f"matmul ceiling, [{m}, {k}] x [{k}, {n}], measured in this run: " + "; ".join(
         f"{label} " + ", ".join(f"{name} {value:.0f}" for name, value in values.items())
         for label, values in measurements.items()) + " GFLOP/s")

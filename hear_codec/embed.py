@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import cli
-from .errors import PublishedWeightsUnavailable, UserError
+from .errors import DiskFullError, PublishedWeightsUnavailable, UserError
 from .files import atomic_path, stale_temporaries, write_bytes, write_json
 
 INDEX = "index.json"
@@ -239,6 +239,9 @@ def writing(path: Path):
     are whole, so the same command resumes."""
     try:
         yield
+    except DiskFullError as e:  # already one line naming the file (hear_codec.files.atomic_path)
+        raise UserError(f"{e}. The files written before it are complete: once there is room, run the same "
+                        "command again to resume") from e
     except OSError as e:
         reason = f"{e.strerror} ({e.filename or path})" if e.strerror else str(e)
         raise UserError(f"cannot write {path}: {reason}. The files written before it are complete: once "

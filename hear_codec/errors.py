@@ -15,7 +15,8 @@ and keep them as their own names (``hear_codec.checkpoint.CheckpointError`` is t
     │   ├── DamagedCheckpointError      weights that differ from the hashes written with them
     │   └── UnsupportedVariant          a published EnCodecMAE whose configuration hear_codec cannot reproduce
     ├── CodecWeightsUnavailable     the published EnCodec weights are neither on disk nor downloadable
-    └── PublishedWeightsUnavailable the published EnCodecMAE weights are neither on disk nor downloadable
+    ├── PublishedWeightsUnavailable the published EnCodecMAE weights are neither on disk nor downloadable
+    └── DiskFullError               a write that ran out of disk space or quota (hear_codec/files.py)
 
 The user errors of ``training/`` derive from :class:`UserError` too. Each class also derives from
 the built-in error it refines (ValueError, RuntimeError), so code that caught those still does.
@@ -55,3 +56,13 @@ class CodecWeightsUnavailable(UserError, RuntimeError):
 class PublishedWeightsUnavailable(UserError, RuntimeError):
     """The published EnCodecMAE weights are neither on disk nor downloadable (offline, unknown
     file, no huggingface_hub)."""
+
+
+class DiskFullError(UserError, OSError):
+    """A write ran out of space (``ENOSPC``, or ``EDQUOT``: a quota); the target file was left as
+    it was and the temporary file removed (``hear_codec.files.atomic_path``). ``str()`` is one
+    line for the user: which file, why, how far the write got, and that the previous version is
+    intact."""
+
+    def __str__(self) -> str:
+        return self.strerror

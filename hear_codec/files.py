@@ -12,14 +12,19 @@ the target (``os.replace`` is atomic on POSIX and Windows within one filesystem)
     atomic_torch_save({"step": 10, "weights": w}, "out/state.pt")
 
 On any exception, including KeyboardInterrupt, the temporary file is removed and the target is
-left as it was. A process killed outright (SIGKILL, a power cut) cannot remove it: each temporary
-file is named after its writer (``.<name>.<host>.<pid>.<random>.tmp``), so that a later run can
-remove the ones whose writer is gone (:func:`stale_temporaries`) and leave alone those that
-another live process is still writing into the same folder.
+left as it was. A write that runs out of space (a full disk, a quota) raises :class:`DiskFullError`
+(hear_codec/errors.py), one line naming the file, instead of the writer's own error (torch's is a
+C++ message such as ``unexpected pos 832 vs 726`` that names neither).
+
+A process killed outright (SIGKILL, a power cut) cannot remove its temporary file: each one is
+named after its writer (``.<name>.<host>.<pid>.<random>.tmp``), so that a later run can remove the
+ones whose writer is gone (:func:`stale_temporaries`) and leave alone those that another live
+process is still writing into the same folder.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -28,10 +33,29 @@ import socket
 import time
 from pathlib import Path
 
+from .errors import DiskFullError
+
 # A temporary file of another machine (a shared network folder), or of a name without its
 # writer, counts as abandoned once nothing has written to it for this long.
 STALE_SECONDS = 24 * 3600
 _TEMPORARY = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{12}\.tmp$")
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+_QUOTED_ERRNO = re.compile(r"(?:\(os error |\[Errno )(\d+)[)\]]")
+
+
+def _disk_full(path: Path, cause: str, written: int) -> DiskFullError:
+    before = f"{path} still holds its previous version" if path.exists() else f"no {path.name} was written"
+    got = f"{_size(written)} into the file; " if written else ""
+    return DiskFullError(errno.ENOSPC, f"could not write {path}: {cause} ({got}free some space or raise the quota); "
+                                       f"{before}")
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 @contextlib.contextmanager
@@ -49,10 +73,39 @@ def atomic_path(path: str | os.PathLike):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        cause = _out_of_space(e, tmp)  # while the temporary file still holds its space
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if cause:
+            raise _disk_full(path, cause, written) from e
         raise
+
+
+def _out_of_space(error: BaseException, tmp: str) -> str | None:
+    """Why a failed write failed, if it ran out of space: the ``ENOSPC``/``EDQUOT`` anywhere in
+    the exception's chain (Python's writers raise it; torch's C++ writer, given a file object,
+    chains it), or, for a writer whose error carries no errno (torch given a path, safetensors),
+    a file system with no space left for the next block. None for any other failure."""
+    seen = error
+    for _ in range(8):  # the chain is short; the bound guards against a cycle
+        if isinstance(seen, OSError) and seen.errno in _NO_SPACE:
+            return os.strerror(seen.errno).lower()
+        quoted = _QUOTED_ERRNO.search(str(seen))  # an errno in the text alone (Rust's "os error 28": safetensors)
+        if quoted and int(quoted[1]) in _NO_SPACE:
+            return os.strerror(int(quoted[1])).lower()
+        seen = seen.__cause__ or seen.__context__
+        if seen is None:
+            break
+    if isinstance(error, Exception):  # not KeyboardInterrupt and the like
+        try:
+            st = os.statvfs(os.path.dirname(tmp) or ".")
+        except OSError:
+            return None
+        if st.f_bavail * st.f_frsize < max(st.f_bsize, 4096):
+            return "no space left on device"
+    return None
 
 
 def _create_beside(path: Path) -> str:
@@ -90,8 +143,10 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """``torch.save(obj)`` as the file ``path``, atomically."""
     import torch  # here, so that the plain-file writers above import without torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Through a file object, so that a failed write's OSError (e.g. ENOSPC) is chained to torch's
+    # RuntimeError, which names no cause when torch opens the path itself.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
     return Path(path)
 
 

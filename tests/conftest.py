@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import os
 import re
 import subprocess
@@ -19,6 +21,16 @@ FIXTURES = Path(os.environ.get("HEAR_CODEC_FIXTURES") or REPO.parent / "shared" 
 ENCODECMAE_FIXTURES = FIXTURES / "encodecmae_official"
 ENCLAP_FIXTURES = FIXTURES / "enclap_official"
 BIN = Path(sys.executable).parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip where no CUDA GPU is visible (run them with ``-m cuda`` on one)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs these on one)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 def tool(name: str) -> str:
@@ -101,6 +113,42 @@ def write_csv(path, header, rows):
         w.writerow(header)
         w.writerows(rows)
     return path
+
+
+class FillingFile(io.FileIO):
+    """A file on a disk with ``room`` bytes left: a write beyond them fails as the kernel's does
+    (ENOSPC, or EDQUOT for a quota)."""
+
+    room = 50_000
+    error = errno.ENOSPC
+
+    def write(self, data):
+        if self.tell() + len(memoryview(data)) > self.room:
+            raise OSError(self.error, os.strerror(self.error))
+        return super().write(data)
+
+
+def fill_disk(monkeypatch, which=lambda path: True):
+    """Make the files hear_codec.files opens for writing (``which(path)`` says which) fill up after
+    FillingFile.room bytes, as on a nearly full disk. Returns FillingFile, whose ``room`` and
+    ``error`` a test may change."""
+    from hear_codec import files
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        if "w" in mode and which(str(path)):
+            return FillingFile(path, "w")
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(files, "open", fake_open, raising=False)
+    monkeypatch.setattr(FillingFile, "room", FillingFile.room)
+    monkeypatch.setattr(FillingFile, "error", FillingFile.error)
+    return FillingFile
+
+
+@pytest.fixture
+def filling_disk(monkeypatch):
+    """Every file hear_codec.files opens for writing fills up after FillingFile.room bytes."""
+    return fill_disk(monkeypatch)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """python -m hear_codec.embed: folders of mixed audio in, .npy + index out; killed and resumed runs."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -239,7 +240,10 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(tiny_checkpoints, audio_f
         OSError(28, "No space left on device")))
     long_argv = [audio_folder / "d.wav", "--model", tiny_checkpoints["mel256"], "--model-options", '{"batch_size": 1}']
     assert run_embed(*long_argv, "--out", tmp_path / "long") == 2  # 6 s > one batch of one 4 s chunk: streamed
-    assert "No space left on device" in capsys.readouterr().err and not list((tmp_path / "long").rglob(".*.tmp"))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.match(rf"error: could not write {tmp_path / 'long'}/d\.wav\.\w+\.npy: no space left on device .*; "
+                    r"no d\.wav\.\w+\.npy was written\. The files written before it are complete", err), err
+    assert not list((tmp_path / "long").rglob(".*.tmp"))
     monkeypatch.undo()
     assert run_embed(*argv, "--out", out) == 0
     assert "(2 already done)" in capsys.readouterr().err

@@ -1,11 +1,22 @@
 """training/engine.py: the options, resume paths, world size and logs, without a training run
 (training through the engine, killed and resumed: test_pretrain.py)."""
 import argparse
+import errno
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from conftest import REPO
+from hear_codec import cli
+from hear_codec import files
+from hear_codec.errors import DiskFullError
 from training import engine
 
 
@@ -138,3 +149,150 @@ def test_resume_refuses_a_checkpoint_of_another_model_or_a_damaged_one(tmp_path)
     path.write_bytes(path.read_bytes()[:100])  # cut short, as by a full disk
     with pytest.raises(cli.UserError, match="cannot read .*last.ckpt as a training checkpoint"):
         engine.check_resumable(torch.nn.Linear(2, 3), str(path))
+
+
+HOLDER = """
+import sys, time
+from training import engine
+with engine.run_lock(sys.argv[1]):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """Start a process that holds run_lock(folder) until it is killed; yields the Popen."""
+    procs = []
+
+    def start(folder):
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True,
+                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "holding"
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_second_live_run_into_one_folder_is_refused_and_a_dead_one_holds_nothing(tmp_path, holder):
+    first = holder(tmp_path / "run")
+    with pytest.raises(cli.UserError, match=rf"^{re.escape(str(tmp_path / 'run'))} is in use by another run \(pid "
+                                            rf"{first.pid} on {re.escape(socket.gethostname())}, since .*-c .*\); wait "
+                                            r"for it to end, stop it, or train into another --out$"):
+        with engine.run_lock(tmp_path / "run"):
+            pass
+    with engine.run_lock(tmp_path / "other"):  # another folder is free
+        pass
+    first.kill()  # SIGKILL: no clean-up at all; the kernel drops the lock with the process
+    first.wait()
+    with engine.run_lock(tmp_path / "run"):
+        with engine.run_lock(tmp_path / "run" / "."):  # the same folder again in this process: shared
+            pass
+        # still held after the inner use ends: another process is refused
+        proc = subprocess.run([sys.executable, "-c", HOLDER, str(tmp_path / "run")], capture_output=True, text=True,
+                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+        assert proc.returncode == 1 and f"is in use by another run (pid {os.getpid()}" in proc.stderr
+    assert engine._locks == {}
+
+
+def test_the_other_ranks_of_a_run_do_not_take_the_lock(tmp_path, holder, monkeypatch):
+    holder(tmp_path)
+    for name, value in (("LOCAL_RANK", "1"), ("RANK", "3"), ("SLURM_PROCID", "2"), ("NODE_RANK", "1")):
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            assert not engine.is_first_process()
+            with engine.run_lock(tmp_path):  # the first rank holds it (here: the holder)
+                pass
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert engine.is_first_process()
+    with pytest.raises(cli.UserError, match="is in use by another run"):
+        with engine.run_lock(tmp_path):
+            pass
+
+
+def make_temps(folder):
+    """Temporary files as writers leave them (``.<name>.<host>.<pid>.<random>.tmp``): ``dead``, of
+    writers of this machine that have ended (killed mid-write: checkpoints, and another file, in
+    OUT and below it); ``alive``, of a live process (this one) and of another machine's writer,
+    written just now."""
+    (folder / "checkpoints").mkdir(parents=True)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+
+    def name(target, pid, host=files._host()):
+        return f".{target}.{host}.{pid}.{secrets.token_hex(6)}.tmp"
+
+    dead = [folder / name("last.ckpt", ended.pid), folder / name("last.ckpt.hearcodec", ended.pid),
+            folder / "checkpoints" / name("step-00000020.ckpt", ended.pid), folder / name("learning_check.md", ended.pid)]
+    alive = [folder / name("last.ckpt", os.getpid()), folder / name("last.ckpt", ended.pid, "another-machine")]
+    for path in dead + alive:
+        path.write_bytes(b"half a checkpoint")
+    return dead, alive
+
+
+def test_taking_the_lock_removes_the_temporary_files_of_ended_writers_only(tmp_path, holder):
+    holder(tmp_path)
+    dead, alive = make_temps(tmp_path)
+    with pytest.raises(cli.UserError):  # a refused run removes nothing: the folder is the live run's
+        with engine.run_lock(tmp_path):
+            pass
+    assert all(p.exists() for p in dead + alive)
+    out = tmp_path / "b"
+    dead, alive = make_temps(out)
+    with engine.run_lock(out):
+        assert not any(p.exists() for p in dead)
+        assert all(p.exists() for p in alive)  # a live writer's (a tool run on OUT), or not known to be gone
+
+
+def test_a_run_refused_before_writing_anything_leaves_no_out_folder(tmp_path):
+    """Options refused inside the lock (e.g. a schedule that cannot run): an OUT the run made holds
+    only the lock, and goes; an OUT that was there, or one the run wrote into, stays."""
+    with pytest.raises(cli.UserError):
+        with engine.run_lock(tmp_path / "new"):
+            raise cli.UserError("--warmup-steps must be 0 or more")
+    assert not (tmp_path / "new").exists() and engine._locks == {}
+    (tmp_path / "there").mkdir()
+    with engine.run_lock(tmp_path / "there"):
+        pass
+    assert os.listdir(tmp_path / "there") == [engine.LOCK]
+    with engine.run_lock(tmp_path / "written"):
+        (tmp_path / "written" / "data_index.tsv").write_text("")
+    assert sorted(os.listdir(tmp_path / "written")) == sorted([engine.LOCK, "data_index.tsv"])
+
+
+def test_a_file_system_without_locks_warns_and_runs_unguarded(tmp_path, monkeypatch, caplog):
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(engine.fcntl, "flock", no_locks)
+    dead, _ = make_temps(tmp_path)
+    with engine.run_lock(tmp_path):
+        pass
+    assert "cannot lock" in caplog.text and "will not be refused" in caplog.text
+    assert all(p.exists() for p in dead)  # left for the next run that holds the folder
+
+
+def test_a_checkpoint_write_that_fills_the_disk_keeps_the_previous_one(tmp_path, filling_disk):
+    path = tmp_path / "last.ckpt"
+    engine.AtomicCheckpointIO().save_checkpoint({"global_step": 1, "w": torch.zeros(10)}, path)  # fits
+    filling_disk.room = 0
+    with pytest.raises(DiskFullError, match=r"last.ckpt: no space left on device .*still holds its previous version"):
+        engine.AtomicCheckpointIO().save_checkpoint({"global_step": 2, "w": torch.zeros(100_000)}, path)
+    assert torch.load(path, weights_only=True)["global_step"] == 1 and os.listdir(tmp_path) == ["last.ckpt"]
+
+
+def test_a_sigterm_lightning_took_before_the_first_step_still_exits_143(tmp_path, monkeypatch):
+    """Lightning's handler holds SIGTERM from the start of fit until SaveOnSigterm takes over; what
+    it catches there stops the run with Lightning's SIGTERMException, a SystemExit of status 0."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    trainer = engine.make_trainer(engine.EngineConfig(progress_bar=False), tmp_path)
+    monkeypatch.setattr(trainer, "fit", lambda *a, **k: (_ for _ in ()).throw(SIGTERMException()))
+    with pytest.raises(engine.Preempted) as info:
+        engine.fit(trainer, torch.nn.Linear(2, 2), engine.EngineConfig(), tmp_path)
+    assert info.value.code == 143 and info.value.step == 0

@@ -1,9 +1,13 @@
 """End to end: `python -m training.pretrain` on tiny settings (CPU, a few steps)."""
+import csv
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 import hear_codec
-from conftest import assert_user_error, run_module
+from conftest import assert_user_error, fill_disk, run_module
 from hear_codec import cli
 from hear_codec.checkpoint import read_checkpoint
 from hear_codec.codec import load_codec
@@ -258,3 +262,142 @@ def test_cli_missing_codec_weights_is_a_message_not_a_traceback(tmp_path):
 def test_cli_bad_data_path_is_a_message_not_a_traceback(tmp_path):
     result = run_module("training.pretrain", "--data", tmp_path / "missing", "--codec", "offline", "--out", tmp_path / "run")
     assert_user_error(result, r"error: --data: .*missing is neither a folder, an audio file nor a manifest")
+
+
+SIGTERM_DRIVER = """
+import os, signal, sys
+import torch
+from lightning.pytorch.callbacks import Callback
+from hear_codec import cli
+from training import engine, pretrain
+
+torch.set_num_threads(1)
+
+
+class Sigterm(Callback):
+    # Sends this process a real SIGTERM as rank `rank` starts step `at` (its first micro-batch).
+    def __init__(self, at, rank):
+        self.at, self.rank, self.sent = at, rank, False
+
+    def on_train_start(self, trainer, pl_module):
+        print(f"rank {trainer.global_rank}: training", file=sys.stderr, flush=True)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.at and trainer.global_rank == self.rank and not self.sent:
+            self.sent = True
+            print(f"rank {self.rank}: SIGTERM at the start of step {self.at}", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+at, rank = int(sys.argv[1]), int(sys.argv[2])
+make_trainer = engine.make_trainer
+engine.make_trainer = lambda *a, **k: make_trainer(*a, callbacks=[Sigterm(at, rank)], **k)
+cli.run(pretrain.main, sys.argv[3:])
+"""
+
+
+def run_driver(tmp_path, at, rank, *argv, timeout=300):
+    """``python -m training.pretrain argv`` that sends itself SIGTERM as rank ``rank`` starts step
+    ``at`` (-1: never); a file, not ``-c``, so that Lightning's DDP launcher can start it again."""
+    driver = tmp_path / "sigterm_driver.py"
+    driver.write_text(SIGTERM_DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run([sys.executable, str(driver), str(at), str(rank), *map(str, argv)], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def lightning_step(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+
+
+def test_sigterm_saves_the_step_exits_143_and_resume_auto_continues_bit_exact(tmp_path):
+    """The signal lands in the first micro-batch of step 3 (0-based) of 2 accumulated: the run
+    finishes that step, saves step 4 and stops; resumed, it ends where a run never stopped ends."""
+    steps = [*TINY, "--max-steps", "6", "--ckpt-every", "100", "--accumulate-grad-batches", "2"]  # no periodic save
+    straight = run_driver(tmp_path, -1, 0, "--out", tmp_path / "straight", *steps)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    cut = run_driver(tmp_path, 3, 0, "--out", tmp_path / "cut", *steps, "--resume", "auto")
+    assert cut.returncode == engine.PREEMPTED_STATUS == 143, cut.stderr[-3000:]
+    assert "SIGTERM: stopped after step 4 and saved" in cut.stderr and "--resume auto" in cut.stderr
+    assert "Traceback" not in cut.stderr
+    assert lightning_step(tmp_path / "cut" / "last.ckpt") == 4
+    assert read_checkpoint(tmp_path / "cut" / "last.ckpt.hearcodec")["metadata"]["step"] == 4  # the export too
+    assert not list((tmp_path / "cut").glob(".*.tmp"))
+
+    resumed = run_driver(tmp_path, -1, 0, "--out", tmp_path / "cut", *steps, "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {tmp_path / 'cut' / 'last.ckpt'}" in resumed.stderr
+    with open(tmp_path / "cut" / "logs" / "version_1" / "metrics.csv") as f:
+        logged = {int(row["step"]) for row in csv.DictReader(f) if row["train/loss"]}
+    assert logged == {4, 5}  # the resumed run trained steps 4 and 5 only
+    a = weights(tmp_path / "straight" / "last.ckpt.hearcodec")
+    b = weights(tmp_path / "cut" / "last.ckpt.hearcodec")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert lightning_step(tmp_path / "cut" / "last.ckpt") == 6
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_rank_of_a_ddp_run_stops_every_rank_after_the_same_step(tmp_path):
+    """Two CPU processes (Lightning's launcher, gloo); only rank 1 is signalled."""
+    steps = [*TINY, "--max-steps", "6", "--ckpt-every", "100", "--accelerator", "cpu", "--devices", "2"]
+    cut = run_driver(tmp_path, 2, 1, "--out", tmp_path / "cut", *steps)  # a rank left behind hangs: the timeout fails
+    assert cut.returncode == 143, cut.stderr[-3000:]
+    assert "rank 1: SIGTERM at the start of step 2" in cut.stderr
+    assert "SIGTERM: stopped after step 3 and saved" in cut.stderr  # rank 0's words, on rank 1's signal
+    assert lightning_step(tmp_path / "cut" / "last.ckpt") == 3
+    resumed = run_driver(tmp_path, -1, 0, "--out", tmp_path / "cut", *steps, "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert lightning_step(tmp_path / "cut" / "last.ckpt") == 6
+
+
+def test_a_second_run_into_the_same_out_is_refused_while_the_first_runs(tmp_path):
+    out = tmp_path / "run"
+    driver = tmp_path / "sigterm_driver.py"
+    driver.write_text(SIGTERM_DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "CUDA_VISIBLE_DEVICES": ""}
+    log = tmp_path / "first.log"
+    with open(log, "w") as stderr:
+        first = subprocess.Popen([sys.executable, str(driver), "-1", "0", "--out", str(out), *TINY, "--max-steps",
+                                  "100000", "--ckpt-every", "100000"], stderr=stderr, env=env)
+    try:
+        deadline = time.time() + 240
+        while "rank 0: training" not in log.read_text():  # holds the lock from its start, trains from here
+            assert first.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        second = run_module("training.pretrain", "--out", out, *TINY, "--max-steps", "2")
+        assert_user_error(second, rf"^error: {re.escape(str(out))} is in use by another run \(pid {first.pid} on .*"
+                                  rf"{re.escape(str(driver))} -1 0 --out {re.escape(str(out))} .*\); wait for it to end, stop it, or train into another --out\n$")
+        assert first.poll() is None  # the first run goes on
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=120) == 143, log.read_text()[-3000:]
+        assert lightning_step(out / "last.ckpt") > 0
+        assert len(list((out / "logs").glob("version_*"))) == 1  # the refused run logged nothing
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+
+def test_a_checkpoint_that_fills_the_disk_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):
+    """The second write of last.ckpt runs out of space: `error: <one line>`, status 2, the first
+    checkpoint intact, no temporary file left."""
+    writes = []
+
+    def second_write_of_last_ckpt(path):
+        if os.path.basename(path).startswith(".last.ckpt.") and ".hearcodec." not in path:
+            writes.append(path)
+            return len(writes) == 2
+        return False
+
+    fill_disk(monkeypatch, second_write_of_last_ckpt)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        cli.run(pretrain.main, ["--out", str(out), *TINY, "--max-steps", "4", "--ckpt-every", "2"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    last = out / "last.ckpt"
+    assert re.search(rf"^error: could not write {re.escape(str(last))}: no space left on device \(.*\); "
+                     rf"{re.escape(str(last))} still holds its previous version\n", err, re.M), err[-3000:]
+    assert "Traceback" not in err
+    assert lightning_step(last) == 2 and len(writes) == 2
+    assert not list(out.glob(".*.tmp"))

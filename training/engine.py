@@ -45,6 +45,19 @@ What you get, with nothing EnCodecMAE-specific in it:
   preemptible cluster jobs that are simply resubmitted). Lightning restores weights, optimiser
   and step counters; *exact* resumption also needs the data order and any randomness in the step
   to be functions of the step (the step sampler above; RNG states are not saved).
+* **SIGTERM** (what SLURM and cloud schedulers send before they stop a job): the run finishes the
+  optimiser step in progress, saves ``OUT/last.ckpt`` and the export, and exits with status
+  :data:`PREEMPTED_STATUS` (143 = 128 + SIGTERM, what a shell reports for a process ended by
+  SIGTERM), so a job script tells it from a finished run (0) and requeues it with ``--resume
+  auto`` (:class:`SaveOnSigterm`). Every rank of a DDP run stops at the same step.
+* **One run per folder.** :func:`run_lock` holds an exclusive lock on ``OUT/.lock`` while a run
+  trains into OUT (``fit``; ``training.pretrain`` from its start): a second run into the same
+  folder stops at once with a message naming the first. The kernel drops the lock when its
+  process ends, however it ends, so a killed run never blocks the next one. Taking the lock also
+  removes the temporary files that writers killed mid-write left in OUT
+  (:func:`hear_codec.files.stale_temporaries`: never a live process's).
+* **A full disk** while writing a checkpoint stops the run with one line
+  (:class:`hear_codec.errors.DiskFullError`: which file, and that its previous version is intact).
 * **Logs.** CSV and TensorBoard under ``OUT/logs/version_N/`` (a new version per resume), a
   progress bar (``--no-progress-bar`` to turn it off, e.g. in batch jobs) and, at the end,
   ``OUT/loss_curve.png``: every logged metric whose name contains ``loss`` against the step,
@@ -53,9 +66,18 @@ What you get, with nothing EnCodecMAE-specific in it:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import logging
 import math
+import os
+import shlex
+import signal
+import socket
+import sys
+import threading
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -64,15 +86,17 @@ import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from hear_codec import cli
-from hear_codec.files import atomic_torch_save
-from hear_codec.files import atomic_path
+from hear_codec.files import atomic_path, atomic_torch_save, stale_temporaries
 
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
 EXPORT = "last.ckpt.hearcodec"  # what the pretraining modules' export writes: hear_codec.load_model reads it
+LOCK = ".lock"
+PREEMPTED_STATUS = 128 + signal.SIGTERM  # 143, as a shell reports a process that SIGTERM ended
 
 
 @dataclass
@@ -282,13 +306,15 @@ class PeriodicCheckpoint(Callback):
         self.keep = int(keep)
         self._saved_step = -1
 
-    def _save(self, trainer, pl_module):
+    def save(self, trainer, pl_module, copy: bool = True):
+        """OUT/last.ckpt and the export at this step (once per step), and with ``copy`` the
+        step's copy under ``--keep-checkpoints``. Collective: every rank calls it, rank 0 writes."""
         step = trainer.global_step
         if step == self._saved_step:
             return
         self._saved_step = step
         trainer.save_checkpoint(self.out_dir / LAST, weights_only=False)  # collective; rank 0 writes
-        if self.keep:
+        if self.keep and copy:
             trainer.save_checkpoint(self.out_dir / "checkpoints" / f"step-{step:08d}.ckpt", weights_only=False)
             if trainer.is_global_zero and self.keep > 0:
                 old = sorted((self.out_dir / "checkpoints").glob("step-*.ckpt"))[:-self.keep]
@@ -303,10 +329,63 @@ class PeriodicCheckpoint(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.every and trainer.global_step > 0 and trainer.global_step % self.every == 0:
-            self._save(trainer, pl_module)
+            self.save(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module):
-        self._save(trainer, pl_module)
+        self.save(trainer, pl_module)
+
+
+class Preempted(SystemExit):
+    """The run stopped on SIGTERM after saving an exact-resume checkpoint at ``step``. Uncaught,
+    it ends the process with :data:`PREEMPTED_STATUS`."""
+
+    def __init__(self, step: int):
+        super().__init__(PREEMPTED_STATUS)
+        self.step = step
+
+
+class SaveOnSigterm(Callback):
+    """On SIGTERM: finish the optimiser step in progress, save OUT/last.ckpt and the export
+    (``checkpoint``, the run's :class:`PeriodicCheckpoint`), then raise :class:`Preempted`.
+
+    Lightning's own handler stops at the end of the current *batch*, which can be the middle of an
+    accumulated step (not resumable exactly), saves nothing, and leaves an exit status of 0, as if
+    the run had finished. So this callback replaces Lightning's SIGTERM handler while the training
+    loop runs (Lightning installs it when fit starts and restores the previous one at its end)
+    with one that only takes note. At the end of every optimiser step the ranks agree, in one
+    all-reduce, whether any of them was signalled (SLURM signals every task, ``torchrun`` every
+    worker, a user's ``kill`` maybe only one), so every rank stops after the same step. A signal
+    during validation takes effect after the next step; one during the last step lets the run end
+    as usual (it saves anyway)."""
+
+    def __init__(self, checkpoint: PeriodicCheckpoint):
+        self.checkpoint = checkpoint
+        self.received = False
+        self._step = -1
+
+    def _note(self, signum, frame):
+        self.received = True
+
+    def on_train_start(self, trainer, pl_module):
+        self.received = False
+        self._step = trainer.global_step
+        if threading.current_thread() is threading.main_thread():  # Python's rule for signal handlers
+            signal.signal(signal.SIGTERM, self._note)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self._step:  # a micro-batch inside an accumulated step
+            return
+        self._step = step = trainer.global_step
+        if 0 < trainer.max_steps <= step:  # the run ends now and saves as it does
+            return
+        if not trainer.strategy.reduce_boolean_decision(self.received, all=False):
+            return
+        self.checkpoint.save(trainer, pl_module, copy=False)
+        if trainer.is_global_zero:
+            saved = self.checkpoint.out_dir / LAST
+            log.warning("SIGTERM: stopped after step %d and saved %s; exit status %d. Run the same command with "
+                        "--resume auto to continue exactly from here.", step, saved, PREEMPTED_STATUS)
+        raise Preempted(step)
 
 
 class StepSamplerCallback(Callback):
@@ -437,8 +516,8 @@ def make_trainer(run: EngineConfig, out_dir, callbacks=(), *, sampler=None, **tr
     version = _next_log_version(out_dir / "logs")  # one folder for both loggers, a new one per resume
     loggers = [CSVLogger(out_dir, name="logs", version=version),
                TensorBoardLogger(out_dir, name="logs", version=version, default_hp_metric=False)]
-    cbs = [PeriodicCheckpoint(out_dir, run.ckpt_every, run.keep_checkpoints), LossCurve(out_dir),
-           LearningRateMonitor(logging_interval="step")]
+    periodic = PeriodicCheckpoint(out_dir, run.ckpt_every, run.keep_checkpoints)
+    cbs = [periodic, SaveOnSigterm(periodic), LossCurve(out_dir), LearningRateMonitor(logging_interval="step")]
     if sampler is not None:
         cbs.append(StepSamplerCallback(sampler))
     if run.progress_bar:
@@ -495,20 +574,113 @@ def check_resumable(module: L.LightningModule, ckpt: str) -> None:
                             "with the options and version of hear_codec that made it, or train into a new --out")
 
 
+# Variables by which the launchers Lightning supports tell a process its rank: any of them above 0
+# marks a process other than the run's first (Lightning's own launcher sets LOCAL_RANK in the
+# processes it starts; torchrun RANK; SLURM SLURM_PROCID; MPI its own).
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK",
+                   "PMI_RANK")
+_locks: dict = {}  # real path of an OUT this process holds -> [file descriptor or None, nesting depth]
+
+
+def is_first_process() -> bool:
+    """Whether this process is global rank 0 of its run (or the run's only process), by its
+    launcher's environment, which is known before Lightning sets up the process group."""
+    for name in _RANK_VARIABLES:
+        try:
+            if int(os.environ.get(name, "0") or 0) != 0:
+                return False
+        except ValueError:
+            continue
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(out_dir):
+    """Hold ``OUT/.lock`` for the body: refuse, with a :class:`hear_codec.cli.UserError` naming
+    the holder, an OUT that another live run holds.
+
+    ``fcntl.flock`` on the file, exclusive and not waiting; the kernel releases it when the
+    holding process ends in any way (SIGKILL included), so only a live run holds it. Only the
+    run's first process takes it (:func:`is_first_process`): the other ranks of the same run do
+    not. Nested uses in one process share the lock (``training.pretrain`` holds it from its start,
+    ``fit`` again around training). On taking it, the temporary checkpoint files that a killed
+    run left in OUT and below are removed (:func:`hear_codec.files.stale_temporaries`: only those
+    whose writer has ended). On a file system without locks (some network mounts) the run goes on
+    with a warning, unguarded and without that clean-up. A run that stops before writing anything
+    (options refused) leaves no OUT behind when it made OUT itself."""
+    key = os.path.realpath(out_dir)
+    if key not in _locks:
+        made = not os.path.exists(out_dir)
+        _locks[key] = [_take_lock(Path(out_dir)), 0, made]
+        if _locks[key][0] is not None:
+            _remove_stale_temps(Path(out_dir))
+    _locks[key][1] += 1
+    try:
+        yield
+    finally:
+        _locks[key][1] -= 1
+        if _locks[key][1] == 0:
+            fd, _, made = _locks.pop(key)
+            if fd is not None:
+                if made and os.listdir(out_dir) == [LOCK]:  # nothing but the lock: nothing to keep
+                    os.unlink(os.path.join(out_dir, LOCK))
+                    os.rmdir(out_dir)
+                os.close(fd)  # releases the lock
+
+
+def _take_lock(out_dir: Path) -> int | None:
+    if not is_first_process():
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # not inherited by programs this one starts
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = " ".join(os.pread(fd, 1000, 0).decode(errors="replace").split()) or "it has not said which yet"
+        os.close(fd)
+        raise cli.UserError(f"{out_dir} is in use by another run ({holder}); wait for it to end, stop it, or "
+                            "train into another --out") from None
+    except OSError as e:
+        os.close(fd)
+        log.warning("cannot lock %s (%s): a second run into %s will not be refused, and temporary files of "
+                    "killed runs stay there", path, e, out_dir)
+        return None
+    command = " ".join(shlex.join(getattr(sys, "orig_argv", sys.argv)).split())  # one line
+    command = command if len(command) <= 300 else command[:297] + "..."
+    text = f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}: {command}"
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (text + "\n").encode(), 0)
+    return fd
+
+
+def _remove_stale_temps(out_dir: Path) -> None:
+    for tmp in stale_temporaries(out_dir):
+        tmp.unlink(missing_ok=True)
+        log.info("removed %s, left by a writer killed while writing it", tmp)
+
+
 def fit(trainer: L.Trainer, module: L.LightningModule, run: EngineConfig, out_dir, **fit_kwargs):
-    """``trainer.fit`` with ``--resume`` resolved and checked; returns the checkpoint path it resumed
-    from (or None)."""
-    ckpt = resume_path(run, out_dir)
-    if ckpt:
-        check_resumable(module, ckpt)
-    if ckpt and trainer.is_global_zero:
-        log.info("resuming from %s", ckpt)
-    trainer.fit(module, ckpt_path=ckpt, **fit_kwargs)
+    """``trainer.fit`` under :func:`run_lock`, with ``--resume`` resolved and checked; returns the
+    checkpoint path it resumed from (or None). Raises :class:`Preempted` when SIGTERM stopped it."""
+    with run_lock(out_dir):
+        ckpt = resume_path(run, out_dir)
+        if ckpt:
+            check_resumable(module, ckpt)
+        if ckpt and trainer.is_global_zero:
+            log.info("resuming from %s", ckpt)
+        try:
+            trainer.fit(module, ckpt_path=ckpt, **fit_kwargs)
+        except SIGTERMException:
+            # Lightning's own handler took a SIGTERM that came before the training loop began
+            # (SaveOnSigterm replaces it from there): no step was trained since the start
+            log.warning("SIGTERM before the first step: nothing to save; exit status %d", PREEMPTED_STATUS)
+            raise Preempted(trainer.global_step) from None
     return ckpt
 
 
 __all__ = ["EngineConfig", "add_engine_args", "make_trainer", "fit", "resume_path", "check_resumable", "resolve_precision", "on_gpu",
            "lr_factor", "schedule_problem", "with_lr_schedule",
-           "world_size",
-           "AtomicCheckpointIO", "PeriodicCheckpoint", "StepSamplerCallback", "LossCurve", "read_metrics",
-           "plot_loss_curve", "LAST", "EXPORT"]
+           "world_size", "run_lock", "is_first_process",
+           "AtomicCheckpointIO", "PeriodicCheckpoint", "SaveOnSigterm", "Preempted", "StepSamplerCallback", "LossCurve",
+           "read_metrics", "plot_loss_curve", "LAST", "EXPORT", "LOCK", "PREEMPTED_STATUS"]

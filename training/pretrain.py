@@ -68,7 +68,8 @@ def main(argv=None):
                               family.BUILTIN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.time()
-    path = MODELS[args.model].run(args)
+    with engine.run_lock(args.out):  # from the start: the data reports and caches go into OUT too
+        path = MODELS[args.model].run(args)
     print(f"wrote {path} in {time.time() - t0:.0f} s")
     return path
 

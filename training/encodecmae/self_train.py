@@ -259,15 +259,16 @@ def main(argv=None) -> Path:
     teacher = load_teacher(args.teacher)
     st, optim, data, run = configs(args, teacher)
     out_dir = Path(args.out)
-    targets = teacher_targets(args, teacher) if st.keep_codec_streams else None
-    if data.sources:
-        datasets = file_datasets(data, out_dir)
-    else:  # v1's codec streams are computed once for the built-in corpus's fixed clips
-        codec = CodecConfig(args.codec or teacher.config.codec_weights)
-        datasets = (recipes.corpus_datasets(args, data.crop_seconds, out_dir, codec) if targets is None else
-                    recipes.corpus_datasets(args, data.crop_seconds, out_dir, codec, targets.encode, targets.name,
-                                            teacher.config.num_codec_streams))
-    path = self_train(teacher, args.teacher, st, optim, data, datasets, run, out_dir, pretraining_targets=targets)
+    with engine.run_lock(out_dir):  # from the start: the k-means targets and data reports go into OUT too
+        targets = teacher_targets(args, teacher) if st.keep_codec_streams else None
+        if data.sources:
+            datasets = file_datasets(data, out_dir)
+        else:  # v1's codec streams are computed once for the built-in corpus's fixed clips
+            codec = CodecConfig(args.codec or teacher.config.codec_weights)
+            datasets = (recipes.corpus_datasets(args, data.crop_seconds, out_dir, codec) if targets is None else
+                        recipes.corpus_datasets(args, data.crop_seconds, out_dir, codec, targets.encode, targets.name,
+                                                teacher.config.num_codec_streams))
+        path = self_train(teacher, args.teacher, st, optim, data, datasets, run, out_dir, pretraining_targets=targets)
     print(f"wrote {path} in {time.time() - t0:.0f} s")
     return path
 
