@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/hear-validator hear_codec --model runs/demo/last.ckpt.hearcodec
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto --dist loadfile tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/embed_throughput.py

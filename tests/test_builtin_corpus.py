@@ -35,7 +35,7 @@ def _share_below(kind, words, hz=300.0, events=200, sr=24000):
 
 def test_spectral_vocabulary_puts_sound_below_300_hz():
     """The spectral words (the stand-in targets' corpus) fill the octaves the grid words leave
-    almost empty (docs/pretraining.md, "A fourth pass"): low tones and carriers, noise bursts
+    almost empty (docs/experiments/builtin-default.md, the fourth pass): low tones and carriers, noise bursts
     whose bands reach down to 60 Hz."""
     for kind, grid_most, spectral_least in (("tone", 0.25, 0.6), ("am", 0.1, 0.5), ("noise_burst", 0.01, 0.1)):
         grid, spectral = _share_below(kind, D.GRID_SOUNDS), _share_below(kind, D.SPECTRAL_SOUNDS)
@@ -109,7 +109,7 @@ def _tone_event_spreads(sounds: str, clips: int = 60) -> list:
 
 def test_spectral_words_shape_their_events_and_grid_words_hold_them():
     """The grid words keep every event flat (the offline codec's codes must hold still through
-    it); the spectral words decay or swell two events in three (docs/pretraining.md, sixth pass)."""
+    it); the spectral words decay or swell two events in three (docs/experiments/builtin-default.md, the sixth pass)."""
     grid, spectral = _tone_event_spreads("grid"), _tone_event_spreads("spectral")
     assert len(grid) > 30 and max(grid) < 1.1, max(grid)
     shaped = np.mean(np.array(spectral) > 2.0)

@@ -194,7 +194,7 @@ def test_a_number_out_of_range_is_a_clear_error(capsys):
 def test_short_built_in_run_passes_hear_validator_and_learning_check(tmp_path):
     """The no-argument run, shortened (few clips, 2 steps): its checkpoint passes the real
     hear-validator, and the learning-is-real script runs on it end to end (its numbers mean
-    nothing after 2 steps; the measured table is in docs/pretraining.md)."""
+    nothing after 2 steps; the measured figures are in docs/pretraining.md, "The built-in run")."""
     from training.builtin import learning_check
 
     out = tmp_path / "run"
