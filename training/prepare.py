@@ -30,18 +30,20 @@ Samples are stored as round(x * 32768) clipped to int16 (x = 1.0 becomes 32767):
 int16 / 32768, as soundfile does, gives the decoded audio back within half a step of 1/32768.
 Audio beyond [-1, 1] is clipped; summary.json counts the clipped samples.
 
-Defaults, from docs/experiments/prepare-format.md (a random 4 s crop's read cost against disk
-bytes per hour, one process): **WAV** and **30 s** segments.
+Defaults, from docs/experiments/prepare-format.md (the cost of reading a random 4 s crop, one
+process, against disk bytes per hour of audio, for segments of 10 s to 30 min): **WAV** and
+**60 s** segments.
 
-* WAV, read by ``os.pread`` of its PCM bytes, costs the same whatever the segment length (it
-  reads 192 KB, nothing else) and is about 10x cheaper per crop than FLAC, whose decoder must
-  seek to the crop (binary search through the file's frames) and decode it: one FLAC crop per
-  step of a 128-crop batch costs more CPU than the loader workers have.
-* FLAC saves disk (about 50% on real recordings, 10% on noise-like ones; WAV is 173 MB per hour)
-  and its seek cost grows with the segment length, so ``--format flac`` is for a disk that cannot
-  hold the WAV corpus; keep its segments short (the 30 s default suits it too).
-* 30 s: a crop crosses a segment boundary (two reads) with probability ~4/30; shorter segments
-  mean more files and more boundary crossings for no gain, longer ones a slower FLAC seek.
+* WAV: a crop read by ``os.pread`` of its PCM bytes (what the loader does) runs at about 13 000
+  crops/s whatever the segment length; FLAC, which must seek (a search through the file's
+  frames) and decode, at about 550, 25 times fewer: at batch 128 a loader worker would spend a
+  quarter of a second per batch on FLAC alone. FLAC saves 38% of the disk on a real recording
+  (108 MB per hour against WAV's 173) and 9% on noise: ``--format flac`` is for a corpus whose
+  WAV does not fit on the disk.
+* 60 s: a crop that crosses a segment boundary reads two files, which happens to about 4 / N of
+  the crops (13% at 30 s, 7% at 60 s, 1% at 300 s), and shorter segments mean more files; FLAC's
+  seek is as cheap at 60 s as at 10 s, and 20% slower from 300 s on. Beyond 60 s WAV gains a few
+  percent at most.
 
 Resume: a source whose done record matches it (same size, modification time, format and segment
 length) is not decoded again; any other source is decoded again and its segments rewritten.
@@ -83,7 +85,7 @@ COLUMNS = "# path\tframes\tsource\toffset"
 MANIFEST, SKIPPED, SUMMARY, AUDIO, DONE = "manifest.tsv", "skipped.tsv", "summary.json", "audio", "done"
 FORMATS = {"wav": "WAV", "flac": "FLAC"}  # --format -> soundfile's format name (always PCM_16)
 DEFAULT_FORMAT = "wav"  # docs/experiments/prepare-format.md
-DEFAULT_SEGMENT_SECONDS = 30.0  # docs/experiments/prepare-format.md
+DEFAULT_SEGMENT_SECONDS = 60.0  # docs/experiments/prepare-format.md
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -134,7 +136,7 @@ def done_path(out: Path, source: str) -> Path:
 
 def segment_length(total: int, most: int) -> int:
     """The length of each segment when ``total`` samples are cut into the fewest segments of at
-    most ``most`` samples, as equal as possible (a 65 s file at 30 s: 3 x 21.7 s, not 30 + 30 + 5)."""
+    most ``most`` samples, as equal as possible (a 130 s file at 60 s: 3 x 43.3 s, not 60 + 60 + 10)."""
     count = max(1, -(-total // most))
     return max(1, -(-total // count))
 
@@ -236,6 +238,9 @@ def list_corpus(sources, out: Path) -> list:
     inside ``out`` (DIR inside a SOURCE folder would otherwise feed its own segments back)."""
     from training.data.manifest import list_sources
 
+    for source in sources:
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"SOURCE {source} is neither a folder, an audio file nor a manifest")
     inside = os.path.abspath(out) + os.sep
     seen, files = set(), []
     for path, _ in list_sources([os.path.abspath(s) for s in sources]):
@@ -249,8 +254,6 @@ def list_corpus(sources, out: Path) -> list:
 def run(sources, out, settings: Settings, workers: int, progress: bool = True) -> dict:
     """Prepare ``sources`` into ``out`` (the whole command without its parsing); returns the summary.
     Raises FileNotFoundError / NotADirectoryError / UserError for bad input."""
-    from training.engine import run_lock
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file, not a folder")
@@ -258,6 +261,8 @@ def run(sources, out, settings: Settings, workers: int, progress: bool = True) -
     if not files:
         raise UserError(f"no audio files in {' '.join(map(str, sources))} (looked for the suffixes of "
                         "hear_codec.audio.AUDIO_EXTENSIONS)")
+    from training.engine import run_lock  # here: it imports Lightning (seconds), which bad input need not wait for
+
     t0 = time.time()
     with run_lock(out):  # refuses a second run into DIR; removes a killed run's temporary files
         results, todo = {}, []
