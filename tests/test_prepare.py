@@ -255,3 +255,18 @@ def test_each_file_is_drawn_as_often_before_and_after_preparation(trained):
     """OUT/data_index.tsv of a run on the raw folder and of a run on its prepared DIR: the same
     files, seconds and draws per epoch (and so the same validation split)."""
     assert _index(trained["prepared"]) == _index(trained["raw"])
+
+
+def test_a_dir_inside_a_source_folder_is_not_read_as_a_source(raw, tmp_path):
+    """prepare FOLDER --out FOLDER/prepared, twice: the segments in DIR are never sources."""
+    import shutil
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for name in ("b16k.flac", "d44k_stereo.mp3"):
+        shutil.copy(raw / name, folder / name)
+    out = folder / "prepared"
+    first = prepare.main([str(folder), "--out", str(out), "--no-progress-bar"])
+    second = prepare.main([str(folder), "--out", str(out), "--no-progress-bar"])
+    assert first["files"] == second["files"] == 2 and second["decoded_this_run"] == 0
+    assert {row[2] for row in _rows(out)} == {str(folder / "b16k.flac"), str(folder / "d44k_stereo.mp3")}
