@@ -2,6 +2,7 @@
 files (the same paths, draws and split as the raw folder), crops span segments, the WAV reader
 equals soundfile bit for bit, malformed manifests are named by line, and the files are held in
 numpy arrays."""
+import dataclasses
 import gc
 import multiprocessing
 import os
@@ -201,6 +202,10 @@ def test_the_pcm16_reader_equals_soundfile_bit_for_bit(tmp_path):
         assert ours.dtype == np.float32 and ours.view(np.uint32).tolist() == theirs.view(np.uint32).tolist()
     with pytest.raises(P.AudioReadError, match="shorter than its manifest row"):
         P.read_pcm16_wav(path, 49_990, 11)
+    # WAVE_FORMAT_EXTENSIBLE with the PCM sub-format is 16-bit PCM too
+    sf.write(tmp_path / "ext.wav", samples, SR, subtype="PCM_16", format="WAVEX")
+    assert (tmp_path / "ext.wav").read_bytes()[20:22] == b"\xfe\xff"
+    assert np.array_equal(P.read_pcm16_wav(str(tmp_path / "ext.wav"), 3, 1000), samples[3:1003] / np.float32(32768))
     # another kind of WAV is left to soundfile, which reads it the same way
     sf.write(tmp_path / "float.wav", samples / 32768, SR, subtype="FLOAT")
     assert P.read_pcm16_wav(str(tmp_path / "float.wav"), 0, 10) is None
@@ -369,3 +374,24 @@ def test_the_step_sampler_takes_the_draws_as_an_array():
     items = [next(it)[0] for _ in range(6)]
     assert np.bincount(items, minlength=3).tolist() == [1, 3, 2]
     assert torch.equal(sampler.item_ends, torch.tensor([1, 4, 6]))
+
+
+def test_self_training_and_pretraining_take_a_prepared_folder_as_data(tmp_path):
+    """Both CLIs' --data reach file_datasets; a batch of the EnCodecMAE loaders (what pretraining
+    and self-training's k-means features draw) comes from the prepared segments."""
+    from hear_codec import encodecmae as emae
+    from training.encodecmae import self_train
+    from training.encodecmae.train import build_loaders
+    from training.pretrain import build_parser as pretrain_parser
+
+    _, prepared, _ = raw_and_prepared(tmp_path, seconds=(5.0, 6.0), segment_seconds=3.0)
+    for args in (self_train.build_parser().parse_args(["--teacher", "t.ckpt", "--data", str(prepared),
+                                                        "--crop-seconds", "4", "--num-workers", "0"]),
+                 pretrain_parser().parse_args(["--data", str(prepared), "--num-workers", "0"])):
+        data = D.DataConfig.from_args(args)
+        train, val, meta = D.file_datasets(data, tmp_path / "out")
+        assert meta["files"] == 2 and len(train) + (len(val) if val else 0) == 2
+        config = emae.preset("tiny", chunk_seconds=4.0, num_codec_streams=0, num_kmeans_streams=1)
+        loader, _, _ = build_loaders(train, None, dataclasses.replace(data, batch_size=2), config)
+        batch = next(iter(loader))
+        assert batch["wav"].shape == (2, 96000) and bool(batch["ok"].all()) and bool(batch["wav"].abs().sum() > 0)

@@ -233,32 +233,36 @@ def read_pcm16_wav(path: str, start: int, count: int) -> np.ndarray | None:
         os.close(fd)
     if len(raw) != 2 * count:
         raise AudioReadError(f"{path}: {len(raw) // 2} of the {count} samples from {start} (the file is truncated)")
-    return np.frombuffer(raw, dtype="<i2").astype(np.float32) * np.float32(1 / 32768)
+    wav = np.frombuffer(raw, dtype="<i2").astype(np.float32)
+    wav *= np.float32(1 / 32768)
+    return wav
 
 
-_PCM_GUID_TAIL = bytes.fromhex("000000001000800000aa00389b71")  # KSDATAFORMAT_SUBTYPE_PCM after its first 2 bytes
+_PCM_GUID_TAIL = bytes.fromhex("000000001000800000aa00389b71")  # KSDATAFORMAT_SUBTYPE_PCM after its first 2 bytes (01 00)
 
 
 def _wav_layout(fd: int, path: str):
     """(first byte, end byte) of the data chunk of a 16-bit PCM mono 24 kHz RIFF WAV, None for
-    another format; AudioReadError if the file is no WAV or has no data chunk."""
+    another format; AudioReadError if the file is no WAV or has no data chunk. One read of the
+    first 4 kB holds the header of a WAV that soundfile (or most writers) wrote."""
     size = os.fstat(fd).st_size
-    head = os.pread(fd, 12, 0)
+    head = os.pread(fd, 4096, 0)
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return None if head[:4] in (b"RIFX", b"RF64") and head[8:12] == b"WAVE" else _not_wav(path)
     pos, pcm16 = 12, False
     while pos + 8 <= size:
-        chunk = os.pread(fd, 8, pos)
+        chunk = head[pos:pos + 8] if pos + 8 <= len(head) else os.pread(fd, 8, pos)
         if len(chunk) < 8:
             break
         cid, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
         if cid == b"fmt ":
-            fmt = os.pread(fd, min(length, 40), pos + 8)
+            want = min(length, 40)
+            fmt = head[pos + 8:pos + 8 + want] if pos + 8 + want <= len(head) else os.pread(fd, want, pos + 8)
             if len(fmt) < 16:
                 return _not_wav(path)
             tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", fmt[:16])
             if tag == 0xFFFE and len(fmt) >= 40:  # WAVE_FORMAT_EXTENSIBLE: the sub-format says PCM
-                tag = 1 if fmt[26:28] == b"\x01\x00" and fmt[28:40] == _PCM_GUID_TAIL[2:] else tag
+                tag = 1 if fmt[24:26] == b"\x01\x00" and fmt[26:40] == _PCM_GUID_TAIL else tag
             pcm16 = (tag, channels, rate, bits) == (1, 1, SAMPLE_RATE, 16)
             if not pcm16:
                 return None
