@@ -56,8 +56,8 @@ import soundfile as sf
 from hear_codec.audio import AUDIO_EXTENSIONS, find_audio_files
 from hear_codec.codec import SAMPLE_RATE
 from training.data.index import AudioIndex
-from training.data.prepared import (MANIFEST_NAME, PREPARED_HEADER, not_regular_reason, prepared_manifest,
-                                    read_prepared, read_prepared_skipped)
+from training.data.prepared import (PREPARED_HEADER, not_regular_reason, prepared_manifest, read_prepared,
+                                    read_prepared_skipped)
 
 MAX_FILE_SECONDS = 10_000.0  # official FILTER_AUDIO_LENGTH (configs/base/unsupervised_pretrain.gin)
 
