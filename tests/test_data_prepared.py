@@ -1,10 +1,8 @@
 """training/data/prepared.py and its use by the loader: a prepared corpus trains on its source
 files (the same paths, draws and split as the raw folder), crops span segments, the WAV reader
-equals soundfile bit for bit, malformed manifests are named by line, and the files are held in
-numpy arrays."""
+equals soundfile bit for bit, malformed manifests are named by line, pipes are never opened, and
+the draws are arrays (the arrays themselves: tests/test_data_index.py)."""
 import dataclasses
-import gc
-import multiprocessing
 import os
 
 import numpy as np
@@ -15,7 +13,6 @@ import torch
 from training.data import crops as D
 from training.data import manifest as M
 from training.data import prepared as P
-from training.data.index import AudioIndex, PathTable
 
 SR = 24000
 HEADER = "# hear_codec prepared corpus\tsample_rate=24000\n# path\tframes\tsource\toffset\n"
@@ -274,7 +271,6 @@ def test_a_fifo_or_missing_file_in_a_manifest_is_skipped_with_its_reason(tmp_pat
 READ_FIFO = """
 import sys
 from training.data import crops as D
-from training.data.index import AudioIndex
 from training.data.prepared import read_prepared
 files = AudioIndex.of_files(sys.argv[2:], [5.0, 1.0])
 crops = D.AudioCrops(AudioIndex.concat([read_prepared(sys.argv[1]), files]), 1.0)
@@ -302,63 +298,7 @@ def test_a_fifo_is_not_opened_when_a_crop_is_read(tmp_path):
     assert done.stderr.count("not a regular file (a pipe, device or socket)") == 3
 
 
-# ---------------------------------------------------------------- memory layout
-
-def test_the_datasets_hold_numpy_arrays_not_an_object_per_file(tmp_path):
-    _, prepared, _ = raw_and_prepared(tmp_path, seconds=(5.0, 6.0, 7.0))
-    train, _, _ = D.file_datasets(config([prepared]), tmp_path / "out")
-
-    def leaves(obj, path="train_set"):
-        if isinstance(obj, (D.AudioCrops, AudioIndex, PathTable)):
-            for name, value in vars(obj).items():
-                yield from leaves(value, f"{path}.{name}")
-        else:
-            yield path, obj
-
-    found = dict(leaves(train))
-    bulky = {k: type(v).__name__ for k, v in found.items()
-             if not isinstance(v, (np.ndarray, int, float, str)) and not (isinstance(v, tuple) and len(v) <= 1)}
-    assert bulky == {}
-    assert found["train_set.draws_per_epoch"].dtype == np.int64
-    assert found["train_set.index.paths.blob"].dtype == np.uint8
-
-
-def _child_growth(crops, queue):
-    """In a forked child: touch every file's path and length, and run the garbage collector
-    (which walks every tracked Python object), then report the private memory it made, in MB."""
-    def private():
-        with open("/proc/self/smaps_rollup") as f:
-            return sum(int(line.split()[1]) for line in f if line.startswith(("Private_Dirty", "Private_Clean"))) / 1024
-    before = private()
-    for i in range(len(crops)):
-        crops.path(i), crops.seconds(i)
-    gc.collect()
-    queue.put(private() - before)
-
-
-def worker_growth(crops) -> float:
-    gc.collect()
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_child_growth, args=(crops, queue))
-    child.start()
-    growth = queue.get(timeout=120)
-    child.join()
-    return growth
-
-
-def test_a_forked_worker_shares_the_index_pages(tmp_path):
-    """pytorch/pytorch#13246: Python objects inherited by a DataLoader worker are copied into it
-    page by page as their reference counts change. 200 000 files held as arrays: a worker that
-    touches each of them and collects garbage copies no more than it does for 10 files (held as
-    objects, the index is about 40 MB, copied into every worker)."""
-    def crops(n):
-        paths = [f"/data/audioset/unbalanced/{i:08d}_Yabcdefghijk.flac" for i in range(n)]
-        return D.AudioCrops(AudioIndex.of_files(paths, np.full(n, 10.0)), 4.0)
-    small, large = crops(10), crops(200_000)
-    growth = worker_growth(large) - worker_growth(small)
-    assert growth < 8, f"{growth:.0f} MB more copied into the worker for 200 000 files than for 10"
-
+# ---------------------------------------------------------------- draws as arrays
 
 def test_vectorised_draws_equal_the_official_rule():
     seconds = np.array([0.5, 2, 3.99, 4, 7.9, 8, 40, 400, 9999, 12000, 0.3, 1.0, 8.000000001, 7.999999999])
