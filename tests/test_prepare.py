@@ -270,3 +270,15 @@ def test_a_dir_inside_a_source_folder_is_not_read_as_a_source(raw, tmp_path):
     second = prepare.main([str(folder), "--out", str(out), "--no-progress-bar"])
     assert first["files"] == second["files"] == 2 and second["decoded_this_run"] == 0
     assert {row[2] for row in _rows(out)} == {str(folder / "b16k.flac"), str(folder / "d44k_stereo.mp3")}
+
+
+def test_audio_beyond_full_scale_is_clipped_and_counted(tmp_path):
+    """A float WAV that peaks at 1.5: stored at the int16 limits, and summary.json counts the
+    clipped samples (int16 wraps instead when libsndfile converts floats unclipped)."""
+    wav = _tone(100, 1.0, 24000) * 3  # peaks at 1.5
+    sf.write(tmp_path / "loud.wav", wav, 24000, subtype="FLOAT")
+    summary = prepare.main([str(tmp_path / "loud.wav"), "--out", str(tmp_path / "out"), "--no-progress-bar"])
+    stored = sf.read(tmp_path / "out" / _rows(tmp_path / "out")[0][0], dtype="int16")[0]
+    assert summary["clipped_samples"] == int(np.count_nonzero(np.abs(wav) * 32768 > 32767.5))
+    assert (stored.max(), stored.min()) == (32767, -32768)
+    assert not np.any(stored * wav.astype(np.float64) < 0)  # no sign flipped by a wrap
