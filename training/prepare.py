@@ -10,7 +10,7 @@ memory), cut into segments of at most ``--segment-seconds`` and written as 16-bi
 ``python -m training.pretrain --data DIR`` then trains on DIR without decoding, resampling or
 probing anything.
 
-DIR holds (the format is the contract of /work/notes/CONTRACT33.md; the loader reads it)::
+DIR holds (the format that training/data/prepared.py reads)::
 
     manifest.tsv    line 1 "# hear_codec prepared corpus<TAB>sample_rate=24000", line 2 the column
                     names, then one row per segment: path (relative to DIR), frames (exact samples
@@ -46,7 +46,8 @@ process, against disk bytes per hour of audio, for segments of 10 s to 30 min): 
   percent at most.
 
 Resume: a source whose done record matches it (same size, modification time, format and segment
-length) is not decoded again; any other source is decoded again and its segments rewritten.
+length) is not decoded again; any other source is decoded again, from its start (a source killed
+halfway included), and its segments rewritten.
 Each segment is written atomically (:func:`hear_codec.files.atomic_path`), so a file under
 audio/ is whole or absent; the temporary files of a killed run are removed when the next run
 takes DIR's lock (``training.engine.run_lock``: a second run into the same DIR is refused), and
