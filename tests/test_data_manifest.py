@@ -1,6 +1,7 @@
 """training/data/manifest.py: listing folders and manifests, probing, skipping and reporting bad
 files, the validation split, the official length-proportional draws."""
 import hashlib
+import os
 
 from audio_files import make_folder
 from training.data import manifest as M
@@ -67,3 +68,21 @@ def test_draws_per_epoch_follow_the_official_rule_and_the_cap():
         assert M.draws_per_epoch(seconds, 4.0) == official_compensate_lengths(seconds), seconds
     assert M.draws_per_epoch(12000, 4.0) == 2500  # capped at --max-file-seconds 10000
     assert M.draws_per_epoch(99999, 4.0, max_file_seconds=0) == 24999  # 0 = no cap
+
+
+def test_manifest_paths_are_joined_as_pathlib_joins_them(tmp_path):
+    """The manifest reader joins paths without a Path per row (20 s for 2 M rows); the result
+    is pathlib's, for the paths that Path rewrites too."""
+    from pathlib import Path
+
+    names = ["a.wav", "./b.wav", "c//d.wav", "e/./f.wav", "/abs/g.wav", "//abs2/h.wav", "i/", ".hidden/j.wav", "k/.."]
+    (tmp_path / "list.txt").write_text("".join(f"{n}\t1.0\n" for n in names))
+    rows = M.list_sources(tmp_path / "list.txt")
+    assert [p for p, _ in rows] == [str(tmp_path / Path(n)) for n in names]
+    # a manifest in the current folder, named by a relative path
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert [p for p, _ in M.list_sources("list.txt")] == [str(Path("list.txt").parent / Path(n)) for n in names]
+    finally:
+        os.chdir(cwd)

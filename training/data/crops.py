@@ -130,7 +130,7 @@ class AudioCrops(Dataset):
         else:
             start = np.random.default_rng(seed).uniform(0.0, room) if room > 0 else 0.0
         frames = int(self.index.frames[item])
-        if frames < 0:  # a file, decoded and resampled from its start
+        if frames < 0:  # a file: decoded, mixed down and resampled from ``start``
             return read_segment(self.index.paths[item], start, self.crop_seconds)
         first = min(int(round(start * SAMPLE_RATE)), frames)
         return read_item(self.index, item, first, min(self.crop_samples, frames - first))
