@@ -1,9 +1,11 @@
 """training/data/manifest.py: listing folders and manifests, probing, skipping and reporting bad
 files, the validation split, the official length-proportional draws."""
 import hashlib
+import os
 
 from audio_files import make_folder
 from training.data import manifest as M
+from training.data.index import PathTable
 
 
 def test_bad_files_are_skipped_counted_and_reported(tmp_path):
@@ -15,7 +17,9 @@ def test_bad_files_are_skipped_counted_and_reported(tmp_path):
     reasons = {p.split("/")[-1]: r for p, r in skipped}
     assert set(reasons) == {"corrupt.wav", "empty.wav"}
     assert reasons["corrupt.wav"].startswith("unreadable") and reasons["empty.wav"].startswith("empty")
-    M.write_report(tmp_path / "out", entries, skipped)
+    index, skipped, listed = M.index_sources(folder)
+    assert listed == 5 and [p.split("/")[-1] for p in index.paths] == [e.path.split("/")[-1] for e in entries]
+    M.write_report(tmp_path / "out", index, skipped)
     report = (tmp_path / "out" / "skipped_files.tsv").read_text()
     assert "corrupt.wav\tunreadable" in report and "empty.wav\tempty" in report
     # the index is a manifest with durations that lists only the readable files
@@ -32,23 +36,25 @@ def test_manifest_relative_paths(tmp_path):
 
 
 def test_split_is_stable_and_disjoint():
-    entries = [M.AudioEntry(f"/x/{i}.wav", 1.0) for i in range(100)]
-    train, val = M.split_train_val(entries, 0.05, 200)
+    paths = [f"/x/{i}.wav" for i in range(100)]
+    train, val = M.split_train_val(paths, 0.05, 200)
     assert len(val) == 5 and len(train) == 95
-    assert not {e.path for e in train} & {e.path for e in val}
-    train2, val2 = M.split_train_val(entries + [M.AudioEntry("/x/new.wav", 1 / 24000)], 0.05, 200)
-    assert len(val2) == 5 and len({e.path for e in val} - {e.path for e in val2}) <= 1  # adding a file moves at most one
+    assert sorted(train.tolist() + val.tolist()) == list(range(100))
+    train2, val2 = M.split_train_val(paths + ["/x/new.wav"], 0.05, 200)
+    assert len(val2) == 5 and len(set(val.tolist()) - set(val2.tolist())) <= 1  # adding a file moves at most one
+    # the same split from the paths' arrays (PathTable) as from a list
+    assert M.split_train_val(PathTable.from_strings(paths), 0.05, 200)[1].tolist() == val.tolist()
 
 
 def test_validation_files_are_chosen_by_a_hash_of_their_path_not_by_their_order():
     """Files of two folders: the held-out ones are those whose path hashes lowest (an independent
     ranking here), so both folders give validation files; by sorted path they would all be the
     first folder's."""
-    entries = [M.AudioEntry(f"/data/{folder}/{i:03d}.wav", 1.0) for folder in ("a", "b") for i in range(100)]
-    _, val = M.split_train_val(entries, 0.1, 200)
-    by_hash = sorted(entries, key=lambda e: hashlib.md5(e.path.encode()).hexdigest())[:20]
-    assert {e.path for e in val} == {e.path for e in by_hash}
-    assert {e.path.split("/")[2] for e in val} == {"a", "b"}
+    paths = [f"/data/{folder}/{i:03d}.wav" for folder in ("a", "b") for i in range(100)]
+    _, val = M.split_train_val(paths, 0.1, 200)
+    by_hash = sorted(paths, key=lambda p: hashlib.md5(p.encode()).hexdigest())[:20]
+    assert {paths[i] for i in val} == set(by_hash)
+    assert {paths[i].split("/")[2] for i in val} == {"a", "b"}
 
 
 def official_compensate_lengths(seconds, chunk_length=4.0):
@@ -62,3 +68,21 @@ def test_draws_per_epoch_follow_the_official_rule_and_the_cap():
         assert M.draws_per_epoch(seconds, 4.0) == official_compensate_lengths(seconds), seconds
     assert M.draws_per_epoch(12000, 4.0) == 2500  # capped at --max-file-seconds 10000
     assert M.draws_per_epoch(99999, 4.0, max_file_seconds=0) == 24999  # 0 = no cap
+
+
+def test_manifest_paths_are_joined_as_pathlib_joins_them(tmp_path):
+    """The manifest reader joins paths without a Path per row (20 s for 2 M rows); the result
+    is pathlib's, for the paths that Path rewrites too."""
+    from pathlib import Path
+
+    names = ["a.wav", "./b.wav", "c//d.wav", "e/./f.wav", "/abs/g.wav", "//abs2/h.wav", "i/", ".hidden/j.wav", "k/.."]
+    (tmp_path / "list.txt").write_text("".join(f"{n}\t1.0\n" for n in names))
+    rows = M.list_sources(tmp_path / "list.txt")
+    assert [p for p, _ in rows] == [str(tmp_path / Path(n)) for n in names]
+    # a manifest in the current folder, named by a relative path
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert [p for p, _ in M.list_sources("list.txt")] == [str(Path("list.txt").parent / Path(n)) for n in names]
+    finally:
+        os.chdir(cwd)
