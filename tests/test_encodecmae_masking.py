@@ -236,3 +236,16 @@ def test_collate_masks_match_the_reference():
         gen = torch.Generator().manual_seed(mix_seed(*[it["seed"] for it in items]))
         assert torch.equal(got["frames"], frames)
         assert torch.equal(got["mask"], reference_time_gap_mask(frames, collate.frames, generator=gen))
+
+
+def test_collate_stacks_into_shared_memory_in_a_worker(monkeypatch):
+    """In a DataLoader worker the batch is stacked straight into shared memory, as default_collate
+    does: stacked privately, it would be copied a second time to cross the worker queue."""
+    from torch.utils.data._utils import worker
+
+    items = [{"wav": torch.zeros(4800), "length": 4800, "ok": True, "seed": i} for i in range(4)]
+    collate = MaskingCollate("mel256", 4800)
+    assert not collate(items)["wav"].is_shared()  # in the main process: an ordinary tensor
+    monkeypatch.setattr(worker, "_worker_info", object())  # what get_worker_info() sees in a worker
+    batch = collate(items)
+    assert batch["wav"].is_shared() and torch.equal(batch["wav"], torch.stack([it["wav"] for it in items]))
