@@ -7,7 +7,7 @@ import torch
 from audio_files import dominant_hz, make_folder
 from test_data_manifest import official_compensate_lengths
 from training.data import crops as D
-from training.data.manifest import list_sources, probe_files
+from training.data.manifest import index_sources
 
 
 def take(sampler, n):
@@ -17,20 +17,20 @@ def take(sampler, n):
 
 def test_decode_failure_later_is_replaced_not_fatal(tmp_path):
     folder = make_folder(tmp_path)
-    entries, _ = probe_files(list_sources(folder))
-    crops = D.AudioCrops(entries, 0.5)
+    index, _, _ = index_sources(folder)
+    crops = D.AudioCrops(index, 0.5)
     (folder / "b16k.flac").unlink()  # passes the probe, then disappears
-    bad = [i for i, e in enumerate(entries) if e.path.endswith("b16k.flac")][0]
+    bad = [i for i, p in enumerate(index.paths) if p.endswith("b16k.flac")][0]
     item = crops[(bad, 123)]
     assert item["ok"] is False and item["wav"].shape == (12000,)
-    assert crops[((bad + 1) % len(entries), 5)]["ok"] is True
+    assert crops[((bad + 1) % len(index), 5)]["ok"] is True
 
 
 def test_resample_downmix_crop_and_padding(tmp_path):
     folder = make_folder(tmp_path)
-    entries, _ = probe_files(list_sources(folder))
-    by_name = {e.path.split("/")[-1]: i for i, e in enumerate(entries)}
-    crops = D.AudioCrops(entries, 2.0)
+    index, _, _ = index_sources(folder)
+    by_name = {p.split("/")[-1]: i for i, p in enumerate(index.paths)}
+    crops = D.AudioCrops(index, 2.0)
     stereo = crops[(by_name["a48k_stereo.wav"], 7)]
     assert stereo["wav"].shape == (48000,) and stereo["wav"].dtype == torch.float32
     assert stereo["length"] == 48000
@@ -57,7 +57,8 @@ def test_length_proportional_draws_follow_the_official_rule(tmp_path):
     expected = [official_compensate_lengths(s) for s in durations.values()]
     assert expected == [1, 1, 10, 100]
     loader, _, sampler, meta = _loaders(_data_config([str(audio)]), tmp_path / "out")
-    names = [e.path.split("/")[-1] for e in loader.dataset.dataset.entries]
+    crops = loader.dataset.dataset
+    names = [crops.path(i).split("/")[-1] for i in range(len(crops))]
     assert names == list(durations)
     stream = take(sampler, 2 * sum(expected))
     for epoch in range(2):
@@ -79,10 +80,11 @@ def test_long_files_are_capped_or_dropped(tmp_path):
     manifest = tmp_path / "list.tsv"
     manifest.write_text("short.wav\t8\nlong.wav\t12000\nhuge.wav\t99999\n")  # durations trusted, not probed
     loader, _, sampler, _ = _loaders(_data_config([str(manifest)]), tmp_path / "crop")
-    assert loader.dataset.dataset.draws_per_epoch == [2, 2500, 2500]
+    assert loader.dataset.dataset.draws_per_epoch.tolist() == [2, 2500, 2500]
     drop = _data_config([str(manifest)], long_files="drop")
     loader, _, sampler, meta = _loaders(drop, tmp_path / "drop")
-    assert [e.path for e in loader.dataset.dataset.entries] == [str(tmp_path / "short.wav")]
+    crops = loader.dataset.dataset
+    assert [crops.path(i) for i in range(len(crops))] == [str(tmp_path / "short.wav")]
     assert meta["skipped"] == 2
     skipped = (tmp_path / "drop" / "skipped_files.tsv").read_text()
     assert "long.wav\t12000 s, not shorter than --max-file-seconds 10000" in skipped and "huge.wav" in skipped

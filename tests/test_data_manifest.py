@@ -4,6 +4,7 @@ import hashlib
 
 from audio_files import make_folder
 from training.data import manifest as M
+from training.data.index import PathTable
 
 
 def test_bad_files_are_skipped_counted_and_reported(tmp_path):
@@ -15,7 +16,9 @@ def test_bad_files_are_skipped_counted_and_reported(tmp_path):
     reasons = {p.split("/")[-1]: r for p, r in skipped}
     assert set(reasons) == {"corrupt.wav", "empty.wav"}
     assert reasons["corrupt.wav"].startswith("unreadable") and reasons["empty.wav"].startswith("empty")
-    M.write_report(tmp_path / "out", entries, skipped)
+    index, skipped, listed = M.index_sources(folder)
+    assert listed == 5 and [p.split("/")[-1] for p in index.paths] == [e.path.split("/")[-1] for e in entries]
+    M.write_report(tmp_path / "out", index, skipped)
     report = (tmp_path / "out" / "skipped_files.tsv").read_text()
     assert "corrupt.wav\tunreadable" in report and "empty.wav\tempty" in report
     # the index is a manifest with durations that lists only the readable files
@@ -32,23 +35,25 @@ def test_manifest_relative_paths(tmp_path):
 
 
 def test_split_is_stable_and_disjoint():
-    entries = [M.AudioEntry(f"/x/{i}.wav", 1.0) for i in range(100)]
-    train, val = M.split_train_val(entries, 0.05, 200)
+    paths = [f"/x/{i}.wav" for i in range(100)]
+    train, val = M.split_train_val(paths, 0.05, 200)
     assert len(val) == 5 and len(train) == 95
-    assert not {e.path for e in train} & {e.path for e in val}
-    train2, val2 = M.split_train_val(entries + [M.AudioEntry("/x/new.wav", 1 / 24000)], 0.05, 200)
-    assert len(val2) == 5 and len({e.path for e in val} - {e.path for e in val2}) <= 1  # adding a file moves at most one
+    assert sorted(train.tolist() + val.tolist()) == list(range(100))
+    train2, val2 = M.split_train_val(paths + ["/x/new.wav"], 0.05, 200)
+    assert len(val2) == 5 and len(set(val.tolist()) - set(val2.tolist())) <= 1  # adding a file moves at most one
+    # the same split from the paths' arrays (PathTable) as from a list
+    assert M.split_train_val(PathTable.from_strings(paths), 0.05, 200)[1].tolist() == val.tolist()
 
 
 def test_validation_files_are_chosen_by_a_hash_of_their_path_not_by_their_order():
     """Files of two folders: the held-out ones are those whose path hashes lowest (an independent
     ranking here), so both folders give validation files; by sorted path they would all be the
     first folder's."""
-    entries = [M.AudioEntry(f"/data/{folder}/{i:03d}.wav", 1.0) for folder in ("a", "b") for i in range(100)]
-    _, val = M.split_train_val(entries, 0.1, 200)
-    by_hash = sorted(entries, key=lambda e: hashlib.md5(e.path.encode()).hexdigest())[:20]
-    assert {e.path for e in val} == {e.path for e in by_hash}
-    assert {e.path.split("/")[2] for e in val} == {"a", "b"}
+    paths = [f"/data/{folder}/{i:03d}.wav" for folder in ("a", "b") for i in range(100)]
+    _, val = M.split_train_val(paths, 0.1, 200)
+    by_hash = sorted(paths, key=lambda p: hashlib.md5(p.encode()).hexdigest())[:20]
+    assert {paths[i] for i in val} == set(by_hash)
+    assert {paths[i].split("/")[2] for i in val} == {"a", "b"}
 
 
 def official_compensate_lengths(seconds, chunk_length=4.0):

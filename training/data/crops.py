@@ -12,11 +12,17 @@ fails to decode later is replaced by the next readable file in that batch and co
 
 The training stream is drawn in :class:`training.data.sampler.StepSampler` order, validation in
 file order (each validation file's middle crop).
+
+A crop starts at ``uniform(0, seconds - crop_seconds)`` seconds, drawn from the item's crop seed.
+A file is decoded from there (mixed down and resampled); an item of a prepared corpus starts at
+sample ``round(start * 24000)`` and is read from its 24 kHz segment files, two of them if the crop
+spans their boundary (``training/data/prepared.py``).
 """
 from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -27,8 +33,11 @@ from torch.utils.data import Dataset
 from hear_codec import cli
 from hear_codec.audio import read_audio
 from hear_codec.codec import SAMPLE_RATE
-from training.data.manifest import (MAX_FILE_SECONDS, AudioEntry, draws_per_epoch, drop_long_files, list_sources,
-                                    probe_files, split_train_val, write_report)
+from hear_codec.errors import AudioReadError
+from training.data.index import AudioIndex
+from training.data.manifest import (MAX_FILE_SECONDS, draws_of, drop_long_files, index_sources, split_train_val,
+                                    write_report)
+from training.data.prepared import not_regular_reason, read_item
 from training.data.sampler import StepSampler
 
 log = logging.getLogger(__name__)
@@ -60,51 +69,71 @@ class DataConfig:
         return cls(sources=args.data, num_workers=workers, **{k: getattr(args, k) for k in names})
 
 
-def read_segment(entry: AudioEntry, start_seconds: float, seconds: float) -> np.ndarray:
-    """Mono float32 at 24 kHz of [start, start + seconds) (shorter at the end of the file)."""
-    return read_audio(entry.path, SAMPLE_RATE, start=start_seconds, duration=seconds)[0].numpy()
+def read_segment(path: str, start_seconds: float, seconds: float) -> np.ndarray:
+    """Mono float32 at 24 kHz of [start, start + seconds) of an audio file (shorter at its end).
+    A path that is no regular file is refused before it is opened (a pipe would block the worker)."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise AudioReadError(f"{path}: {not_regular_reason(mode)}")
+    return read_audio(path, SAMPLE_RATE, start=start_seconds, duration=seconds)[0].numpy()
 
 
 class AudioCrops(Dataset):
-    """Crops of ``crop_seconds`` from audio files.
+    """Crops of ``crop_seconds`` from the files ``items`` (indices into ``index``; None: all).
 
-    Indexed by ``(file_index, crop_seed)`` pairs (what :class:`StepSampler` yields) for random
-    crops, or by a plain int for the fixed validation crop of that file (its middle).
-    ``draws_per_epoch[i]``: how often an epoch draws file i (:func:`draws_per_epoch`).
+    Indexed by ``(i, crop_seed)`` pairs (what :class:`StepSampler` yields) for random crops of file
+    ``items[i]``, or by a plain int for the fixed validation crop of that file (its middle).
+    ``draws_per_epoch``: [len(items)] int64, how often an epoch draws each file
+    (:func:`~training.data.manifest.draws_per_epoch`). Holds numpy arrays only, shared by the
+    DataLoader workers (``training/data/index.py``).
     """
 
-    def __init__(self, entries, crop_seconds: float, max_file_seconds: float = MAX_FILE_SECONDS):
-        if not entries:
+    def __init__(self, index: AudioIndex, crop_seconds: float, max_file_seconds: float = MAX_FILE_SECONDS,
+                 items=None):
+        self.index = index
+        self.items = np.arange(len(index), dtype=np.int64) if items is None else np.asarray(items, dtype=np.int64)
+        if len(self.items) == 0:
             raise ValueError("no readable audio files")
-        self.entries = list(entries)
         self.crop_seconds = float(crop_seconds)
         self.crop_samples = int(round(self.crop_seconds * SAMPLE_RATE))
-        self.draws_per_epoch = [draws_per_epoch(e.seconds, self.crop_seconds, max_file_seconds) for e in self.entries]
+        self.draws_per_epoch = draws_of(index.seconds[self.items], self.crop_seconds, max_file_seconds)
 
     def __len__(self):
-        return len(self.entries)
+        return len(self.items)
+
+    def path(self, i: int) -> str:
+        """The path of file i (of a prepared corpus: the source file's)."""
+        return self.index.paths[self.items[i]]
+
+    def seconds(self, i: int) -> float:
+        return float(self.index.seconds[self.items[i]])
 
     def __getitem__(self, key):
         if isinstance(key, (tuple, list)):
-            index, seed = int(key[0]), int(key[1])
+            i, seed = int(key[0]), int(key[1])
         else:
-            index, seed = int(key), None
-        for attempt in range(len(self.entries)):
-            entry = self.entries[(index + attempt) % len(self.entries)]
+            i, seed = int(key), None
+        for attempt in range(len(self.items)):
+            item = int(self.items[(i + attempt) % len(self.items)])
             try:
-                wav = self._crop(entry, seed)
+                wav = self._crop(item, seed)
                 return self._item(wav, ok=attempt == 0)
             except Exception as e:  # decode error hours in: report, use the next file
-                log.warning("skipping unreadable audio %s (%s: %s)", entry.path, type(e).__name__, e)
+                log.warning("skipping unreadable audio %s (%s: %s)", self.index.paths[item], type(e).__name__, e)
         raise RuntimeError("none of the audio files could be read")
 
-    def _crop(self, entry: AudioEntry, seed):
-        room = max(0.0, entry.seconds - self.crop_seconds)
+    def _crop(self, item: int, seed) -> np.ndarray:
+        seconds = float(self.index.seconds[item])
+        room = max(0.0, seconds - self.crop_seconds)
         if seed is None:
             start = room / 2
         else:
             start = np.random.default_rng(seed).uniform(0.0, room) if room > 0 else 0.0
-        return read_segment(entry, start, self.crop_seconds)
+        frames = int(self.index.frames[item])
+        if frames < 0:  # a file, decoded and resampled from its start
+            return read_segment(self.index.paths[item], start, self.crop_seconds)
+        first = min(int(round(start * SAMPLE_RATE)), frames)
+        return read_item(self.index, item, first, min(self.crop_samples, frames - first))
 
     def _item(self, wav: np.ndarray, ok: bool) -> dict:
         length = min(len(wav), self.crop_samples)
@@ -114,33 +143,40 @@ class AudioCrops(Dataset):
 
 
 def file_datasets(cfg: DataConfig, out_dir: Path) -> tuple:
-    """(train_set, val_set or None, data metadata) from ``cfg.sources``: probed, unreadable files
-    skipped and reported in ``OUT/skipped_files.tsv``, the rest in ``OUT/data_index.tsv`` with
-    their draws per epoch."""
+    """(train_set, val_set or None, data metadata) from ``cfg.sources``: probed (prepared corpora
+    are not), unreadable files skipped and reported in ``OUT/skipped_files.tsv``, the rest in
+    ``OUT/data_index.tsv`` with their draws per epoch."""
     out_dir = Path(out_dir)
-    rows = list_sources(cfg.sources)
-    entries, skipped = probe_files(rows, cfg.probe_workers)
+    index, skipped, listed = index_sources(cfg.sources, cfg.probe_workers)
+    kept = np.arange(len(index), dtype=np.int64)
     if cfg.long_files == "drop":
-        entries, too_long = drop_long_files(entries, cfg.max_file_seconds)
+        kept, too_long = drop_long_files(index, kept, cfg.max_file_seconds)
         skipped += too_long
     if skipped:
         log.warning("skipped %d of %d audio files (unreadable, empty or too long); see %s", len(skipped),
-                    len(rows), out_dir / "skipped_files.tsv")
-    train_entries, val_entries = split_train_val(entries, cfg.val_fraction, cfg.val_max_files)
-    if not train_entries:
-        write_report(out_dir, entries, skipped)
-        raise SystemExit(f"--data: no readable audio among {len(rows)} files (see {out_dir / 'skipped_files.tsv'})")
+                    listed, out_dir / "skipped_files.tsv")
+    paths = index.paths.encoded()  # once, for the split's hashes and the report's lines
+    train, val = split_train_val(paths if len(kept) == len(index) else [paths[i] for i in kept],
+                                 cfg.val_fraction, cfg.val_max_files)
+    train, val = kept[train], kept[val]
+    draws = np.zeros(len(index), dtype=np.int64)
+    if not len(train):
+        write_report(out_dir, index, skipped, draws, paths)
+        raise SystemExit(f"--data: no readable audio among {listed} files (see {out_dir / 'skipped_files.tsv'})")
     cap = cfg.max_file_seconds if cfg.long_files == "crop" else 0.0
-    train_set = AudioCrops(train_entries, cfg.crop_seconds, cap)
-    val_set = AudioCrops(val_entries, cfg.crop_seconds) if val_entries else None
-    draws = dict(zip((id(e) for e in train_entries), train_set.draws_per_epoch))
-    write_report(out_dir, entries, skipped, [draws.get(id(e), 0) for e in entries])
-    epoch = sum(train_set.draws_per_epoch)
+    train_set = AudioCrops(index, cfg.crop_seconds, cap, items=train)
+    val_set = AudioCrops(index, cfg.crop_seconds, items=val) if len(val) else None
+    draws[train] = train_set.draws_per_epoch
+    if len(kept) == len(index):
+        write_report(out_dir, index, skipped, draws, paths)
+    else:  # --long-files drop: the index lists the files kept
+        write_report(out_dir, AudioIndex.of_files([index.paths[i] for i in kept], index.seconds[kept]), skipped,
+                     draws[kept])
+    epoch = int(train_set.draws_per_epoch.sum())
     log.info("one epoch: %d draws of %g s from %d training files (%.1f h); draws per file in %s", epoch,
-             cfg.crop_seconds, len(train_entries), sum(e.seconds for e in train_entries) / 3600,
-             out_dir / "data_index.tsv")
-    meta = dict(data=[str(x) for x in cfg.sources], files=len(rows), skipped=len(skipped),
-                train_files=len(train_entries), val_files=len(val_entries), draws_per_epoch=epoch)
+             cfg.crop_seconds, len(train), float(index.seconds[train].sum()) / 3600, out_dir / "data_index.tsv")
+    meta = dict(data=[str(x) for x in cfg.sources], files=listed, skipped=len(skipped),
+                train_files=len(train), val_files=len(val), draws_per_epoch=epoch)
     return train_set, val_set, meta
 
 
@@ -163,8 +199,9 @@ def add_data_args(group, *, crop_seconds: float | None, batch_size: int, crop_no
     ``--crop-seconds`` (None: the caller fills it in, and ``crop_note`` says how) and ``--batch-size``."""
     d = {f.name: f.default for f in fields(DataConfig)}
     group.add_argument("--data", nargs="+", default=None, metavar="DIR_OR_MANIFEST",
-                       help="audio folders and/or manifests (one path per line, optional tab + seconds); any rate "
-                            "and channel count")
+                       help="audio folders and/or manifests (one path per line, optional tab + seconds), any rate "
+                            "and channel count; or prepared corpora (python -m training.prepare: the folder or its "
+                            "manifest.tsv), read from their 24 kHz segments without probing")
     group.add_argument("--crop-seconds", type=cli.positive_float, default=crop_seconds,
                        help="training crop length, also the model's chunk length for HEAR embeddings; shorter clips "
                             f"are zero-padded and the padding is excluded from the loss (default: {crop_note})")
