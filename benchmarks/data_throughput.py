@@ -64,9 +64,9 @@ SECTIONS = ("read", "pipeline", "startup")
 
 # name -> (label, files (full, quick), seconds (full, quick), rate, channels, format, subtype, extension)
 RAW = {
-    "audioset": ("AudioSet-like: 10 s 48 kHz stereo FLAC", (64, 4), (10, 10), 48000, 2, "FLAC", "PCM_16", "flac"),
-    "fma": ("FMA-like: 30 s 44.1 kHz stereo MP3", (16, 2), (30, 30), 44100, 2, "MP3", "MPEG_LAYER_III", "mp3"),
-    "librilight": ("Libri-Light-like: 30 min 16 kHz mono FLAC", (2, 1), (1800, 120), 16000, 1, "FLAC", "PCM_16",
+    "audioset": ("AudioSet-like: 10 s 48 kHz stereo FLAC", (64, 2), (10, 10), 48000, 2, "FLAC", "PCM_16", "flac"),
+    "fma": ("FMA-like: 30 s 44.1 kHz stereo MP3", (16, 1), (30, 30), 44100, 2, "MP3", "MPEG_LAYER_III", "mp3"),
+    "librilight": ("Libri-Light-like: 30 min 16 kHz mono FLAC", (2, 1), (1800, 30), 16000, 1, "FLAC", "PCM_16",
                    "flac"),
 }
 
@@ -273,8 +273,8 @@ def main(argv=None):
     p.add_argument("--manifest-rows", type=int, default=None,
                    help="start-up manifest rows (default: 2000000; --quick 20000)")
     p.add_argument("--startup-workers", type=int, nargs="+", default=None, help="(default: 1 2 4; --quick 1)")
-    p.add_argument("--prepare-workers", type=int, default=os.cpu_count() or 1,
-                   help="training.prepare --workers (default: the CPU count)")
+    p.add_argument("--prepare-workers", type=int, default=None,
+                   help="training.prepare --workers (default: the CPU count; --quick 1)")
     p.add_argument("--ceiling-seconds", type=float, default=None,
                    help="seconds per matmul rate (default: 2; --quick 0.2)")
     p.add_argument("--work", type=Path, default=None, help="folder for the generated audio (default: a temporary one)")
@@ -290,6 +290,7 @@ def main(argv=None):
     rows = args.manifest_rows or (20_000 if q else 2_000_000)
     startup_workers = args.startup_workers or ([1] if q else [1, 2, 4])
     formats = args.formats or [*RAW, "prepared-wav", "prepared-flac"]
+    prepare_workers = args.prepare_workers or (1 if q else os.cpu_count() or 1)
 
     import logging
     logging.basicConfig(level=logging.ERROR)  # the loader's per-run info lines would break the table
@@ -327,13 +328,13 @@ def main(argv=None):
                 continue
             out = work / f"prepared-{fmt}"
             try:
-                took = prepare(list(raw.values()), out, fmt, args.prepare_workers)
+                took = prepare(list(raw.values()), out, fmt, prepare_workers)
             except subprocess.CalledProcessError as e:
                 prepared_label[fmt] = f"n/a (training.prepare failed: {e.stderr.strip().splitlines()[-1:]})"
                 continue
             prepared[fmt] = out
             prepared_label[fmt] = (f"prepared {fmt.upper()} (24 kHz mono) of the raw rows, by training.prepare in "
-                                   f"{took:.0f} s with {args.prepare_workers} workers")
+                                   f"{took:.0f} s with {prepare_workers} workers")
         for fmt, folder in list(prepared.items()):
             check = runs / f"check-{fmt}"
             from training.data.crops import file_datasets
