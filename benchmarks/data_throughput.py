@@ -334,7 +334,7 @@ def main(argv=None):
                 continue
             prepared[fmt] = out
             prepared_label[fmt] = (f"prepared {fmt.upper()} (24 kHz mono) of the raw rows, by training.prepare in "
-                                   f"{took:.0f} s with {prepare_workers} workers")
+                                   f"{took:.0f} s with {prepare_workers} worker{'s' * (prepare_workers > 1)}")
         for fmt, folder in list(prepared.items()):
             check = runs / f"check-{fmt}"
             from training.data.crops import file_datasets
