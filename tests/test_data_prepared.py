@@ -271,6 +271,7 @@ def test_a_fifo_or_missing_file_in_a_manifest_is_skipped_with_its_reason(tmp_pat
 READ_FIFO = """
 import sys
 from training.data import crops as D
+from training.data.index import AudioIndex
 from training.data.prepared import read_prepared
 files = AudioIndex.of_files(sys.argv[2:], [5.0, 1.0])
 crops = D.AudioCrops(AudioIndex.concat([read_prepared(sys.argv[1]), files]), 1.0)

@@ -155,20 +155,19 @@ def file_datasets(cfg: DataConfig, out_dir: Path) -> tuple:
     if skipped:
         log.warning("skipped %d of %d audio files (unreadable, empty or too long); see %s", len(skipped),
                     listed, out_dir / "skipped_files.tsv")
-    paths = index.paths.encoded()  # once, for the split's hashes and the report's lines
-    train, val = split_train_val(paths if len(kept) == len(index) else [paths[i] for i in kept],
+    train, val = split_train_val(index.paths if len(kept) == len(index) else [index.paths[i] for i in kept],
                                  cfg.val_fraction, cfg.val_max_files)
     train, val = kept[train], kept[val]
     draws = np.zeros(len(index), dtype=np.int64)
     if not len(train):
-        write_report(out_dir, index, skipped, draws, paths)
+        write_report(out_dir, index, skipped, draws)
         raise SystemExit(f"--data: no readable audio among {listed} files (see {out_dir / 'skipped_files.tsv'})")
     cap = cfg.max_file_seconds if cfg.long_files == "crop" else 0.0
     train_set = AudioCrops(index, cfg.crop_seconds, cap, items=train)
     val_set = AudioCrops(index, cfg.crop_seconds, items=val) if len(val) else None
     draws[train] = train_set.draws_per_epoch
     if len(kept) == len(index):
-        write_report(out_dir, index, skipped, draws, paths)
+        write_report(out_dir, index, skipped, draws)
     else:  # --long-files drop: the index lists the files kept
         write_report(out_dir, AudioIndex.of_files([index.paths[i] for i in kept], index.seconds[kept]), skipped,
                      draws[kept])

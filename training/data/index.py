@@ -23,8 +23,9 @@ class PathTable:
 
     def __init__(self, blob: np.ndarray, starts: np.ndarray, ends: np.ndarray):
         self.blob = np.asarray(blob, dtype=np.uint8)
-        self.starts = np.asarray(starts, dtype=np.int64)
-        self.ends = np.asarray(ends, dtype=np.int64)
+        # own copies of strided views (a column of a parser's [rows, 3] array would keep all of it)
+        self.starts = np.ascontiguousarray(starts, dtype=np.int64)
+        self.ends = np.ascontiguousarray(ends, dtype=np.int64)
 
     @classmethod
     def from_strings(cls, strings) -> "PathTable":
@@ -40,15 +41,23 @@ class PathTable:
         i = int(i)
         return self.blob[self.starts[i]:self.ends[i]].tobytes().decode("utf-8", "surrogateescape")
 
-    def encoded(self) -> list:
-        """The strings as a list of ``bytes``: for work that needs every string at once (hashing,
-        writing a report); the list is meant to be short-lived."""
+    def encoded(self, start: int = 0, stop: int | None = None) -> list:
+        """Strings ``start:stop`` as a list of ``bytes``, for work that needs many at once (hashing,
+        writing a report): take them in blocks (:meth:`blocks`), not all 2 million at once."""
         base = self.blob.base  # a manifest's bytes, if the blob is a view of them: no copy
         data = base if isinstance(base, bytes) and len(base) == len(self.blob) else self.blob.tobytes()
-        return [data[a:b] for a, b in zip(self.starts.tolist(), self.ends.tolist())]
+        return [data[a:b] for a, b in zip(self.starts[start:stop].tolist(), self.ends[start:stop].tolist())]
+
+    def blocks(self, size: int = 1 << 16):
+        """The strings as lists of at most ``size`` ``bytes``, in order."""
+        base = self.blob.base
+        data = base if isinstance(base, bytes) and len(base) == len(self.blob) else self.blob.tobytes()
+        for first in range(0, len(self), size):
+            yield [data[a:b] for a, b in zip(self.starts[first:first + size].tolist(),
+                                             self.ends[first:first + size].tolist())]
 
     def __iter__(self):
-        return (b.decode("utf-8", "surrogateescape") for b in self.encoded())
+        return (b.decode("utf-8", "surrogateescape") for block in self.blocks() for b in block)
 
     @staticmethod
     def concat(tables) -> "PathTable":

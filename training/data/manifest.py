@@ -55,7 +55,7 @@ import soundfile as sf
 
 from hear_codec.audio import AUDIO_EXTENSIONS, find_audio_files
 from hear_codec.codec import SAMPLE_RATE
-from training.data.index import AudioIndex
+from training.data.index import AudioIndex, PathTable
 from training.data.prepared import (PREPARED_HEADER, not_regular_reason, prepared_manifest, read_prepared,
                                     read_prepared_skipped)
 
@@ -223,30 +223,28 @@ def index_sources(sources, probe_workers: int = 16) -> tuple:
     return AudioIndex.concat(parts), skipped, listed
 
 
-def write_report(out_dir, index: AudioIndex, skipped, draws=None, paths=None) -> None:
+def write_report(out_dir, index: AudioIndex, skipped, draws=None) -> None:
     """OUT/data_index.tsv and OUT/skipped_files.tsv.
 
     The index is a reusable manifest: ``path<TAB>seconds<TAB>draws_per_epoch``, the training draws
-    of each file per epoch (``draws``: [n] ints aligned with ``index``; 0 = a validation file).
-    ``paths``: ``index.paths.encoded()``, if the caller has it already."""
+    of each file per epoch (``draws``: [n] ints aligned with ``index``; 0 = a validation file)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n = len(index)
     draws = np.zeros(n, dtype=np.int64) if draws is None else np.asarray(draws, dtype=np.int64)
     if len(draws) != n:
         raise ValueError(f"{len(draws)} draws for {n} files")
-    paths = index.paths.encoded() if paths is None else paths
     # Each distinct duration and draw count formatted once (a corpus has few: AudioSet's clips are
-    # 10 s), then the lines joined: 2 M lines in about a second.
+    # 10 s), then the lines joined block by block: 2 M lines in about a second.
     values, which = np.unique(index.seconds, return_inverse=True)
     seconds = [b"\t%.3f\t" % v for v in values.tolist()]
     counts, which_draws = np.unique(draws, return_inverse=True)
     draw_text = [b"%d\n" % v for v in counts.tolist()]
+    block = 1 << 16
     with open(out_dir / "data_index.tsv", "wb") as f:
         f.write(b"# path\tseconds\tdraws_per_epoch (training draws of the file per epoch; 0 = validation)\n")
-        block = 1 << 16
-        for a in range(0, n, block):
-            rows = zip(paths[a:a + block], map(seconds.__getitem__, which[a:a + block].tolist()),
+        for a, paths in zip(range(0, n, block), index.paths.blocks(block)):
+            rows = zip(paths, map(seconds.__getitem__, which[a:a + block].tolist()),
                        map(draw_text.__getitem__, which_draws[a:a + block].tolist()))
             f.write(b"".join(itertools.chain.from_iterable(rows)))
     with open(out_dir / "skipped_files.tsv", "w", encoding="utf-8") as f:
@@ -257,8 +255,7 @@ def write_report(out_dir, index: AudioIndex, skipped, draws=None, paths=None) ->
 
 def split_train_val(paths, val_fraction: float, val_max: int) -> tuple:
     """Hold out files by a hash of their path (stable when files are added): (train, val) index
-    arrays into ``paths`` (a :class:`~training.data.index.PathTable`, or a list of str or of their
-    UTF-8 bytes), in order.
+    arrays into ``paths`` (a :class:`~training.data.index.PathTable`, or a list of str), in order.
 
     ``val_fraction`` of the files, at most ``val_max`` (the defaults: ``DataConfig``); at
     least one file goes to validation when there are two or more files; 0 fraction = none.
@@ -268,12 +265,14 @@ def split_train_val(paths, val_fraction: float, val_max: int) -> tuple:
     if val_fraction <= 0 or n < 2:
         return everything, np.zeros(0, dtype=np.int64)
     n_val = min(val_max, max(1, int(round(n * val_fraction))), n - 1)
-    encoded = paths.encoded() if hasattr(paths, "encoded") else [
-        p if isinstance(p, bytes) else p.encode("utf-8", "surrogateescape") for p in paths]
+    if isinstance(paths, PathTable):
+        blocks = paths.blocks()
+    else:
+        blocks = [[p if isinstance(p, bytes) else p.encode("utf-8", "surrogateescape") for p in paths]]
     md5 = hashlib.md5
     # Digest bytes sort as their hex digests do; the first 8 as one big-endian integer find the few
     # candidates, whose full digests then decide (2 M paths: no sort of 2 M strings).
-    digests = b"".join([md5(p).digest() for p in encoded])
+    digests = b"".join(b"".join([md5(p).digest() for p in block]) for block in blocks)
     key = np.frombuffer(digests, dtype=">u8").reshape(n, 2)
     high = key[:, 0].astype(np.uint64)
     kth = np.partition(high, n_val - 1)[n_val - 1]
