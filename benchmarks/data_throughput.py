@@ -255,6 +255,11 @@ def run_startup(folder: Path, out: Path, workers: int, batch_size: int) -> dict:
 
 # ---------------------------------------------------------------- the table
 
+def processes(ratio: float) -> str:
+    n = math.ceil(ratio)
+    return f"{n} process{'es' * (n != 1)}"
+
+
 def mib(kib) -> str:
     return f"{kib / 1024:.0f} MiB"
 
@@ -354,8 +359,7 @@ def main(argv=None):
                     continue
                 warm_page_cache(folder)
                 rate, bad = crops_per_second(folder, runs / f"read-{name}", seconds, 5 if q else 50)
-                detail = (f"{1e3 / rate:.2f} ms a crop; reading alone needs {math.ceil(needed / rate)} processes "
-                          "at 40 % MFU")
+                detail = f"{1e3 / rate:.2f} ms a crop; reading alone needs {processes(needed / rate)} at 40 % MFU"
                 row("read, 1 process", label, f"{rate:.0f} crops/s", detail + (f"; {bad} unreadable" if bad else ""))
 
         if "pipeline" in args.only:
@@ -374,7 +378,7 @@ def main(argv=None):
                         f"{rate:.0f} crops/s", f"{rate / workers:.0f} per worker; crop -> MaskingCollate -> masks, "
                                                f"batch {batch}")
                 row("processes for base at 40 % MFU (H100)", "the pipeline's crops/s per process above",
-                    f"{math.ceil(needed / per_process)} processes",
+                    processes(needed / per_process),
                     f"clips/s needed = 0.40 x 989e12 / {flops / 1e9:.1f} GFLOP a clip = {needed:,.0f}; "
                     f"ceil({needed:,.0f} / {per_process:.0f})")
 
