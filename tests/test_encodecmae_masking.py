@@ -1,5 +1,7 @@
 """EnCodecMAE's masking (training/encodecmae/masking.py): invariants of the time-gap rule, and the
 collate that draws the masks for a batch."""
+import math
+
 import pytest
 import torch
 
@@ -138,3 +140,112 @@ def test_every_valid_frame_can_be_masked_the_last_one_included():
     assert 0.4 < float(full[100:200].mean()) < 0.6
     short = time_gap_mask(torch.full((4000,), 250), 300, 0.5, 15, generator=gen).float().mean(0)
     assert 0.03 < float(short[249]) < 0.12 and float(short[250:].max()) == 0.0
+
+
+# ---------------------------------------------------------------- the same masks as before (exact resume)
+
+def reference_time_gap_mask(lengths, max_len, prop=0.5, gap=15, generator=None):
+    """Frozen copy of the algorithm as it was when runs started saving checkpoints (span by span,
+    as a [b, spans, max_len] coverage): a resumed run must draw the same masks, so any rewrite of
+    :func:`time_gap_mask` has to match it bit for bit, random draws included."""
+    lengths = lengths.long()
+    target = (lengths.double() * prop).floor().long()
+    mask = torch.zeros(len(lengths), max_len, dtype=torch.bool)
+    todo = torch.nonzero(target > 0).flatten()
+    spans = 4 * math.ceil(max(1, int(target.max()) if len(target) else 1) / gap) + 16
+    t = torch.arange(max_len)
+    while len(todo):
+        L, tgt, b = lengths[todo], target[todo], len(todo)
+        starts = (torch.rand(b, spans, generator=generator) * ((L - gap).clamp(min=0) + 1)[:, None]).long()
+        covered = (t >= starts[..., None]) & (t < starts[..., None] + gap) & (t < L[:, None, None])
+        covered = torch.cummax(covered.to(torch.uint8), dim=1).values.bool()
+        counts = covered.sum(dim=2)
+        reached = counts >= tgt[:, None]
+        first = reached.to(torch.uint8).argmax(dim=1)
+        rows = covered[torch.arange(b), first]
+        excess = counts[torch.arange(b), first] - tgt
+        rows &= ~((t >= starts[:, :1]) & (t < starts[:, :1] + excess[:, None]))
+        done = reached.any(dim=1)
+        mask[todo[done]] = rows[done]
+        todo = todo[~done]
+        spans *= 2
+    return mask
+
+
+def test_same_masks_as_the_reference_over_seeds_lengths_and_batches():
+    picks = torch.Generator().manual_seed(11)
+    cases = 0
+    for seed in range(60):
+        batch = [1, 2, 3, 7, 16, 33, 128][seed % 7]
+        max_len = [300, 300, 20, 149, 1][seed % 5]
+        gap = [15, 15, 4, 1, 10][seed % 5] if max_len > 1 else 15
+        prop = [0.5, 0.5, 0.3, 0.8, 0.05][seed % 5]
+        if seed % 3 == 0:  # mostly full crops with a few padded ones, as training sees them
+            lengths = torch.full((batch,), max_len)
+            lengths[: batch // 4] = torch.randint(0, max_len + 1, (batch // 4,), generator=picks)
+        else:
+            lengths = torch.randint(0, max_len + 1, (batch,), generator=picks)
+        new = time_gap_mask(lengths, max_len, prop, gap, generator=torch.Generator().manual_seed(seed))
+        old = reference_time_gap_mask(lengths, max_len, prop, gap, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(new, old), (seed, batch, max_len, gap, prop, lengths.tolist())
+        cases += 1
+    for lengths in ([0], [0, 0, 0], [1], [1, 2, 3], [14, 15, 16], [0, 300, 1, 299, 2]):  # empty and short clips
+        for seed in range(5):
+            lengths_t = torch.tensor(lengths)
+            new = time_gap_mask(lengths_t, 300, generator=torch.Generator().manual_seed(seed))
+            old = reference_time_gap_mask(lengths_t, 300, generator=torch.Generator().manual_seed(seed))
+            assert torch.equal(new, old), (seed, lengths)
+    assert time_gap_mask(torch.zeros(0, dtype=torch.long), 300).shape == (0, 300)
+
+
+def test_same_masks_as_the_reference_when_rows_are_drawn_again(monkeypatch):
+    """A target near the whole clip runs out of spans now and then: those rows are drawn again
+    with twice the spans, from the same generator, in the same order as before."""
+    rounds = []
+    draw_rows = masking._draw_rows
+
+    def counting(lengths, *args):
+        rounds.append(len(lengths))
+        return draw_rows(lengths, *args)
+
+    monkeypatch.setattr(masking, "_draw_rows", counting)
+    picks = torch.Generator().manual_seed(12)
+    for seed in range(20):
+        lengths = torch.randint(200, 301, (64,), generator=picks)
+        new = time_gap_mask(lengths, 300, 0.99, 15, generator=torch.Generator().manual_seed(seed))
+        old = reference_time_gap_mask(lengths, 300, 0.99, 15, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(new, old), seed
+    assert max(rounds) == 64 and len(rounds) > 2 * 20, rounds  # second rounds happened
+
+
+def test_collate_masks_match_the_reference():
+    """The collate's masks are the reference algorithm's with the generator seeded by the items."""
+    from training.data.sampler import mix_seed
+
+    crop = 96000
+    collate = MaskingCollate("mel256", crop)
+    picks = torch.Generator().manual_seed(13)
+    for batch in (1, 16, 128):
+        lengths = [crop] * batch
+        for i in range(0, batch, 5):
+            lengths[i] = int(torch.randint(0, crop, (1,), generator=picks))  # padded, short and empty clips
+        items = [{"wav": torch.zeros(crop), "length": n, "ok": True, "seed": 1000 * batch + i}
+                 for i, n in enumerate(lengths)]
+        got = collate(items)
+        frames = torch.tensor([frames_for("mel256", n) for n in lengths])
+        gen = torch.Generator().manual_seed(mix_seed(*[it["seed"] for it in items]))
+        assert torch.equal(got["frames"], frames)
+        assert torch.equal(got["mask"], reference_time_gap_mask(frames, collate.frames, generator=gen))
+
+
+def test_collate_stacks_into_shared_memory_in_a_worker(monkeypatch):
+    """In a DataLoader worker the batch is stacked straight into shared memory, as default_collate
+    does: stacked privately, it would be copied a second time to cross the worker queue."""
+    from torch.utils.data._utils import worker
+
+    items = [{"wav": torch.zeros(4800), "length": 4800, "ok": True, "seed": i} for i in range(4)]
+    collate = MaskingCollate("mel256", 4800)
+    assert not collate(items)["wav"].is_shared()  # in the main process: an ordinary tensor
+    monkeypatch.setattr(worker, "_worker_info", object())  # what get_worker_info() sees in a worker
+    batch = collate(items)
+    assert batch["wav"].is_shared() and torch.equal(batch["wav"], torch.stack([it["wav"] for it in items]))

@@ -9,9 +9,11 @@ with it the per-clip parameters of the run's input augmentation, when it has one
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
+from torch.utils.data import default_collate
 
 from hear_codec import codec as codec_lib
 from hear_codec import encodecmae as emae
@@ -33,8 +35,7 @@ def time_gap_mask(lengths: torch.Tensor, max_len: int, prop: float = 0.5, gap: i
     # Enough candidate spans that a row almost never runs out; rows that do are drawn again.
     spans = 4 * math.ceil(max(1, int(target.max()) if len(target) else 1) / gap) + 16
     while len(todo):
-        rows = _draw_rows(lengths[todo], target[todo], max_len, gap, spans, generator)
-        done = rows.sum(dim=1) == target[todo]
+        rows, done = _draw_rows(lengths[todo], target[todo], max_len, gap, spans, generator)
         mask[todo[done]] = rows[done]
         todo = todo[~done]
         spans *= 2
@@ -42,27 +43,40 @@ def time_gap_mask(lengths: torch.Tensor, max_len: int, prop: float = 0.5, gap: i
 
 
 def _draw_rows(lengths, target, max_len, gap, spans, generator):
-    """Masks for rows whose spans reach the target; unfinished rows come back all False."""
+    """Draw ``spans`` span starts per row and mask the spans in order until the row's target is
+    reached -> (rows [b, max_len] bool, done [b] bool: the target was reached within the spans).
+
+    Each frame is labelled with the first span that covers it (``first_cover``), so "the union of
+    spans 0..k" is ``first_cover <= k`` and its size after each k is a cumulative histogram: the
+    work is O(b * (max_len * gap + spans)) with no [b, spans, max_len] tensor."""
     b = len(lengths)
     high = (lengths - gap).clamp(min=0) + 1  # randint(0, max(0, L - gap)) inclusive
     starts = (torch.rand(b, spans, generator=generator) * high[:, None]).long()  # [b, spans]
+    # The first span starting at each position (spans: none), then the first covering each frame:
+    # frame t is covered by the spans starting in [t - gap + 1, t].
+    first_start = torch.full((b, max_len + gap), spans, dtype=torch.long)
+    first_start.scatter_reduce_(1, starts + gap - 1, torch.arange(spans).expand(b, spans), "amin")
+    first_cover = first_start[:, :max_len].clone()  # [b, max_len]
+    for shift in range(1, gap):  # a sliding minimum over gap positions (amin over an unfold is ~50x slower)
+        torch.minimum(first_cover, first_start[:, shift:shift + max_len], out=first_cover)
     t = torch.arange(max_len)
-    covered = (t >= starts[..., None]) & (t < starts[..., None] + gap) & (t < lengths[:, None, None])
-    covered = torch.cummax(covered.to(torch.uint8), dim=1).values.bool()  # after k spans, [b, spans, T]
-    counts = covered.sum(dim=2)
+    first_cover[t >= lengths[:, None]] = spans  # frames past the clip's end are never covered
+    # Frames covered after k spans, k = 0..spans-1, and the first k that reaches the target.
+    per_span = torch.zeros(b, spans + 1, dtype=torch.long)
+    per_span.scatter_add_(1, first_cover, torch.ones_like(first_cover))
+    counts = per_span[:, :spans].cumsum(dim=1)
     reached = counts >= target[:, None]
-    first = reached.to(torch.uint8).argmax(dim=1)  # first k whose coverage reaches the target
-    rows = covered[torch.arange(b), first]
+    first = reached.to(torch.uint8).argmax(dim=1)
     excess = counts[torch.arange(b), first] - target
     # Unmask the excess at the beginning of the first span (always inside it: excess < gap).
     unmask = (t >= starts[:, :1]) & (t < starts[:, :1] + excess[:, None])
-    rows = rows & ~unmask
-    rows[~reached.any(dim=1)] = False
-    return rows
+    rows = (first_cover <= first[:, None]) & ~unmask
+    return rows, reached.any(dim=1)
 
 
 # ---------------------------------------------------------------- framing and the collate (CPU, in workers)
 
+@functools.lru_cache(maxsize=4096)  # called per item of every batch, with few distinct lengths
 def frames_for(front_end: str, samples: int) -> int:
     """Frames of a clip of ``samples`` at 24 kHz that have both an input frame and a codec target
     (the official loss crops the longer)."""
@@ -86,7 +100,9 @@ class MaskingCollate:
         self.frames = frames_for(front_end, self.crop_samples)
 
     def __call__(self, items: list) -> dict:
-        wav = torch.stack([it["wav"] for it in items])
+        # default_collate stacks straight into shared memory in a worker (torch.stack, then the
+        # queue's move to shared memory, would copy the batch twice).
+        wav = default_collate([it["wav"] for it in items])
         lengths = torch.tensor([frames_for(self.front_end, int(it["length"])) for it in items])
         lengths = lengths.clamp(max=self.frames)
         gen = torch.Generator().manual_seed(mix_seed(*[int(it["seed"]) for it in items]))
@@ -102,7 +118,7 @@ class MaskingCollate:
         if self.augment is not None:  # drawn after the mask from the same generator: the masks do not depend on it
             batch["augment"] = self.augment.draw(len(items), gen)
         if "codes" in items[0]:
-            batch["codes"] = torch.stack([it["codes"] for it in items]).long()[..., : self.frames]
+            batch["codes"] = default_collate([it["codes"] for it in items]).long()[..., : self.frames]
         if "label" in items[0]:
             batch["label"] = torch.tensor([it["label"] for it in items])
         return batch
