@@ -27,8 +27,9 @@ One table, rows by section (``--only``):
 
 The audio is noise with a slow envelope (FLAC compresses it less than music or speech: its decode
 costs are an upper bound). Files are read once before timing (page cache): the figures are CPU,
-not disk. A row that cannot run on this branch prints ``n/a (reason)``. Time it alone on the
-machine (another process's load halves a 2-core machine's figures); the header prints the load.
+not disk. A row that cannot run here (MP3 needs libsndfile >= 1.1) prints ``n/a (reason)``. Time
+it alone on the machine (another process's load halves a 2-core machine's figures); the header
+prints the load.
 """
 from __future__ import annotations
 
@@ -104,19 +105,6 @@ def prepare(raw_folders: list, out: Path, fmt: str, workers: int) -> float:
                     "--format", fmt, "--workers", str(workers), "--no-progress-bar"], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return time.perf_counter() - t0
-
-
-def manifest_sources(prepared: Path) -> set:
-    with open(prepared / "manifest.tsv", encoding="utf-8") as f:
-        return {line.split("\t")[2] for line in f if not line.startswith("#")}
-
-
-def reads_prepared(prepared: Path, out: Path) -> bool:
-    """Whether this branch's loader treats a prepared folder as its sources (the contract), not as
-    a plain folder of segment files: the run's data_index.tsv lists the manifest's sources."""
-    with open(out / "data_index.tsv", encoding="utf-8") as f:
-        listed = {line.split("\t")[0] for line in f if not line.startswith("#")}
-    return listed == manifest_sources(prepared)
 
 
 def warm_page_cache(folder: Path) -> None:
@@ -319,18 +307,13 @@ def main(argv=None):
         if "pipeline" in args.only:
             want_prepared.add("wav")
         for name in RAW:
-            pipeline_fallback = name == "audioset" and "pipeline" in args.only
-            if ("read" in args.only and name in formats) or want_prepared or pipeline_fallback:
+            if ("read" in args.only and name in formats) or want_prepared:
                 try:
                     raw[name], labels[name] = write_raw(work, name, q)
                 except Exception as e:  # e.g. MP3 needs libsndfile >= 1.1
                     labels[name] = f"n/a (cannot write {RAW[name][0]}: {type(e).__name__}: {e})"
         prepared, prepared_label = {}, {}
-        have_prepare = (ROOT / "training" / "prepare.py").is_file()
         for fmt in sorted(want_prepared, reverse=True):
-            if not have_prepare:
-                prepared_label[fmt] = "n/a (training.prepare is not on this branch: merge issue33-prep)"
-                continue
             out = work / f"prepared-{fmt}"
             try:
                 took = prepare(list(raw.values()), out, fmt, prepare_workers)
@@ -340,14 +323,6 @@ def main(argv=None):
             prepared[fmt] = out
             prepared_label[fmt] = (f"prepared {fmt.upper()} (24 kHz mono) of the raw rows, by training.prepare in "
                                    f"{took:.0f} s with {prepare_workers} worker{'s' * (prepare_workers > 1)}")
-        for fmt, folder in list(prepared.items()):
-            check = runs / f"check-{fmt}"
-            from training.data.crops import file_datasets
-            file_datasets(data_config([folder], val_fraction=0.0), check)
-            if not reads_prepared(folder, check):
-                del prepared[fmt]
-                prepared_label[fmt] = ("n/a (this branch's loader reads a prepared folder as plain segment files: "
-                                       "merge issue33-loader)")
 
         if "read" in args.only:
             for name in formats:
@@ -364,8 +339,6 @@ def main(argv=None):
 
         if "pipeline" in args.only:
             folder, label = prepared.get("wav"), prepared_label.get("wav", "prepared WAV").split(", by")[0]
-            if folder is None and "audioset" in raw:  # before training.prepare: the raw files, said so
-                folder, label = raw["audioset"], f"{labels['audioset']} (prepared WAV: {label})"
             if folder is None:
                 row("pipeline", "prepared WAV", label)
             else:
@@ -387,25 +360,16 @@ def main(argv=None):
             t0 = time.perf_counter()
             write_big_manifest(folder, rows)
             written = time.perf_counter() - t0
-            check = runs / "check-big"
-            from training.data.crops import file_datasets
-            small = work / "small-manifest"
-            write_big_manifest(small, 3, segments=1, seconds=5.0)
-            file_datasets(data_config([small], val_fraction=0.0), check)
             data = f"prepared manifest, {rows:,} rows ({(folder / 'manifest.tsv').stat().st_size / 2**20:.0f} MiB)"
-            if not reads_prepared(small, check):
-                row("start-up", data,
-                    "n/a (this branch's loader does not read prepared manifests: merge issue33-loader)")
-            else:
-                for workers in startup_workers:
-                    r = run_startup(folder, runs / f"startup{workers}", workers, batch)
-                    per_worker = ", ".join(f"{mib(w['rss'])} (private {mib(w.get('private', 0))})"
-                                           for w in r["workers"])
-                    row(f"start-up, {workers} worker{'s' * (workers > 1)}", data,
-                        f"{r['index'] + r['first_batch']:.1f} s to the first batch",
-                        f"index {r['index']:.1f} s + loaders and first batch {r['first_batch']:.1f} s "
-                        f"({r['items']:,} training items); RSS parent {mib(r['parent']['rss'])} "
-                        f"(peak {mib(r['parent']['hwm'])}), per worker {per_worker}")
+            for workers in startup_workers:
+                r = run_startup(folder, runs / f"startup{workers}", workers, batch)
+                per_worker = ", ".join(f"{mib(w['rss'])} (private {mib(w.get('private', 0))})"
+                                       for w in r["workers"])
+                row(f"start-up, {workers} worker{'s' * (workers > 1)}", data,
+                    f"{r['index'] + r['first_batch']:.1f} s to the first batch",
+                    f"index {r['index']:.1f} s + loaders and first batch {r['first_batch']:.1f} s "
+                    f"({r['items']:,} training items); RSS parent {mib(r['parent']['rss'])} "
+                    f"(peak {mib(r['parent']['hwm'])}), per worker {per_worker}")
             print(f"\n(the manifest took {written:.1f} s to write; imports are not counted in start-up)")
 
 
