@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from machine import describe_machine  # noqa: E402  (benchmarks/machine.py)
 
-from hear_codec import codec as codec_lib
 from hear_codec.convert import config_from_gin, convert_state_dict
 from hear_codec.encodecmae import EncodecMAE
 

@@ -25,8 +25,7 @@ project's ceiling shape, ``benchmarks/machine.py``, on a CPU). The loader line g
 up: ``fed`` within 5 % of ``step+codec``.
 
 Without ``--data`` the corpus is made on the spot in a temporary folder: ``--corpus-files`` files
-of ``--corpus-seconds``, prepared by ``python -m training.prepare`` where it exists, else written as
-24 kHz mono WAV (:func:`prepared_corpus`).
+of ``--corpus-seconds``, prepared by ``python -m training.prepare`` (:func:`prepared_corpus`).
 """
 from __future__ import annotations
 
@@ -43,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hear_codec import encodecmae as emae  # noqa: E402
-from hear_codec.codec import SAMPLE_RATE, load_codec  # noqa: E402
+from hear_codec.codec import load_codec  # noqa: E402
 from machine import ceiling_shape, describe_machine, matmul_ceiling  # noqa: E402  (benchmarks/machine.py)
 
 # Datasheet dense bf16 peaks, printed beside the measured rate for reference only.
@@ -94,23 +93,16 @@ def per_step(fn, steps: int, warmup: int, device) -> float:
 
 def prepared_corpus(folder: Path, files: int, seconds: float, workers: int) -> tuple[Path, str]:
     """A prepared corpus of ``files`` recordings of ``seconds`` (noise with a slow envelope, so
-    crops differ) in ``folder``, and how it was made.
-
-    With ``training.prepare`` importable, the recordings are written as 48 kHz stereo WAV into
+    crops differ) in ``folder``, and how it was made: written as 48 kHz stereo WAV into
     ``folder/raw`` and prepared into ``folder/prepared`` by ``python -m training.prepare``, so the
-    loader reads exactly what training reads (its format, segments and manifest). Without it (the
-    SWITCH below; remove it once training.prepare is on every branch that runs this), they are
-    written directly as a prepared corpus holds its audio: 24 kHz mono 16-bit WAV files, read as a
-    folder.
+    loader reads exactly what training reads (its format, segments and manifest).
     """
-    import importlib.util
     import subprocess
 
     import soundfile as sf
 
-    have_prepare = importlib.util.find_spec("training.prepare") is not None  # SWITCH: training.prepare or not
-    rate, channels = (48000, 2) if have_prepare else (SAMPLE_RATE, 1)
-    raw = folder / ("raw" if have_prepare else "prepared")
+    rate, channels = 48000, 2
+    raw = folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     n = int(seconds * rate)
@@ -118,8 +110,6 @@ def prepared_corpus(folder: Path, files: int, seconds: float, workers: int) -> t
         envelope = 0.05 + 0.2 * np.abs(np.sin(np.linspace(0, rng.uniform(5, 50), n)))
         wav = (envelope[:, None] * rng.standard_normal((n, channels))).astype(np.float32)
         sf.write(raw / f"clip{i:04d}.wav", wav, rate, subtype="PCM_16")
-    if not have_prepare:
-        return raw, "24 kHz mono 16-bit WAV written directly (training.prepare is not importable here)"
     prepared = folder / "prepared"
     subprocess.run([sys.executable, "-m", "training.prepare", str(raw), "--out", str(prepared),
                     "--workers", str(max(1, workers)), "--no-progress-bar"], check=True, stdout=sys.stderr)

@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from hub_cache import fake_hub, offline_env, tiny_v1_folder, tiny_v2_file
+from hub_cache import fake_hub, offline_env, tiny_v2_file
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -146,8 +146,21 @@ def checks(command: Command) -> list[Check]:
     return []
 
 
+def table_commands(path: Path = README) -> list[Command]:
+    """The commands written as inline code in README's tables (the training recipes): every
+    `` `python ...` `` / `` `make ...` `` span of a table row, one command each."""
+    found = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.lstrip().startswith("|"):
+            continue
+        for span in re.findall(r"`([^`]+)`", line):
+            if re.match(r"(python3?|make|hear-validator|\.venv/bin/\S+) ", span):
+                found.append(Command(number, span, shlex.split(span)))
+    return found
+
+
 def readme_commands() -> list[Command]:
-    return shell_commands()
+    return shell_commands() + table_commands()
 
 
 def command_id(command: Command) -> str:
