@@ -46,16 +46,17 @@ _QUOTED_ERRNO = re.compile(r"(?:\(os error |\[Errno )(\d+)[)\]]")
 
 def _disk_full(path: Path, cause: str, written: int) -> DiskFullError:
     before = f"{path} still holds its previous version" if path.exists() else f"no {path.name} was written"
-    got = f"{_size(written)} into the file; " if written else ""
+    got = f"{size_text(written)} into the file; " if written else ""
     return DiskFullError(errno.ENOSPC, f"could not write {path}: {cause} ({got}free some space or raise the quota); "
                                        f"{before}")
 
 
-def _size(n: int) -> str:
+def size_text(n: float) -> str:
+    """A size in bytes for people: "3.6 MiB", "1.2 GiB", "512 bytes"."""
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
+    return f"{n:.0f} bytes"
 
 
 @contextlib.contextmanager

@@ -83,18 +83,24 @@ def test_length_over_max_len_is_an_error():
         time_gap_mask(torch.tensor([301]), 300)
 
 
-def test_vectorised_over_the_batch(monkeypatch):
-    """The work is a few batched tensor operations per round of span draws, and a paper-size batch
-    (128 x 300 frames) needs one round whatever its size: counted, not timed (a wall-clock bound
-    fails on a busy machine). A per-clip or per-span Python loop would need a round per clip."""
-    rounds = []
+@pytest.fixture
+def rounds(monkeypatch) -> list:
+    """The number of rows of each round of span draws (each ``_draw_rows`` call), as they happen."""
+    counted = []
     draw_rows = masking._draw_rows
 
     def counting(lengths, *args):
-        rounds.append(len(lengths))
+        counted.append(len(lengths))
         return draw_rows(lengths, *args)
 
     monkeypatch.setattr(masking, "_draw_rows", counting)
+    return counted
+
+
+def test_vectorised_over_the_batch(rounds):
+    """The work is a few batched tensor operations per round of span draws, and a paper-size batch
+    (128 x 300 frames) needs one round whatever its size: counted, not timed (a wall-clock bound
+    fails on a busy machine). A per-clip or per-span Python loop would need a round per clip."""
     for batch in (128, 1024):
         rounds.clear()
         mask = time_gap_mask(torch.full((batch,), 300), 300, generator=torch.Generator().manual_seed(4))
@@ -198,17 +204,9 @@ def test_same_masks_as_the_reference_over_seeds_lengths_and_batches():
     assert time_gap_mask(torch.zeros(0, dtype=torch.long), 300).shape == (0, 300)
 
 
-def test_same_masks_as_the_reference_when_rows_are_drawn_again(monkeypatch):
+def test_same_masks_as_the_reference_when_rows_are_drawn_again(rounds):
     """A target near the whole clip runs out of spans now and then: those rows are drawn again
     with twice the spans, from the same generator, in the same order as before."""
-    rounds = []
-    draw_rows = masking._draw_rows
-
-    def counting(lengths, *args):
-        rounds.append(len(lengths))
-        return draw_rows(lengths, *args)
-
-    monkeypatch.setattr(masking, "_draw_rows", counting)
     picks = torch.Generator().manual_seed(12)
     for seed in range(20):
         lengths = torch.randint(200, 301, (64,), generator=picks)

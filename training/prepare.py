@@ -79,7 +79,7 @@ from hear_codec import cli
 from hear_codec.audio import stream_audio
 from hear_codec.codec import SAMPLE_RATE
 from hear_codec.errors import AudioReadError, UserError
-from hear_codec.files import atomic_path, write_json, write_text
+from hear_codec.files import atomic_path, size_text, write_json, write_text
 
 HEADER = f"# hear_codec prepared corpus\tsample_rate={SAMPLE_RATE}"  # line 1 of manifest.tsv: how loaders know it
 COLUMNS = "# path\tframes\tsource\toffset"
@@ -408,13 +408,6 @@ class Progress:
             self.bar.close()
 
 
-def _human(n: float) -> str:
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n:.0f} bytes"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.prepare",
@@ -447,7 +440,7 @@ def main(argv=None) -> dict | int:
     out = Path(args.out)
     skipped = f", {summary['skipped']} skipped (listed in {out / SKIPPED})" if summary["skipped"] else ", 0 skipped"
     print(f"prepared {summary['files']} files ({summary['segments']} segments, {summary['hours']:.2f} h of audio, "
-          f"{_human(summary['bytes'])} on disk){skipped} in {summary['seconds']:.0f} s "
+          f"{size_text(summary['bytes'])} on disk){skipped} in {summary['seconds']:.0f} s "
           f"({summary['decoded_this_run']} decoded this run): {out / MANIFEST}")
     return summary
 
